@@ -1,0 +1,208 @@
+"""aiohttp probe client: one request per probe, bytes fed to the meter, a classified ProbeResult out.
+
+The `Prober` is handed a `ClientSession` and never closes it (its caller owns it). Every failure is
+returned as a `ProbeResult` with an `error_kind`; nothing here raises for a misbehaving target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from monitor.checks import run_checks
+from monitor.meter import StreamMeter
+from monitor.results import ErrorKind, ProbeResult, TimeoutPhase
+from monitor.settings import ProbeSettings, TargetSettings
+
+logger = logging.getLogger(__name__)
+
+# Error bodies are read only this far: enough for any server's message, bounded for a hostile one.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_DETAIL_CHARS = 300
+
+
+def build_request(target: TargetSettings, probe: ProbeSettings) -> tuple[str, dict[str, Any]]:
+    """The URL and JSON body a probe sends (sampling params and extra_body passed through as-is)."""
+    body: dict[str, Any] = {}
+    if target.model is not None:
+        body["model"] = target.model
+    if probe.endpoint == "chat":
+        path = "/chat/completions"
+        body["messages"] = [m.model_dump() for m in probe.messages or []]
+    else:
+        path = "/completions"
+        body["prompt"] = probe.prompt
+    if probe.max_tokens is not None:
+        body["max_tokens"] = probe.max_tokens
+    if probe.temperature is not None:
+        body["temperature"] = probe.temperature
+    body["stream"] = probe.stream
+    if probe.stream:
+        # Ask for usage so token counts are measured, not estimated; servers that ignore it still work.
+        body["stream_options"] = {"include_usage": True}
+    body.update(probe.sampling)
+    body.update(probe.extra_body)
+    return target.base_url + path, body
+
+
+def request_headers(target: TargetSettings, api_key: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", **target.headers}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+class _Deadlines:
+    """Tracks which phase a request is in, so a timeout can name it."""
+
+    def __init__(self, target: TargetSettings, start_s: float) -> None:
+        self.total_at = start_s + target.timeout_s
+        self.first_byte_at = start_s + (target.first_byte_timeout_s or target.timeout_s)
+        self.chunk_timeout_s = target.chunk_timeout_s
+        self.phase: TimeoutPhase = "first_byte"
+        self.phase_at = self.first_byte_at
+
+    def next_deadline(self) -> float:
+        return min(self.total_at, self.phase_at)
+
+    def expired_phase(self) -> TimeoutPhase:
+        return "total" if self.total_at <= self.phase_at else self.phase
+
+    def got_chunk(self, now_s: float) -> None:
+        self.phase = "gap"
+        self.phase_at = now_s + self.chunk_timeout_s
+
+
+class Prober:
+    """Runs probes through a session it does not own."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def run(self, target: TargetSettings, probe: ProbeSettings, api_key: str | None = None) -> ProbeResult:
+        url, body = build_request(target, probe)
+        base = {
+            "probe": probe.name,
+            "target": target.name,
+            "endpoint": probe.endpoint,
+            "stream": probe.stream,
+            "started_at": datetime.now(UTC),
+            "max_tokens": probe.max_tokens,
+        }
+        start_s = time.perf_counter()
+        # asyncio's timeout runs on the loop clock; perf_counter is the meter's clock.
+        loop_start = asyncio.get_running_loop().time()
+        deadlines = _Deadlines(target, loop_start)
+        meter = StreamMeter(probe.endpoint, stream=probe.stream, start_s=start_s)
+        status: int | None = None
+        timeout = aiohttp.ClientTimeout(total=None, connect=target.connect_timeout_s)
+        try:
+            async with asyncio.timeout_at(deadlines.next_deadline()) as cm:
+                async with self._session.post(
+                    url, data=json.dumps(body, ensure_ascii=False).encode(), headers=request_headers(target, api_key),
+                    timeout=timeout,
+                ) as resp:  # fmt: skip
+                    status = resp.status
+                    if status >= 400:
+                        detail = await _error_detail(resp)
+                        return _failed(base, start_s, "http_error", detail, status=status)
+                    async for data in resp.content.iter_any():
+                        now_s = time.perf_counter()
+                        meter.feed(data, now_s)
+                        deadlines.got_chunk(asyncio.get_running_loop().time())
+                        cm.reschedule(deadlines.next_deadline())
+        except aiohttp.ConnectionTimeoutError:
+            return _failed(base, start_s, "timeout", f"connect timeout after {target.connect_timeout_s:g} s",
+                           phase="connect", status=status)  # fmt: skip
+        except TimeoutError:
+            phase = deadlines.expired_phase()
+            return _failed(base, start_s, "timeout", _timeout_detail(phase, target), phase=phase, status=status)
+        except aiohttp.ClientConnectorError as exc:
+            return _failed(base, start_s, "connect_error", _connect_detail(exc, url))
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            if status is None:
+                return _failed(base, start_s, "connect_error", f"server closed the connection: {exc}")
+            return _partial(base, meter, status, f"connection closed mid-stream: {_one_line(str(exc))}")
+        except aiohttp.ClientResponseError as exc:
+            return _failed(base, start_s, "bad_response", f"invalid HTTP response: {_one_line(exc.message)}")
+        except aiohttp.ClientError as exc:
+            return _failed(base, start_s, "connect_error", f"{type(exc).__name__}: {_one_line(str(exc))}")
+        m = meter.finish(time.perf_counter())
+        if m.error_kind is not None:
+            return ProbeResult(**base, http_status=status, error_kind=m.error_kind, error_detail=m.error_detail,
+                               measurement=m)  # fmt: skip
+        return ProbeResult(**base, http_status=status, measurement=m, checks=run_checks(probe, m))
+
+
+def _failed(
+    base: dict[str, Any],
+    start_s: float,
+    kind: ErrorKind,
+    detail: str,
+    *,
+    status: int | None = None,
+    phase: TimeoutPhase | None = None,
+) -> ProbeResult:
+    elapsed_ms = (time.perf_counter() - start_s) * 1000.0
+    return ProbeResult(
+        **base, http_status=status, error_kind=kind, error_detail=detail, timeout_phase=phase, elapsed_ms=elapsed_ms
+    )
+
+
+def _partial(base: dict[str, Any], meter: StreamMeter, status: int, detail: str) -> ProbeResult:
+    """A stream that broke off: keep what was measured, classify as stream_error."""
+    m = meter.finish(time.perf_counter())
+    return ProbeResult(**base, http_status=status, error_kind="stream_error", error_detail=detail, measurement=m)
+
+
+def _timeout_detail(phase: TimeoutPhase, target: TargetSettings) -> str:
+    if phase == "first_byte":
+        return f"no response within {target.first_byte_timeout_s or target.timeout_s:g} s (first byte)"
+    if phase == "gap":
+        return f"stream stalled: no data for {target.chunk_timeout_s:g} s between chunks"
+    return f"request exceeded timeout_s={target.timeout_s:g}"
+
+
+def _connect_detail(exc: aiohttp.ClientConnectorError, url: str) -> str:
+    cause = exc.os_error.strerror or str(exc.os_error) if exc.os_error is not None else str(exc)
+    return f"cannot connect to {exc.host}:{exc.port} ({url}): {_one_line(str(cause))}"
+
+
+async def _error_detail(resp: aiohttp.ClientResponse) -> str:
+    """`HTTP 404: <message>` from vLLM's flat or nested envelope, FastAPI's detail, or raw text."""
+    raw = await resp.content.read(MAX_ERROR_BODY_BYTES)
+    prefix = f"HTTP {resp.status}"
+    if not raw.strip():
+        return f"{prefix} with an empty body"
+    return f"{prefix}: {_one_line(error_message(raw))}"
+
+
+def error_message(raw: bytes) -> str:
+    """The human message inside an error body, whatever envelope the server uses."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])  # vLLM >= 0.10.1, OpenAI
+        if isinstance(err, str):
+            return err  # vLLM --api-key: {"error": "Unauthorized"}
+        if "message" in data:
+            return str(data["message"])  # vLLM <= 0.10.0: {"object": "error", "message": ...}
+        if "detail" in data:
+            return str(data["detail"])  # FastAPI / Starlette defaults
+    return text
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 1] + "…"

@@ -1,0 +1,383 @@
+"""Configuration: YAML file + `MONITOR_*` environment + CLI flags -> one validated `Settings`.
+
+This is the only module that reads the environment. Every validation error is turned into a
+one-line `ConfigError` that names the YAML path, for example `probes[1].max_tokens: must be >= 1`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.errors import ConfigError
+
+_M = TypeVar("_M", bound=BaseModel)
+EndpointKind = Literal["chat", "completion"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+DEFAULT_DB_URL = "sqlite+aiosqlite:///llm-monitor.db"
+ENV_PREFIX = "MONITOR_"
+
+# Request fields a probe may set at its top level; they are sent as-is. OpenAI's names plus
+# vLLM's extras (wire reference §5). Anything else goes under `extra_body`, so a typo such as
+# `max_token` is an error instead of a silently ignored field (vLLM ignores unknown keys).
+SAMPLING_PARAMS = frozenset(
+    {
+        "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_completion_tokens", "n",
+        "presence_penalty", "response_format", "seed", "stop", "stream_options", "top_p", "tools",
+        "tool_choice", "parallel_tool_calls", "user", "reasoning_effort", "include_reasoning", "echo",
+        "suffix", "best_of", "top_k", "min_p", "repetition_penalty", "length_penalty", "use_beam_search",
+        "stop_token_ids", "include_stop_str_in_output", "ignore_eos", "min_tokens", "skip_special_tokens",
+        "spaces_between_special_tokens", "truncate_prompt_tokens", "prompt_logprobs", "allowed_token_ids",
+        "bad_words", "add_generation_prompt", "continue_final_message", "add_special_tokens",
+        "chat_template", "chat_template_kwargs", "guided_json", "guided_regex", "guided_choice",
+        "guided_grammar", "structured_outputs", "priority", "request_id", "return_tokens_as_token_ids",
+    }
+)  # fmt: skip
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+Name = Annotated[str, Field(pattern=_NAME, description="letters, digits, _ . : - (max 100)")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Model):
+    url: str = Field(DEFAULT_DB_URL, min_length=1)
+
+
+class TargetSettings(_Model):
+    name: Name
+    base_url: str = Field(description="OpenAI-compatible base URL, including /v1")
+    model: str | None = None
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    timeout_s: float = Field(60.0, gt=0, description="whole request")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    first_byte_timeout_s: float | None = Field(None, gt=0, description="until the first body bytes; default timeout_s")
+    chunk_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream chunks")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, for example http://127.0.0.1:8000/v1")
+        return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_header(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(k.lower() == "authorization" for k in value):
+            raise ValueError("do not put credentials in headers; use api_key_env")
+        return value
+
+
+class Message(_Model):
+    role: Role
+    content: str
+
+
+class Expect(_Model):
+    """User assertions on a reply; each becomes a check named `expect.<key>`."""
+
+    contains: list[str] = Field(default_factory=list)
+    not_contains: list[str] = Field(default_factory=list)
+    regex: str | None = None
+    json_valid: bool = False
+    min_chars: int | None = Field(None, ge=0)
+    max_chars: int | None = Field(None, ge=0)
+    cjk_ratio_min: float | None = Field(None, ge=0, le=1)
+    max_ttft_ms: float | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(None, gt=0)
+    finish_reason_in: list[str] | None = None
+
+    @field_validator("contains", "not_contains", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class ProbeSettings(_Model):
+    name: Name
+    target: str
+    endpoint: EndpointKind = "chat"
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    stream: bool = True
+    interval_s: float = Field(60.0, gt=0)
+    cron: str | None = None
+    jitter_s: float = Field(0.0, ge=0)
+    expect: Expect = Field(default_factory=Expect)
+    sampling: dict[str, Any] = Field(default_factory=dict, description="known sampling parameters, sent as-is")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="any other request fields, sent as-is")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_sampling(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        # Unknown keys stay in place so that extra="forbid" reports them with their YAML path.
+        sampling = dict(data.get("sampling") or {})
+        rest: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in SAMPLING_PARAMS:
+                sampling[key] = value
+            else:
+                rest[key] = value
+        rest["sampling"] = sampling
+        return rest
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> ProbeSettings:
+        if self.endpoint == "chat" and not self.messages:
+            raise ValueError("a chat probe needs messages: [{role: user, content: ...}]")
+        if self.endpoint == "completion" and self.prompt is None:
+            raise ValueError("a completion probe needs prompt")
+        if self.endpoint == "chat" and self.prompt is not None:
+            raise ValueError("prompt is for completion probes; a chat probe uses messages")
+        if self.endpoint == "completion" and self.messages:
+            raise ValueError("messages are for chat probes; a completion probe uses prompt")
+        if not self.stream and self.expect.max_ttft_ms is not None:
+            raise ValueError("expect.max_ttft_ms needs stream: true (TTFT is not measurable without streaming)")
+        return self
+
+
+class Settings(_Model):
+    """Everything the CLI, probes and daemon need, validated once at the edge."""
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    targets: list[TargetSettings] = Field(default_factory=list)
+    probes: list[ProbeSettings] = Field(default_factory=list)
+    # Resolved from each target's api_key_env at load time; never written anywhere.
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        _unique("targets", [t.name for t in self.targets])
+        _unique("probes", [p.name for p in self.probes])
+        names = {t.name for t in self.targets}
+        for i, probe in enumerate(self.probes):
+            if probe.target not in names:
+                choices = ", ".join(sorted(names)) or "none defined"
+                raise ConfigError(f"probes[{i}].target: unknown target {probe.target!r} (targets: {choices})")
+        return self
+
+    def target(self, name: str) -> TargetSettings:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+    def api_key(self, target: str) -> str | None:
+        secret = self.api_keys.get(target)
+        return secret.get_secret_value() if secret is not None else None
+
+
+def _unique(section: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(f"{section}[{i}].name: duplicate name {name!r}")
+        seen.add(name)
+
+
+def default_probes(target: str) -> list[dict[str, Any]]:
+    """The probe set `probe` runs without a config: chat and completion, streaming and not, "你好"."""
+    hello = [{"role": "user", "content": "你好"}]
+    probes: list[dict[str, Any]] = []
+    for stream in (True, False):
+        suffix = "stream" if stream else "nostream"
+        probes.append(
+            {"name": f"chat-hello-{suffix}", "target": target, "endpoint": "chat", "messages": hello,
+             "max_tokens": 512, "temperature": 0.7, "stream": stream}
+        )  # fmt: skip
+        # No max_tokens: shows what the server does by default (vLLM completions stop at 16 tokens).
+        probes.append(
+            {"name": f"completion-hello-{suffix}", "target": target, "endpoint": "completion",
+             "prompt": "你好", "stream": stream}
+        )  # fmt: skip
+    return probes
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    db_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build `Settings` from a YAML file and/or target flags; `db_url` and `MONITOR_DB_URL` override storage.
+
+    Precedence for the database URL: `db_url` (the --db flag), then `MONITOR_DB_URL`, then the file.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+    if base_url is not None:
+        target = {"name": "default", "base_url": base_url, "model": model}
+        raw["targets"] = [target, *[t for t in raw.get("targets") or [] if t.get("name") != "default"]]
+        if path is None:
+            raw["probes"] = default_probes("default")
+    elif model is not None:
+        raise ConfigError("--model needs --base-url")
+    url = db_url or env.get(f"{ENV_PREFIX}DB_URL")
+    if url:
+        raw["storage"] = {**(raw.get("storage") or {}), "url": url}
+    settings = parse_settings(raw)
+    return _resolve_keys(settings, env)
+
+
+def parse_settings(raw: Mapping[str, Any]) -> Settings:
+    """Validate a decoded config mapping, turning pydantic errors into one-line ConfigErrors."""
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def _resolve_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
+    keys: dict[str, SecretStr] = {}
+    for i, target in enumerate(settings.targets):
+        if target.api_key_env is None:
+            continue
+        value = env.get(target.api_key_env)
+        if not value:
+            raise ConfigError(f"targets[{i}].api_key_env: environment variable {target.api_key_env} is not set")
+        keys[target.name] = SecretStr(value)
+    return settings.model_copy(update={"api_keys": keys})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (storage:, targets:, probes:)")
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """First error as `path: message`, plus a count of the others."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    path = _loc_to_path(first["loc"])
+    message = _friendly(first)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path}: {message}{more}" if path else f"{message}{more}"
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_check_shape()]", "function-before[_collect_sampling()]"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+# Pydantic error types whose message is a fixed phrase.
+_PHRASES = {
+    "extra_forbidden": "unknown field",
+    "missing": "required field is missing",
+    "string_pattern_mismatch": "must use letters, digits, _ . : - only (max 100 characters)",
+    "model_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "list_type": "must be a list",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+}
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<=")}
+_PROBE_EXTRA = "unknown field (not a probe option nor a known sampling parameter; put custom fields under extra_body)"
+
+
+def _friendly(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    loc = error["loc"]
+    if kind == "extra_forbidden" and len(loc) == 3 and loc[0] == "probes":
+        return _PROBE_EXTRA
+    if kind in _PHRASES:
+        return _PHRASES[kind]
+    if kind in _BOUNDS:
+        key, op = _BOUNDS[kind]
+        return f"must be {op} {ctx[key]}"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    msg = str(error["msg"])
+    return msg[:1].lower() + msg[1:]
+
+
+def to_seconds(value: float | str) -> float:
+    """Parse `90`, `90s`, `15m`, `2h`, `7d` into seconds (used by CLI durations)."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", value)
+        if match is None:
+            raise ConfigError(f"{value!r}: not a duration (use 30s, 5m, 2h, 7d)")
+        scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
+        seconds = float(match.group(1)) * scale
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{value!r}: not a duration")
+    return seconds
+
+
+def parse_mock_config(model: type[_M], values: Mapping[str, Any]) -> _M:
+    """Validate mock flags with the same one-line error format as the config file."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        field, sep, rest = format_validation_error(exc).partition(": ")
+        raise ConfigError(f"--{field.replace('_', '-')}{sep}{rest}" if sep else field) from None
