@@ -1,0 +1,38 @@
+"""Persistence: engine factory and migrations (`db`), tables (`models`), queries (`repo`)."""
+
+from __future__ import annotations
+
+from monitor.store.db import (
+    alembic_config,
+    censor_url,
+    connect,
+    create_engine,
+    current_revision,
+    downgrade,
+    downgrade_sync,
+    ensure_schema,
+    head_revision,
+    normalize_url,
+    ping,
+    upgrade,
+    upgrade_sync,
+)
+from monitor.store.repo import Store, StoredResult
+
+__all__ = [
+    "Store",
+    "StoredResult",
+    "alembic_config",
+    "censor_url",
+    "connect",
+    "create_engine",
+    "current_revision",
+    "downgrade",
+    "downgrade_sync",
+    "ensure_schema",
+    "head_revision",
+    "normalize_url",
+    "ping",
+    "upgrade",
+    "upgrade_sync",
+]

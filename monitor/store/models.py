@@ -1,0 +1,101 @@
+"""Table definitions (SQLAlchemy 2 declarative). The schema itself is owned by migrations/."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["NAME_MAX_CHARS", "Base", "ProbeResultRow", "UTCDateTime"]
+
+# Probe and target names are configuration keys; settings should reject longer ones.
+NAME_MAX_CHARS = 200
+# Free-form strings from upstream (finish/stop reasons, error text) are cut to these lengths.
+REASON_MAX_CHARS = 200
+ERROR_DETAIL_MAX_CHARS = 2000
+
+# Deterministic constraint names, so that later migrations (and SQLite batch mode) can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is stored as UTC and always read back as an aware UTC datetime.
+
+    SQLite has no time zone type: `DateTime(timezone=True)` returns naive values there, so
+    naive values read back are taken as UTC, and naive values written are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text, so every stored value must use the same (UTC, no offset) form.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ProbeResultRow(Base):
+    """One probe request (a flattened `monitor.results.ProbeResult`)."""
+
+    __tablename__ = "probe_results"
+    __table_args__ = (
+        Index("ix_probe_results_probe_started_at", "probe", "started_at"),
+        Index("ix_probe_results_target_started_at", "target", "started_at"),
+    )
+
+    # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    probe: Mapped[str] = mapped_column(String(NAME_MAX_CHARS))
+    target: Mapped[str] = mapped_column(String(NAME_MAX_CHARS))
+    endpoint: Mapped[str] = mapped_column(String(16))
+    stream: Mapped[bool]
+    ok: Mapped[bool]
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    timeout_phase: Mapped[str | None] = mapped_column(String(16))
+    http_status: Mapped[int | None]
+    ttft_ms: Mapped[float | None]
+    latency_ms: Mapped[float | None]
+    itl_ms_mean: Mapped[float | None]
+    itl_ms_p95: Mapped[float | None]
+    itl_ms_max: Mapped[float | None]
+    chunk_count: Mapped[int | None]
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    tokens_estimated: Mapped[bool | None]
+    finish_reason: Mapped[str | None] = mapped_column(String(REASON_MAX_CHARS))
+    # vLLM reports a stop token id (int) or the matched stop string; ints are kept as decimal text.
+    stop_reason: Mapped[str | None] = mapped_column(String(REASON_MAX_CHARS))
+    max_tokens: Mapped[int | None]
+    truncated: Mapped[bool]
+    text_sample: Mapped[str | None] = mapped_column(Text)
+    # [{"name": ..., "passed": ..., "detail": ...}, ...]
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # Comma-joined names of the failed checks ("" when none failed), so filters need no JSON functions.
+    failed_checks: Mapped[str] = mapped_column(String)
+    # Set for canaries sent during a load test; the runs table (and its foreign key) comes later.
+    load_run_id: Mapped[int | None] = mapped_column(BigInteger)
