@@ -1,0 +1,13 @@
+"""A vLLM-faithful mock server (GLM-4-9B-Chat flavoured) with misconfiguration and fault modes.
+
+`create_mock_app(config)` builds the aiohttp application; `monitor.mock.server.run_mock(config,
+host, port)` serves it until SIGINT/SIGTERM (not imported here, so `python -m monitor.mock.server`
+runs cleanly). Wire shapes follow vLLM 0.10.1+ (see the shared wire reference).
+"""
+
+from __future__ import annotations
+
+from monitor.mock.app import create_mock_app
+from monitor.mock.config import MockConfig
+
+__all__ = ["MockConfig", "create_mock_app"]

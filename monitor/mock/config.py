@@ -1,0 +1,78 @@
+"""`MockConfig`: every knob of the mock vLLM server, settable at startup and at run time.
+
+Each field becomes a `--kebab-case` CLI flag (its `description` is the help string) and a key
+of `POST /_mock/config`. Units live in the names (`ttft_ms`, `drip_bytes_per_s`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DEFAULT_MODEL", "MockConfig", "MockFlavor"]
+
+DEFAULT_MODEL = "glm-4-9b-chat"
+
+MockFlavor = Literal["vllm", "openai"]
+
+
+class MockConfig(BaseModel):
+    """Behaviour of the mock server: model identity, latency, misconfiguration and fault modes."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str = Field(default=DEFAULT_MODEL, min_length=1, description="Served model name (the only one accepted).")
+    max_model_len: int = Field(default=8192, ge=16, description="Context window in tokens (prompt + completion).")
+    ttft_ms: float = Field(default=0.0, ge=0, description="Delay before the first token, in milliseconds.")
+    itl_ms: float = Field(default=0.0, ge=0, description="Delay between streamed tokens, in milliseconds.")
+    seed: int = Field(default=0, description="Seed for canned-reply choice and the fault-rate dice.")
+    api_key: str | None = Field(default=None, description="Require 'Authorization: Bearer KEY' on /v1/*.")
+
+    # Incident modes: misconfigurations seen with GLM-4-9B-Chat on vLLM (wire reference §6.3).
+    no_chat_template: bool = Field(
+        default=False, description="Chat requests fail with vLLM's 400 'default chat template is no longer allowed'."
+    )
+    no_stop_tokens: bool = Field(
+        default=False,
+        description="Chat replies never stop: the model writes the next user turn itself until max_tokens.",
+    )
+    leak_special_tokens: bool = Field(
+        default=False, description="Replies contain raw special tokens such as <|user|> and <|assistant|>."
+    )
+
+    # Fault modes.
+    error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Fraction of generation requests answered 500 with an empty body."
+    )
+    status: int | None = Field(
+        default=None, ge=100, le=599, description="Answer every /v1 request with this HTTP status (500: empty body)."
+    )
+    stall_after: int | None = Field(
+        default=None, ge=0, description="Stop sending after N tokens and hang with the connection open."
+    )
+    disconnect_after: int | None = Field(
+        default=None, ge=0, description="Close the connection abruptly after N tokens (no [DONE])."
+    )
+    malformed_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Fraction of responses with a malformed JSON body or stream event."
+    )
+    error_event_after: int | None = Field(
+        default=None, ge=0, description="After N tokens send a vLLM mid-stream error event, then [DONE]."
+    )
+    drip_bytes_per_s: float | None = Field(
+        default=None, gt=0, description="Send response bodies at this many bytes per second."
+    )
+    no_stream_usage: bool = Field(
+        default=False, description="Never send usage in streams, even when stream_options.include_usage is set."
+    )
+    oversize_500: bool = Field(
+        default=False,
+        description="A prompt longer than max_model_len gets 500 with an empty body instead of a clean 400.",
+    )
+    flavor: MockFlavor = Field(
+        default="vllm",
+        description="Wire flavour: 'vllm', or 'openai' (ASCII escapes, CRLF, keep-alive comments, "
+        "separate finish chunk, no /health or /metrics).",
+    )
+    record_timings: bool = Field(default=True, description="Record per-token send times, served at GET /_mock/timings.")

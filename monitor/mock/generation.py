@@ -1,0 +1,233 @@
+"""`POST /v1/chat/completions` and `POST /v1/completions`: vLLM's validation order, then replies.
+
+Order of checks, as in `serving_chat.py` / `serving_completion.py`: body parsing (400 "Bad
+Request"), model (404), chat template, context length (§3.3), sampling params (§3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from monitor.mock import glm, replies, wire
+from monitor.mock.config import MockConfig
+from monitor.mock.engine import Generation, SamplingRules, generate
+from monitor.mock.protocol import (
+    ChatRequest,
+    CompletionRequest,
+    RequestError,
+    ServerFailure,
+    StreamOptions,
+    check_context,
+    check_json_content_type,
+    check_model,
+    check_sampling,
+    parse_body,
+)
+from monitor.mock.state import STATE_KEY, MockState, TimingRecord
+from monitor.mock.stream import StreamPlan, abort_connection, hang, send_stream, write_body
+
+__all__ = ["chat_completions", "completions"]
+
+NO_CHAT_TEMPLATE = (
+    "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat "
+    "template if the tokenizer does not define one."
+)
+AUTO_TOOLS = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    prompt_tokens: int
+    generations: list[Generation]
+    stream: bool
+    stream_options: StreamOptions | None
+
+
+def _rules(request: ChatRequest | CompletionRequest, max_tokens: int, config: MockConfig) -> SamplingRules:
+    return SamplingRules(
+        max_tokens=max_tokens,
+        stop=tuple(request.stop_strings),
+        stop_token_ids=tuple(request.stop_token_ids or ()),
+        ignore_eos=request.ignore_eos,
+        min_tokens=request.min_tokens,
+        skip_special_tokens=request.skip_special_tokens,
+        include_stop_str_in_output=request.include_stop_str_in_output,
+        generation_config_stop_ids=not config.no_stop_tokens,
+    )
+
+
+def _reply_key(config: MockConfig, request: ChatRequest | CompletionRequest, choice: int, prompt: str) -> str:
+    # Greedy decoding gives n identical choices; sampling gives each choice its own canned answer.
+    sampled_choice = choice if request.temperature != 0 else 0
+    return f"{config.seed}:{request.seed}:{sampled_choice}:{prompt}"
+
+
+def _check_context(prompt_tokens: int, max_tokens: int | None, config: MockConfig, *, chat: bool) -> None:
+    if config.oversize_500 and prompt_tokens >= config.max_model_len:
+        raise ServerFailure
+    check_context(prompt_tokens, max_tokens, config.max_model_len, chat=chat)
+
+
+def _prepare_chat(body: bytes, config: MockConfig) -> _Prepared:
+    request = parse_body(body, ChatRequest)
+    check_model(request.model, config.model)
+    if config.no_chat_template:
+        # Preprocessing errors are built as f"{e} {e.__cause__}", hence " None" (§3.2).
+        raise RequestError(f"{NO_CHAT_TEMPLATE} None")
+    if request.tools and request.tool_choice in (None, "auto"):
+        raise RequestError(AUTO_TOOLS)
+    messages = request.message_dicts()
+    prompt = glm.render_chat(messages, add_generation_prompt=request.add_generation_prompt)
+    prompt_tokens = len(glm.encode(prompt))
+    max_tokens = request.max_completion_tokens or request.max_tokens
+    _check_context(prompt_tokens, max_tokens, config, chat=True)
+    check_sampling(request, max_tokens)
+    # Chat's default max_tokens is the rest of the context window (§5).
+    rules = _rules(request, max_tokens or config.max_model_len - prompt_tokens, config)
+    generations = [
+        generate(
+            replies.chat_tokens(
+                messages, _reply_key(config, request, i, prompt), leak_special=config.leak_special_tokens
+            ),
+            rules,
+        )
+        for i in range(request.n)
+    ]
+    return _Prepared(prompt_tokens, generations, bool(request.stream), request.stream_options)
+
+
+def _prepare_completion(body: bytes, config: MockConfig) -> _Prepared:
+    request = parse_body(body, CompletionRequest)
+    check_model(request.model, config.model)
+    if request.suffix is not None:
+        raise RequestError("suffix is not currently supported")
+    prompts = request.prompts()
+    for _, prompt_ids in prompts:
+        _check_context(len(prompt_ids), request.max_tokens, config, chat=False)
+    check_sampling(request, request.max_tokens)
+    generations = []
+    for text, prompt_ids in prompts:
+        rules = _rules(request, request.max_tokens or config.max_model_len - len(prompt_ids), config)
+        for i in range(request.n):
+            key = _reply_key(config, request, i, text)
+            generations.append(generate(replies.completion_tokens(text, key), rules))
+    prompt_tokens = sum(len(ids) for _, ids in prompts)
+    return _Prepared(prompt_tokens, generations, bool(request.stream), request.stream_options)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, chat=True)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, chat=False)
+
+
+async def _serve(request: web.Request, *, chat: bool) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    config = state.config
+    received_s, start_s = time.time(), time.monotonic()
+    check_json_content_type(request.headers.get("Content-Type", ""))
+    body = await request.read()
+    prepared = _prepare_chat(body, config) if chat else _prepare_completion(body, config)
+    error_die, malformed_die = state.roll()
+    if error_die < config.error_rate:
+        raise ServerFailure
+    suffix = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = ("chatcmpl-" if chat else "cmpl-") + suffix
+    record = (
+        state.timings.start(suffix, stream=prepared.stream, received_s=received_s) if config.record_timings else None
+    )
+    generations = prepared.generations
+    planned_tokens = prepared.prompt_tokens + sum(len(gen.token_ids) for gen in generations)
+    metrics = state.metrics
+    metrics.running += 1
+    metrics.inflight_tokens += planned_tokens
+    completed = False
+    try:
+        malformed = malformed_die < config.malformed_rate
+        if prepared.stream:
+            options = prepared.stream_options
+            include_usage = bool(options and options.include_usage) and not config.no_stream_usage
+            renderer = wire.ChunkRenderer(
+                chat=chat,
+                request_id=request_id,
+                created=int(received_s),
+                model=config.model,
+                prompt_tokens=prepared.prompt_tokens,
+                flavor=config.flavor,
+            )
+            plan = StreamPlan(
+                renderer=renderer,
+                generations=generations,
+                include_usage=include_usage,
+                continuous_usage=include_usage and bool(options and options.continuous_usage_stats),
+                malformed=malformed,
+            )
+            resp, first_token_s, completed = await send_stream(request, state, plan, record)
+        else:
+            resp, first_token_s, completed = await _send_full(
+                request, state, chat, request_id, prepared, malformed, record
+            )
+        if first_token_s is not None:
+            metrics.ttft.observe(first_token_s - start_s)
+        return resp
+    finally:
+        metrics.running -= 1
+        metrics.inflight_tokens -= planned_tokens
+        reasons = [gen.finish_reason for gen in generations] if completed else ["abort"] * len(generations)
+        metrics.finish(reasons, prepared.prompt_tokens, planned_tokens - prepared.prompt_tokens if completed else 0)
+        metrics.e2e.observe(time.monotonic() - start_s)
+
+
+async def _send_full(
+    request: web.Request,
+    state: MockState,
+    chat: bool,
+    request_id: str,
+    prepared: _Prepared,
+    malformed: bool,
+    record: TimingRecord | None,
+) -> tuple[web.StreamResponse, float | None, bool]:
+    """A non-streamed response; faults that count tokens apply to the hidden generation.
+
+    All tokens leave at once, so the timing record gets a single send time.
+    """
+    config = state.config
+    steps = max(len(gen.deltas) for gen in prepared.generations)
+    if config.stall_after is not None and config.stall_after < steps:
+        await hang(request, state)
+        return web.Response(status=500), None, False
+    if config.disconnect_after is not None and config.disconnect_after < steps:
+        abort_connection(request)
+        return web.Response(status=500), None, False
+    if config.ttft_ms:
+        await asyncio.sleep(config.ttft_ms / 1000)
+    first_token_s = time.monotonic()
+    itl_s = config.itl_ms / 1000
+    if config.error_event_after is not None and config.error_event_after < steps:
+        if itl_s:
+            await asyncio.sleep(itl_s * config.error_event_after)
+        # A non-streaming generator error is returned as an ordinary 400 (§3.4).
+        raise RequestError(f"Mock engine error after {config.error_event_after} tokens (error_event_after).")
+    if itl_s:
+        await asyncio.sleep(itl_s * (steps - 1))
+    state.metrics.itl.observe_many(itl_s, steps - 1)
+    render = wire.chat_body if chat else wire.completion_body
+    created = int(time.time())
+    payload = render(request_id, created, config.model, prepared.prompt_tokens, prepared.generations)
+    body = wire.dumps(payload, config.flavor)
+    if malformed:
+        body = wire.malformed(body)
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    if record is not None:
+        record.token_times_s.append(time.time())
+    await write_body(resp, body, config.drip_bytes_per_s)
+    return resp, first_token_s, True
