@@ -1,4 +1,8 @@
-"""The `llm-monitor` command line: parse flags, build Settings, call one function. No logic here."""
+"""The `llm-monitor` command line: parse flags, build Settings, call one function. No logic here.
+
+Plain click (not typer): typer >= 0.2x vendors its own click fork, and the `mock` command's flags
+are generated from MockConfig with click's public API.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
-import typer
 from rich.console import Console
 
 from monitor import __version__
@@ -19,50 +23,36 @@ from monitor.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(
-    name="llm-monitor",
-    help="Canary probes, trend alerts and load tests that keep OpenAI-compatible LLM endpoints honest.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (see `llm-monitor init`).", envvar="MONITOR_CONFIG"),
-]
-BaseUrlOpt = Annotated[
-    str | None, typer.Option("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")
-]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name to request (default: the server's).")]
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL; overrides storage.url and MONITOR_DB_URL (read by settings)."),
-]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"llm-monitor {__version__}")
-        raise typer.Exit()
+def config_option(required: bool = False) -> Callable[[F], F]:
+    return click.option(
+        "--config", "-c", type=click.Path(path_type=Path), required=required, envvar="MONITOR_CONFIG",
+        help="YAML config file (see `llm-monitor init`). Env: MONITOR_CONFIG.",
+    )  # fmt: skip
 
 
-@app.callback()
-def _root(
-    log_level: Annotated[
-        str, typer.Option("--log-level", help="debug, info, warning or error.", envvar="MONITOR_LOG_LEVEL")
-    ] = "warning",
-    version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
-    ] = False,
-) -> None:
-    level = logging.getLevelName(log_level.upper())
-    if not isinstance(level, int):
-        raise ConfigError(f"--log-level: unknown level {log_level!r} (debug, info, warning, error)")
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def target_options(f: F) -> F:
+    f = click.option("--model", help="Model name to request (default: the server's).")(f)
+    f = click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")(f)
+    return f
+
+
+db_option = click.option("--db", help="Database URL; overrides storage.url and the MONITOR_DB_URL variable.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="llm-monitor", message="%(prog)s %(version)s")
+@click.option(
+    "--log-level", default="warning", show_default=True, envvar="MONITOR_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), help="Log level (stderr).",
+)  # fmt: skip
+def cli(log_level: str) -> None:
+    """Canary probes, trend alerts and load tests that keep OpenAI-compatible LLM endpoints honest."""
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _settings(config: Path | None, base_url: str | None, model: str | None, db: str | None) -> Settings:
@@ -71,94 +61,94 @@ def _settings(config: Path | None, base_url: str | None, model: str | None, db: 
     return load_settings(config, base_url=base_url, model=model, db_url=db)
 
 
-@app.command()
+@cli.command()
+@config_option()
+@target_options
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results instead of a table.")
+@click.option("--probe", "only", multiple=True, help="Run only this probe (repeatable).")
 def probe(
-    config: ConfigOpt = None,
-    base_url: BaseUrlOpt = None,
-    model: ModelOpt = None,
-    db: DbOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of results instead of a table.")] = False,
-    only: Annotated[list[str] | None, typer.Option("--probe", help="Run only this probe (repeatable).")] = None,
+    config: Path | None, base_url: str | None, model: str | None, db: str | None, as_json: bool, only: tuple[str, ...]
 ) -> None:
     """Fire every configured probe once, store the results, print them. Exit 1 if any failed."""
     settings = _settings(config, base_url, model, db)
-    raise typer.Exit(run_probe(settings, as_json=as_json, only=only or []))
+    sys.exit(run_probe(settings, as_json=as_json, only=list(only)))
 
 
 def run_probe(settings: Settings, *, as_json: bool, only: list[str]) -> int:
+    """Run the probes once; 0 when every result is ok, 1 otherwise."""
     from monitor.oneshot import probe_once
     from monitor.report import print_results, print_unreachable
 
-    probes = [p for p in settings.probes if not only or p.name in only]
     unknown = sorted(set(only) - {p.name for p in settings.probes})
     if unknown:
         raise ConfigError(f"--probe: unknown probe {unknown[0]!r}")
+    probes = [p for p in settings.probes if not only or p.name in only]
     if not probes:
         raise ConfigError("no probes configured (add a probes: section, or use --base-url for the default set)")
     results = asyncio.run(probe_once(settings, probes))
     if as_json:
         print(json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=2))
-    elif not print_unreachable(_stderr(), results):
+    elif not print_unreachable(Console(stderr=True), results):
         print_results(Console(), results)
     return 0 if all(r.ok for r in results) else 1
 
 
-@app.command()
+@cli.command()
 def init() -> None:
-    """Print a commented example config; save it with `llm-monitor init > monitor.yaml`."""
+    """Print a commented example config: llm-monitor init > monitor.yaml"""
     from monitor.example import EXAMPLE_CONFIG
 
-    print(EXAMPLE_CONFIG, end="")
+    click.echo(EXAMPLE_CONFIG, nl=False)
 
 
-@app.command("check-config")
-def check_config(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]) -> None:
+@cli.command("check-config")
+@config_option(required=True)
+def check_config(config: Path) -> None:
     """Validate a config file; exit 0 if valid, 2 with a one-line error if not."""
     settings = load_settings(config)
-    print(f"{config}: ok ({len(settings.targets)} targets, {len(settings.probes)} probes)")
+    click.echo(f"{config}: ok ({len(settings.targets)} targets, {len(settings.probes)} probes)")
 
 
-@app.command()
-def demo(
-    db: DbOpt = None,
-    port: Annotated[int, typer.Option("--port", help="Port for the bundled mock (0 = any free port).")] = 0,
-) -> None:
-    """Probe the bundled vLLM mock once on SQLite and show the table (no GPU, no setup)."""
+@cli.command()
+@db_option
+@click.option("--port", type=int, default=0, show_default=True, help="Port for the bundled mock (0 = any free port).")
+def demo(db: str | None, port: int) -> None:
+    """Probe the bundled vLLM mock on SQLite and show the table (no GPU, no setup)."""
     from monitor.demo import run_demo
 
-    raise typer.Exit(run_demo(db_url=db, port=port))
+    sys.exit(run_demo(db_url=db, port=port))
 
 
-@db_app.command("upgrade")
-def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
-    config: ConfigOpt = None,
-    db: DbOpt = None,
-) -> None:
+@cli.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@config_option()
+@db_option
+def db_upgrade(revision: str, config: Path | None, db: str | None) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    from monitor.store.db import upgrade_sync
+    from monitor.store.db import censor_url, upgrade_sync
 
     settings = load_settings(config, db_url=db)
     upgrade_sync(settings.storage.url, revision)
-    print(f"database upgraded to {revision}")
+    click.echo(f"{censor_url(settings.storage.url)}: upgraded to {revision}")
 
 
-@db_app.command("downgrade")
-def db_downgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")],
-    config: ConfigOpt = None,
-    db: DbOpt = None,
-) -> None:
-    """Revert migrations down to REVISION."""
-    from monitor.store.db import downgrade_sync
+@db.command("downgrade")
+@click.argument("revision")
+@config_option()
+@db_option
+def db_downgrade(revision: str, config: Path | None, db: str | None) -> None:
+    """Revert migrations down to REVISION (for example -1 or base)."""
+    from monitor.store.db import censor_url, downgrade_sync
 
     settings = load_settings(config, db_url=db)
     downgrade_sync(settings.storage.url, revision)
-    print(f"database downgraded to {revision}")
-
-
-def _stderr() -> Console:
-    return Console(stderr=True)
+    click.echo(f"{censor_url(settings.storage.url)}: downgraded to {revision}")
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -166,13 +156,16 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: every failure becomes one line on stderr and an exit code, never a traceback."""
+def build_cli() -> click.Group:
     from monitor.mockcli import add_mock_command
 
-    command = typer.main.get_command(app)
-    assert isinstance(command, click.Group)
-    add_mock_command(command)
+    add_mock_command(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every failure becomes one line on stderr and an exit code, never a traceback."""
+    command = build_cli()
     try:
         code = command.main(args=argv, prog_name="llm-monitor", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -180,15 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         _fail(f"{exc.format_message()}{where}", 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), 2)
     except click.Abort:
         _fail("aborted", 130)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-    except MonitorError as exc:
+    except MonitorError as exc:  # ConfigError, StoreError: usage and setup problems
         _fail(str(exc), 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    except Exception as exc:  # the last line of defence: one line, the traceback only at debug level
+    except Exception as exc:  # the last line of defence: one line; the traceback only at debug level
         logger.debug("unexpected error", exc_info=True)
         _fail(f"internal error: {type(exc).__name__}: {exc} (run with --log-level debug for details)", 70)
     sys.exit(code if isinstance(code, int) else 0)

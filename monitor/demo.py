@@ -16,9 +16,14 @@ from monitor.results import ProbeResult
 from monitor.settings import DEFAULT_DB_URL, default_probes, load_settings, parse_settings
 
 
+# Realistic-looking latencies for a 9B model on one GPU, so the table shows TTFT and ITL.
+DEMO_TTFT_MS = 60.0
+DEMO_ITL_MS = 12.0
+
+
 async def _demo(db_url: str | None, port: int) -> tuple[str, str, list[ProbeResult]]:
     async with AsyncExitStack() as stack:
-        runner = web.AppRunner(create_mock_app(MockConfig()), access_log=None)
+        runner = web.AppRunner(create_mock_app(MockConfig(ttft_ms=DEMO_TTFT_MS, itl_ms=DEMO_ITL_MS)), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, "127.0.0.1", port)

@@ -48,6 +48,7 @@ def add_mock_command(group: click.Group) -> None:
     from monitor.mock.config import MockConfig
 
     def callback(host: str, port: int, **knobs: Any) -> None:
+        """Run the vLLM-faithful mock server."""
         from monitor.mock.server import run_mock
         from monitor.settings import parse_mock_config
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -124,7 +125,7 @@ class Prober:
             phase = deadlines.expired_phase()
             return _failed(base, start_s, "timeout", _timeout_detail(phase, target), phase=phase, status=status)
         except aiohttp.ClientConnectorError as exc:
-            return _failed(base, start_s, "connect_error", _connect_detail(exc, url))
+            return _failed(base, start_s, "connect_error", _connect_detail(exc))
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             if status is None:
                 return _failed(base, start_s, "connect_error", f"server closed the connection: {exc}")
@@ -169,9 +170,11 @@ def _timeout_detail(phase: TimeoutPhase, target: TargetSettings) -> str:
     return f"request exceeded timeout_s={target.timeout_s:g}"
 
 
-def _connect_detail(exc: aiohttp.ClientConnectorError, url: str) -> str:
-    cause = exc.os_error.strerror or str(exc.os_error) if exc.os_error is not None else str(exc)
-    return f"cannot connect to {exc.host}:{exc.port} ({url}): {_one_line(str(cause))}"
+def _connect_detail(exc: aiohttp.ClientConnectorError) -> str:
+    err = exc.os_error
+    # asyncio puts "Connect call failed (...)" in strerror; the errno text is the useful part.
+    cause = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+    return f"cannot connect to {exc.host}:{exc.port}: {_one_line(cause)}"
 
 
 async def _error_detail(resp: aiohttp.ClientResponse) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -15,7 +16,9 @@ _REPLY_CHARS = 70
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def _tokens(r: ProbeResult) -> str:
@@ -27,9 +30,15 @@ def _tokens(r: ProbeResult) -> str:
     return f"{prompt}/{completion}{'~' if m.tokens_estimated else ''}"
 
 
+_SHORT_KIND = {"connect_error": "connect", "http_error": "HTTP", "bad_response": "bad resp", "stream_error": "stream"}
+
+
 def _status(r: ProbeResult) -> Text:
     if r.error_kind is not None:
-        return Text(r.error_kind.upper().replace("_", " "), style="bold red")
+        label = _SHORT_KIND.get(r.error_kind, r.error_kind)
+        if r.error_kind == "http_error":
+            label = f"HTTP {r.http_status}"
+        return Text(label, style="bold red")
     if not r.ok:
         return Text("FAIL", style="bold yellow")
     return Text("OK", style="bold green")
@@ -42,41 +51,53 @@ def _reply(r: ProbeResult) -> str:
     return flat if len(flat) <= _REPLY_CHARS else flat[: _REPLY_CHARS - 1] + "…"
 
 
-def results_table(results: Sequence[ProbeResult]) -> Table:
-    table = Table(title="llm-monitor probe results", title_justify="left", show_lines=False)
-    table.add_column("probe", no_wrap=True)
-    table.add_column("target", no_wrap=True)
-    table.add_column("endpoint")
+def results_table(results: Sequence[ProbeResult], *, width: int = 200) -> Table:
+    """One row per result; the target and reply columns appear only when there is room for them."""
+    wide = width >= 150
+    several_targets = len({r.target for r in results}) > 1
+    table = Table(title="llm-monitor probe results (times in ms)", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("probe", no_wrap=True, overflow="ellipsis", max_width=28)
+    if several_targets or wide:
+        table.add_column("target", no_wrap=True)
+    table.add_column("endpoint", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("HTTP", justify="right")
-    table.add_column("TTFT ms", justify="right")
-    table.add_column("latency ms", justify="right")
-    table.add_column("ITL ms mean/p95", justify="right")
-    table.add_column("tokens in/out", justify="right")
-    table.add_column("finish")
-    table.add_column("reply", overflow="fold")
+    table.add_column("TTFT", justify="right", no_wrap=True)
+    table.add_column("E2E", justify="right", no_wrap=True)
+    table.add_column("ITL mean/p95", justify="right", no_wrap=True)
+    table.add_column("tok in/out", justify="right", no_wrap=True)
+    table.add_column("finish", no_wrap=True)
+    if wide:
+        table.add_column("reply", overflow="ellipsis", no_wrap=True, max_width=_REPLY_CHARS)
     for r in results:
-        itl = "-" if r.itl_ms_mean is None else f"{r.itl_ms_mean:.1f}/{r.itl_ms_p95 or 0:.1f}"
+        itl = "-" if r.itl_ms_mean is None else f"{_ms(r.itl_ms_mean)}/{_ms(r.itl_ms_p95)}"
         finish = "-" if r.measurement is None else str(r.measurement.finish_reason)
-        table.add_row(
-            r.probe,
-            r.target,
-            f"{r.endpoint}{' (stream)' if r.stream else ''}",
+        row: list[str | Text] = [r.probe]
+        if several_targets or wide:
+            row.append(r.target)
+        row += [
+            f"{'chat' if r.endpoint == 'chat' else 'compl'}{' ⇢' if r.stream else ''}",
             _status(r),
-            "-" if r.http_status is None else str(r.http_status),
             _ms(r.measurement.ttft_ms if r.measurement else None),
             _ms(r.latency_ms),
             itl,
             _tokens(r),
             finish,
-            _reply(r),
-        )
+        ]
+        if wide:
+            row.append(_reply(r))
+        table.add_row(*row)
     return table
 
 
 def print_results(console: Console, results: Sequence[ProbeResult]) -> None:
     """The table, then one line per error or failed check, then a summary line."""
-    console.print(results_table(results))
+    console.print(results_table(results, width=console.width))
+    if console.width < 150:  # no room for the reply column: list the replies under the table
+        for r in results:
+            if r.measurement is not None:
+                console.print(
+                    f"  {escape(r.probe)}: {escape(_reply(r))}", highlight=False, no_wrap=True, overflow="ellipsis"
+                )
     for r in results:
         if r.error_kind is not None:
             phase = f" ({r.timeout_phase})" if r.timeout_phase else ""
@@ -87,9 +108,9 @@ def print_results(console: Console, results: Sequence[ProbeResult]) -> None:
             console.print(f"[yellow]✗ {escape(r.probe)}[/yellow] {escape(f'{c.name}: {c.detail}')}", highlight=False)
     ok = sum(1 for r in results if r.ok)
     estimated = any(r.measurement is not None and r.measurement.tokens_estimated for r in results)
-    note = "  (~ = token count estimated: the server sent no usage)" if estimated else ""
+    note = "; ~ = token count estimated (the server sent no usage)" if estimated else ""
     style = "green" if ok == len(results) else "red"
-    console.print(f"[{style}]{ok}/{len(results)} probes ok[/{style}]{note}", highlight=False)
+    console.print(f"[{style}]{ok}/{len(results)} probes ok[/{style}]  (⇢ = streamed{note})", highlight=False)
 
 
 def print_unreachable(console: Console, results: Sequence[ProbeResult]) -> bool:

@@ -61,6 +61,17 @@ class _Model(BaseModel):
 class StorageSettings(_Model):
     url: str = Field(DEFAULT_DB_URL, min_length=1)
 
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        # Only the scheme is checked here; the store normalises and connects (and censors passwords).
+        if not re.match(r"^(sqlite(\+aiosqlite)?|postgres(ql)?(\+asyncpg)?)://", value):
+            shown = re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", value)
+            raise ValueError(
+                f"unsupported database URL {shown!r} (use sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST/DB)"
+            )
+        return value
+
 
 class TargetSettings(_Model):
     name: Name

@@ -98,7 +98,7 @@ def test_target_and_top_level_errors() -> None:
         parse_settings({"targets": [{"name": "t", "base_url": "http://a/v1"}, {"name": "t", "base_url": "http://b"}]})
     with pytest.raises(ConfigError, match=r"^targets: must be a list"):
         parse_settings({"targets": {"t": 1}})
-    with pytest.raises(ConfigError, match=r"^targets\[0\]\.headers: do not put credentials in headers; use api_key_env"):
+    with pytest.raises(ConfigError, match=r"^targets\[0\]\.headers: do not put credentials"):
         parse_settings({"targets": [{"name": "t", "base_url": "http://a", "headers": {"Authorization": "x"}}]})
 
 

@@ -1,0 +1,79 @@
+"""Shared fixtures: a clean environment, the real mock server process, and real databases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dbs import create_pg_database, drop_pg_database, pg_available, sqlite_url
+from tests.mockserver import MockProcess
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MONITOR_* variable from the developer's shell leaks into a test (httpx's clean_environ)."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MONITOR_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(name="mock_process", scope="session")
+def fix_mock_process() -> Iterator[MockProcess]:
+    """One real `python -m monitor.mock.server` process for the whole session."""
+    proc = MockProcess()
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(name="mock")
+def fix_mock(mock_process: MockProcess) -> Iterator[MockProcess]:
+    """The shared mock, reset to its startup config before and after each test."""
+    mock_process.reset()
+    yield mock_process
+    mock_process.reset()
+
+
+@pytest.fixture(name="sqlite_db_url")
+def fix_sqlite_db_url(tmp_path: Path) -> str:
+    return sqlite_url(tmp_path)
+
+
+@pytest.fixture(name="pg_db_url")
+def fix_pg_db_url() -> Iterator[str]:
+    """A fresh PostgreSQL database per test, dropped afterwards."""
+    if not pg_available():
+        pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 (.ci/run starts it)")
+    url = asyncio.run(create_pg_database())
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_pg_database(url))
+
+
+@pytest.fixture(name="db_url", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fix_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Both real backends: a SQLite file and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    yield request.getfixturevalue("pg_db_url")
+
+
+def chat_probe(**kw: Any) -> dict[str, Any]:
+    hello = [{"role": "user", "content": "你好"}]
+    return {"name": "chat", "target": "mock", "endpoint": "chat", "messages": hello, **kw}
+
+
+def completion_probe(**kw: Any) -> dict[str, Any]:
+    return {"name": "completion", "target": "mock", "endpoint": "completion", "prompt": "你好", **kw}
+
+
