@@ -15,7 +15,6 @@ from monitor.report import print_results
 from monitor.results import ProbeResult
 from monitor.settings import DEFAULT_DB_URL, default_probes, load_settings, parse_settings
 
-
 # Realistic-looking latencies for a 9B model on one GPU, so the table shows TTFT and ITL.
 DEMO_TTFT_MS = 60.0
 DEMO_ITL_MS = 12.0

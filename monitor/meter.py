@@ -133,7 +133,8 @@ class StreamMeter:
         self._last_s = start_s
         self._marker = _MARKERS.get(endpoint, b'"content":"')
         self._layouts: list[_Layout] = []
-        self._hot: tuple[bytes, bytes] | None = None  # the first plain layout: (pre, post + "\n\n")
+        # The first plain layout: (pre, post + "\n\n", and their lengths).
+        self._hot: tuple[bytes, bytes, int, int] | None = None
         self._learn_budget = self._LEARN_ATTEMPTS
         self._pend: list[bytes] = []  # non-stream: the body; stream: bytes of an unfinished event
         self._cr = False  # a read ended in "\r": it may be half of "\r\n"
@@ -193,62 +194,53 @@ class StreamMeter:
     def _scan(self, data: bytes, now_s: float) -> bytes:
         """Dispatch the complete events in ``data`` and return the unfinished rest.
 
-        This runs once per token. Events of the hot layout are only located here, in place,
-        and their content strings are validated and decoded together by ``_commit``; any
-        other event goes through ``_event``, after the pending hot ones.
+        This runs once per token, so events of the hot layout are matched in place, without
+        splitting ``data`` first; any other event goes through ``_event``.
         """
         hot = self._hot
-        pre, post_nn = hot or (b"", b"")
-        len_pre, len_post_nn = len(pre), len(post_nn)
-        slots: list[bytes] = []
-        i = 0
+        pre, post_nn, len_pre, len_post_nn = hot or (b"", b"", 0, 0)
+        hits = i = 0
         while True:
             if hot is not None and data.startswith(pre, i):
-                b = data.find(b'"', i + len_pre)
-                if b >= 0 and data.startswith(post_nn, b):
-                    slots.append(data[i + len_pre : b])
+                a = i + len_pre
+                m = _SLOT_SPECIAL.search(data, a)
+                if m is None:
+                    break  # the event is incomplete: its "\n\n" would have matched
+                b = m.start()
+                content: str | None = None
+                if data.startswith(post_nn, b):  # so data[b] is the closing quote
+                    try:
+                        content = data[a:b].decode()
+                    except UnicodeDecodeError:
+                        pass
+                elif data[b] == 0x5C:
+                    # Escapes (ensure_ascii servers): a valid string body cannot contain post,
+                    # whose quotes would have to be escaped, so its first match ends the slot.
+                    b = data.find(post_nn, a)
+                    content = _read_escaped(data[a:b]) if b >= 0 else None
+                if content is not None:
+                    hits += 1
+                    if content:
+                        self._parts.append(content)
+                        self._content_ms.append(now_s * 1000.0)
                     i = b + len_post_nn
                     continue
             end = data.find(b"\n\n", i)
             if end < 0:
                 break
-            if slots:
-                self._commit(slots, now_s)
-                slots = []
+            if hits:
+                self._count_plain(hits)
+                hits = 0
             self._event(data[i:end], now_s)
             i = end + 2
-        if slots:
-            self._commit(slots, now_s)
+        if hits:
+            self._count_plain(hits)
         return data[i:] if i else data
 
-    def _commit(self, slots: list[bytes], now_s: float) -> None:
-        """Count hot events whose content strings are ``slots``, exactly as ``_event`` would."""
-        k = len(slots)
-        whole = b"".join(slots)
-        if _SLOT_SPECIAL.search(whole) is None:
-            # NUL separators make a character split across two slots invalid, as it is per event.
-            text = _decode(b"\0".join(slots) if k > 1 else whole)
-            if text is not None:
-                self._n += k
-                self._content_ct = None  # a plain layout has no usage, so ITL per token is unknown
-                nonempty = k - slots.count(b"")
-                if nonempty:
-                    self._parts.append(text.replace("\0", "") if k > 1 else text)
-                    self._content_ms.extend([now_s * 1000.0] * nonempty)
-                return
-        assert self._hot is not None
-        pre, post = self._hot[0], self._hot[1][:-2]
-        for slot in slots:
-            content = _read_slot(slot)
-            if content is None:
-                # Bad UTF-8, or the quote found was escaped: the event needs the full parser.
-                self._event(pre + slot + post, now_s)
-                continue
-            self._n += 1
-            self._content_ct = None
-            if content:
-                self._parts.append(content)
-                self._content_ms.append(now_s * 1000.0)
+    def _count_plain(self, hits: int) -> None:
+        self._n += hits
+        # A plain layout carries no usage, so ITL per token cannot be exact.
+        self._content_ct = None
 
     def _to_lf(self, data: bytes) -> bytes:
         if self._cr:
@@ -341,7 +333,7 @@ class StreamMeter:
             return False
         self._layouts.append(_Layout(pre, post, len(pre), len(post), len(pre) + len(post), chunk))
         if self._hot is None and chunk.finish_reason is None and chunk.stop_reason is None and chunk.usage is None:
-            self._hot = (pre, post + b"\n\n")
+            self._hot = (pre, post + b"\n\n", len(pre), len(post) + 2)
         return True
 
     def _apply(self, content: str, chunk: _Chunk, now_s: float) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,14 +89,10 @@ class Prober:
 
     async def run(self, target: TargetSettings, probe: ProbeSettings, api_key: str | None = None) -> ProbeResult:
         url, body = build_request(target, probe)
-        base = {
-            "probe": probe.name,
-            "target": target.name,
-            "endpoint": probe.endpoint,
-            "stream": probe.stream,
-            "started_at": datetime.now(UTC),
-            "max_tokens": probe.max_tokens,
-        }
+        base = ProbeResult(
+            probe=probe.name, target=target.name, endpoint=probe.endpoint, stream=probe.stream,
+            started_at=datetime.now(UTC), max_tokens=probe.max_tokens,
+        )  # fmt: skip
         start_s = time.perf_counter()
         # asyncio's timeout runs on the loop clock; perf_counter is the meter's clock.
         loop_start = asyncio.get_running_loop().time()
@@ -136,13 +133,14 @@ class Prober:
             return _failed(base, start_s, "connect_error", f"{type(exc).__name__}: {_one_line(str(exc))}")
         m = meter.finish(time.perf_counter())
         if m.error_kind is not None:
-            return ProbeResult(**base, http_status=status, error_kind=m.error_kind, error_detail=m.error_detail,
-                               measurement=m)  # fmt: skip
-        return ProbeResult(**base, http_status=status, measurement=m, checks=run_checks(probe, m))
+            return replace(
+                base, http_status=status, error_kind=m.error_kind, error_detail=m.error_detail, measurement=m
+            )
+        return replace(base, http_status=status, measurement=m, checks=run_checks(probe, m))
 
 
 def _failed(
-    base: dict[str, Any],
+    base: ProbeResult,
     start_s: float,
     kind: ErrorKind,
     detail: str,
@@ -151,15 +149,15 @@ def _failed(
     phase: TimeoutPhase | None = None,
 ) -> ProbeResult:
     elapsed_ms = (time.perf_counter() - start_s) * 1000.0
-    return ProbeResult(
-        **base, http_status=status, error_kind=kind, error_detail=detail, timeout_phase=phase, elapsed_ms=elapsed_ms
+    return replace(
+        base, http_status=status, error_kind=kind, error_detail=detail, timeout_phase=phase, elapsed_ms=elapsed_ms
     )
 
 
-def _partial(base: dict[str, Any], meter: StreamMeter, status: int, detail: str) -> ProbeResult:
+def _partial(base: ProbeResult, meter: StreamMeter, status: int, detail: str) -> ProbeResult:
     """A stream that broke off: keep what was measured, classify as stream_error."""
     m = meter.finish(time.perf_counter())
-    return ProbeResult(**base, http_status=status, error_kind="stream_error", error_detail=detail, measurement=m)
+    return replace(base, http_status=status, error_kind="stream_error", error_detail=detail, measurement=m)
 
 
 def _timeout_detail(phase: TimeoutPhase, target: TargetSettings) -> str:
