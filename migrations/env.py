@@ -14,10 +14,10 @@ from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
 from monitor.store.db import create_engine
-from monitor.store.models import Base
+from monitor.store.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _url() -> str:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.alerts.config import MaintenanceWindow, ReceiverSettings, RuleSettings, check_references
 from monitor.errors import ConfigError
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -181,14 +182,45 @@ class ProbeSettings(_Model):
         return self
 
 
+class APISettings(_Model):
+    """The daemon's HTTP API (health, metrics, JSON API, dashboard)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    token_env: str | None = Field(None, description="environment variable holding the bearer token for writes")
+    external_url: str | None = Field(None, description="URL of this API as seen by people (links in alerts)")
+
+
+class RetentionSettings(_Model):
+    raw_days: float = Field(14.0, gt=0, description="keep raw probe results this long")
+    minute_rollup_days: float = Field(30.0, gt=0)
+    hour_rollup_days: float = Field(400.0, gt=0)
+    interval_s: float = Field(3600.0, gt=0, description="how often the retention job runs")
+
+
+class DaemonSettings(_Model):
+    shutdown_grace_s: float = Field(10.0, ge=0, description="wait this long for in-flight probes on shutdown")
+    max_concurrent_probes: int = Field(64, ge=1)
+    misfire_grace_s: float = Field(30.0, gt=0)
+    absence_eval_interval_s: float = Field(15.0, gt=0)
+
+
 class Settings(_Model):
     """Everything the CLI, probes and daemon need, validated once at the edge."""
 
     storage: StorageSettings = Field(default_factory=StorageSettings)
     targets: list[TargetSettings] = Field(default_factory=list)
     probes: list[ProbeSettings] = Field(default_factory=list)
+    api: APISettings = Field(default_factory=APISettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    rules: list[RuleSettings] = Field(default_factory=list)
+    receivers: list[ReceiverSettings] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     # Resolved from each target's api_key_env at load time; never written anywhere.
     api_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
+    # Resolved from api.token_env; never written anywhere.
+    api_token: SecretStr | None = Field(None, exclude=True, repr=False)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -199,6 +231,7 @@ class Settings(_Model):
             if probe.target not in names:
                 choices = ", ".join(sorted(names)) or "none defined"
                 raise ConfigError(f"probes[{i}].target: unknown target {probe.target!r} (targets: {choices})")
+        check_references(self)
         return self
 
     def target(self, name: str) -> TargetSettings:
@@ -275,6 +308,12 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
 
 
 def _resolve_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
+    token: SecretStr | None = None
+    if settings.api.token_env is not None:
+        value = env.get(settings.api.token_env)
+        if not value:
+            raise ConfigError(f"api.token_env: environment variable {settings.api.token_env} is not set")
+        token = SecretStr(value)
     keys: dict[str, SecretStr] = {}
     for i, target in enumerate(settings.targets):
         if target.api_key_env is None:
@@ -283,7 +322,7 @@ def _resolve_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
         if not value:
             raise ConfigError(f"targets[{i}].api_key_env: environment variable {target.api_key_env} is not set")
         keys[target.name] = SecretStr(value)
-    return settings.model_copy(update={"api_keys": keys})
+    return settings.model_copy(update={"api_keys": keys, "api_token": token})
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

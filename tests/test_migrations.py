@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.errors import StoreError
 from monitor.store import db
-from monitor.store.models import Base
+from monitor.store.schema import metadata
 from tests.dbs import Backend, temporary_database
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -81,7 +81,7 @@ async def test_models_match_migrations(engine: AsyncEngine) -> None:
 
     def diff(conn: Connection) -> list[object]:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        return list(compare_metadata(context, Base.metadata))
+        return list(compare_metadata(context, metadata))
 
     async with engine.connect() as conn:
         assert await conn.run_sync(diff) == []

@@ -1,0 +1,3 @@
+"""Tables of the alerts feature (placeholder: filled in by the alerts work)."""
+
+from __future__ import annotations
