@@ -75,5 +75,3 @@ def chat_probe(**kw: Any) -> dict[str, Any]:
 
 def completion_probe(**kw: Any) -> dict[str, Any]:
     return {"name": "completion", "target": "mock", "endpoint": "completion", "prompt": "你好", **kw}
-
-
