@@ -31,22 +31,30 @@ _EXCERPT_CHARS = 60
 
 def run_checks(probe: ProbeSettings, m: StreamMeasurement) -> tuple[CheckResult, ...]:
     """All built-in checks, then the probe's `expect` assertions."""
+    run_on = check_run_on(m.text)
     checks = [
-        check_truncated(probe, m),
+        check_truncated(probe, m, ran_on=not run_on.passed),
         check_template_leak(m.text),
-        check_run_on(m.text),
+        run_on,
         check_empty_reply(m.text),
     ]
     checks.extend(check_expect(probe.expect, m))
     return tuple(checks)
 
 
-def check_truncated(probe: ProbeSettings, m: StreamMeasurement) -> CheckResult:
-    """finish_reason `length` fails chat probes; on completions it is recorded unless `expect` forbids it."""
+def check_truncated(probe: ProbeSettings, m: StreamMeasurement, *, ran_on: bool = False) -> CheckResult:
+    """finish_reason `length` fails chat probes; on completions it is recorded unless `expect` forbids it.
+
+    `ran_on` says the reply went on into the next turn: then the length limit only stopped a reply
+    that should have stopped by itself, and raising max_tokens would not help.
+    """
     if m.finish_reason != "length":
         return CheckResult("truncated", True, f"finish_reason={m.finish_reason}")
     limit = probe.max_tokens or _int(probe.sampling.get("max_completion_tokens"))
-    if limit is not None:
+    if ran_on:
+        where = f"max_tokens={limit}" if limit is not None else "the length limit"
+        cause = f"the reply ran on into the next turn until {where} stopped it; the stop tokens are missing"
+    elif limit is not None:
         used = f"{m.completion_tokens}{'~' if m.tokens_estimated else ''}" if m.completion_tokens is not None else "?"
         cause = f"max_tokens={limit} was the cause ({used} tokens generated); raise it or leave it unset"
     elif probe.endpoint == "completion":

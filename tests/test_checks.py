@@ -41,6 +41,14 @@ def test_truncation_fails_chat_and_names_max_tokens() -> None:
     assert "max_tokens=7 was the cause (7 tokens generated)" in c.detail
 
 
+def test_truncation_of_a_run_on_reply_blames_the_stop_tokens() -> None:
+    text = "你好！\n用户：你还能做什么？\n助手：很多事。"
+    c = _by_name(run_checks(_probe(max_tokens=512), _m(text=text, finish="length", completion_tokens=512)))
+    assert not c["truncated"].passed and not c["run_on"].passed
+    assert "ran on into the next turn until max_tokens=512" in c["truncated"].detail
+    assert "raise it" not in c["truncated"].detail
+
+
 def test_truncation_without_max_tokens_explains_the_default() -> None:
     c = _by_name(run_checks(_probe("completion"), _m(finish="length", endpoint="completion")))["truncated"]
     assert c.passed and "recorded" in c.detail and "defaults to 16" in c.detail
