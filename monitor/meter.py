@@ -228,19 +228,12 @@ class StreamMeter:
             end = data.find(b"\n\n", i)
             if end < 0:
                 break
-            if hits:
-                self._count_plain(hits)
-                hits = 0
+            self._n += hits  # keeps event numbers in error details right
+            hits = 0
             self._event(data[i:end], now_s)
             i = end + 2
-        if hits:
-            self._count_plain(hits)
-        return data[i:] if i else data
-
-    def _count_plain(self, hits: int) -> None:
         self._n += hits
-        # A plain layout carries no usage, so ITL per token cannot be exact.
-        self._content_ct = None
+        return data[i:] if i else data
 
     def _to_lf(self, data: bytes) -> bytes:
         if self._cr:
@@ -320,8 +313,6 @@ class StreamMeter:
         if end is None or end == a:
             return False
         pre, post = blk[:a], blk[end:]
-        if any(layout.pre == pre and layout.post == post for layout in self._layouts):
-            return False
         self._learn_budget -= 1
         head = pre[6:] if pre[5:6] == b" " else pre[5:]
         try:
@@ -364,8 +355,12 @@ class StreamMeter:
             if not body.strip():
                 self._fail("bad_response", "empty response body")
                 return
+            self._n = 1
             try:
                 obj = json.loads(body.decode())
+            except UnicodeDecodeError:
+                self._fail("bad_response", "invalid UTF-8 in response body")
+                return
             except (ValueError, RecursionError) as exc:
                 self._fail("bad_response", f"malformed JSON response body: {exc}")
                 return
@@ -437,7 +432,13 @@ class StreamMeter:
 
     def _itl(self) -> tuple[tuple[float, ...], bool]:
         ts, cts = self._content_ms, self._content_ct
-        if cts and all(c1 > c0 for c0, c1 in pairwise(cts)) and cts[-1] - cts[0] <= _MAX_EXACT_ITL_GAPS:
+        # Exact only if every content event carried usage; hot-layout events never do.
+        if (
+            cts
+            and len(cts) == len(ts)
+            and all(c1 > c0 for c0, c1 in pairwise(cts))
+            and cts[-1] - cts[0] <= _MAX_EXACT_ITL_GAPS
+        ):
             gaps: list[float] = []
             for (t0, t1), (c0, c1) in zip(pairwise(ts), pairwise(cts), strict=True):
                 k = c1 - c0
