@@ -1,0 +1,93 @@
+"""The retention job: delete raw results and rollups past their configured age, in small batches.
+
+Raw results are never deleted before the rollup job has covered them, so trends keep every
+result even when the daemon was down for longer than `raw_days`. Deletes run in batches, each in
+its own short transaction, so the result writer is never blocked for long (SQLite has one writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import ColumnElement, delete, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from monitor.settings import RetentionSettings
+from monitor.store.models import ProbeResultRow
+from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.rollups import Rollups
+
+__all__ = ["DEFAULT_BATCH_ROWS", "Retention", "RetentionReport"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    raw_deleted: int
+    minute_rollups_deleted: int
+    hour_rollups_deleted: int
+
+
+class Retention:
+    """Enforces `RetentionSettings` on a database it reaches through a session factory it does not own."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: RetentionSettings,
+        *,
+        rollups: Rollups,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self.settings = settings
+        self._rollups = rollups
+        self._batch_rows = batch_rows
+
+    async def run(self, now: datetime | None = None) -> RetentionReport:
+        now = now or datetime.now(UTC)
+        mark = await self._rollups.watermark()
+        raw = 0
+        if mark is not None:
+            # Rows newer than the last rolled-up minute wait, whatever their age.
+            raw = await self._delete_raw(min(now - timedelta(days=self.settings.raw_days), mark))
+        minutes = await self._delete_rollups(MINUTE_S, now - timedelta(days=self.settings.minute_rollup_days))
+        hours = await self._delete_rollups(HOUR_S, now - timedelta(days=self.settings.hour_rollup_days))
+        report = RetentionReport(raw, minutes, hours)
+        if raw or minutes or hours:
+            logger.info("retention: deleted %d raw results, %d minute and %d hour rollups", raw, minutes, hours)
+        return report
+
+    async def _delete_raw(self, cutoff: datetime) -> int:
+        ids = select(ProbeResultRow.id).where(ProbeResultRow.started_at < cutoff).limit(self._batch_rows)
+        return await self._delete_batches(ProbeResultRow.id.in_(ids), ProbeResultRow)
+
+    async def _delete_rollups(self, resolution_s: int, cutoff: datetime) -> int:
+        key = (ProbeRollupRow.resolution_s, ProbeRollupRow.probe, ProbeRollupRow.target, ProbeRollupRow.bucket_start)
+        old = (
+            select(*key)
+            .where(ProbeRollupRow.resolution_s == resolution_s, ProbeRollupRow.bucket_start < cutoff)
+            .limit(self._batch_rows)
+        )
+        return await self._delete_batches(tuple_(*key).in_(old), ProbeRollupRow)
+
+    async def _delete_batches(
+        self, condition: ColumnElement[bool], table: type[ProbeResultRow] | type[ProbeRollupRow]
+    ) -> int:
+        total = 0
+        while True:
+            async with self._sessionmaker() as session, session.begin():
+                statement = delete(table).where(condition).execution_options(synchronize_session=False)
+                result = await session.execute(statement)
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+            total += deleted
+            if deleted < self._batch_rows:
+                return total
+            # Let the result writer in between batches.
+            await asyncio.sleep(0)

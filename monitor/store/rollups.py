@@ -1,0 +1,392 @@
+"""Per-minute and per-hour rollups of probe results, and the trend queries that read them.
+
+The rollup job recomputes whole buckets from raw rows and upserts them, so running it twice (or
+after a crash half-way) gives the same rows. Hour buckets are merged from minute buckets, which
+is exact because every field is a count, a sum or a mergeable histogram.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from monitor.store.models import ProbeResultRow
+from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+
+__all__ = [
+    "ROLLED_METRICS",
+    "Bucket",
+    "Histogram",
+    "MetricSummary",
+    "Rollups",
+    "TrendPoint",
+    "floor_time",
+]
+
+logger = logging.getLogger(__name__)
+
+# Distributions kept per bucket; itl_ms is each result's mean inter-token gap.
+ROLLED_METRICS = ("latency_ms", "ttft_ms", "itl_ms", "completion_tokens")
+_RAW_COLUMNS = {
+    "latency_ms": ProbeResultRow.latency_ms,
+    "ttft_ms": ProbeResultRow.ttft_ms,
+    "itl_ms": ProbeResultRow.itl_ms_mean,
+    "completion_tokens": ProbeResultRow.completion_tokens,
+}
+# Quantiles read from a histogram are within 2 % of a true sample value (DDSketch's scheme).
+RELATIVE_ACCURACY = 0.02
+_GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(_GAMMA)
+# Raw rows are read in slices of this length, so a backfill never holds more than an hour in memory.
+_CHUNK_S = HOUR_S
+
+
+def floor_time(when: datetime, step_s: int) -> datetime:
+    """`when` rounded down to a multiple of `step_s` seconds since the epoch (UTC)."""
+    epoch_s = int(when.timestamp())
+    return datetime.fromtimestamp(epoch_s - epoch_s % step_s, UTC)
+
+
+class Histogram:
+    """A mergeable log-bucket histogram: counts per bucket index, plus exact count, sum, min and max."""
+
+    __slots__ = ("buckets", "count", "max", "min", "sum", "zero")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+        self.zero = 0  # values <= 0 (a reply of 0 tokens)
+        self.buckets: Counter[int] = Counter()
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+        if value <= 0:
+            self.zero += 1
+        else:
+            self.buckets[math.ceil(math.log(value) / _LOG_GAMMA)] += 1
+
+    def merge(self, other: Histogram) -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        self.zero += other.zero
+        self.buckets.update(other.buckets)
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile (0..1), None when empty; clamped to the exact min and max."""
+        if not self.count:
+            return None
+        if q <= 0 or q >= 1:
+            return self.min if q <= 0 else self.max
+        rank = q * (self.count - 1)
+        seen = self.zero
+        if rank < seen:
+            return min(max(0.0, self.min), self.max)
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if rank < seen:
+                estimate = 2 * _GAMMA**index / (_GAMMA + 1)
+                return min(max(estimate, self.min), self.max)
+        return self.max
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count, "sum": self.sum, "min": self.min, "max": self.max, "zero": self.zero,
+            "buckets": {str(k): v for k, v in self.buckets.items()},
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Histogram:
+        hist = cls()
+        hist.count = int(data["count"])
+        hist.sum = float(data["sum"])
+        hist.min = float(data["min"])
+        hist.max = float(data["max"])
+        hist.zero = int(data.get("zero", 0))
+        hist.buckets = Counter({int(k): int(v) for k, v in data["buckets"].items()})
+        return hist
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Everything a rollup row holds, as mergeable Python values."""
+
+    results: int = 0
+    ok_count: int = 0
+    errors: int = 0
+    truncated: int = 0
+    check_failures: Counter[str] = field(default_factory=Counter)
+    metrics: dict[str, Histogram] = field(default_factory=dict)
+
+    def add(
+        self, *, ok: bool, error: bool, truncated: bool, failed_checks: str, values: dict[str, float | None]
+    ) -> None:
+        self.results += 1
+        self.ok_count += ok
+        self.errors += error
+        self.truncated += truncated
+        if failed_checks:
+            self.check_failures.update(failed_checks.split(","))
+        for name, value in values.items():
+            if value is not None:
+                self.histogram(name).add(float(value))
+
+    def histogram(self, name: str) -> Histogram:
+        hist = self.metrics.get(name)
+        if hist is None:
+            hist = self.metrics[name] = Histogram()
+        return hist
+
+    def merge(self, other: Bucket) -> None:
+        self.results += other.results
+        self.ok_count += other.ok_count
+        self.errors += other.errors
+        self.truncated += other.truncated
+        self.check_failures.update(other.check_failures)
+        for name, hist in other.metrics.items():
+            self.histogram(name).merge(hist)
+
+    @classmethod
+    def from_row(cls, row: ProbeRollupRow) -> Bucket:
+        return cls(
+            results=row.results, ok_count=row.ok_count, errors=row.errors, truncated=row.truncated,
+            check_failures=Counter(row.check_failures),
+            metrics={name: Histogram.from_json(data) for name, data in row.metrics.items()},
+        )  # fmt: skip
+
+    def to_values(self) -> dict[str, Any]:
+        return {
+            "results": self.results, "ok_count": self.ok_count, "errors": self.errors, "truncated": self.truncated,
+            "check_failures": dict(self.check_failures),
+            "metrics": {name: hist.to_json() for name, hist in self.metrics.items()},
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary:
+    count: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, hist: Histogram | None) -> MetricSummary:
+        if hist is None or not hist.count:
+            return cls(0, None, None, None, None, None)
+        return cls(hist.count, hist.mean, hist.quantile(0.5), hist.quantile(0.95), hist.quantile(0.99), hist.max)
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    """One step of a trend: counts and distribution summaries from `start` for `step_s` seconds."""
+
+    start: datetime
+    results: int
+    ok_count: int
+    errors: int
+    truncated: int
+    metrics: dict[str, MetricSummary]
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.results if self.results else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(), "results": self.results, "ok": self.ok_count, "errors": self.errors,
+            "truncated": self.truncated,
+            "metrics": {name: {"count": s.count, "mean": s.mean, "p50": s.p50, "p95": s.p95, "p99": s.p99,
+                               "max": s.max} for name, s in self.metrics.items()},
+        }  # fmt: skip
+
+
+_Key = tuple[str, str, datetime]
+
+
+class Rollups:
+    """Computes rollups from raw results and answers window and trend queries from them.
+
+    `settle_s` is how far back each run recomputes: a result is stored when its request ends,
+    up to a target timeout after the `started_at` that places it in a bucket.
+    """
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, settle_s: float = 180.0) -> None:
+        self._sessionmaker = sessionmaker
+        self.settle_s = settle_s
+
+    async def watermark(self) -> datetime | None:
+        """Start of the newest minute bucket (None before the first run)."""
+        query = select(func.max(ProbeRollupRow.bucket_start)).where(ProbeRollupRow.resolution_s == MINUTE_S)
+        async with self._sessionmaker() as session:
+            value: datetime | None = (await session.execute(query)).scalar_one()
+        return value
+
+    async def run(self, now: datetime | None = None) -> int:
+        """Bring rollups up to `now`; the first run backfills from the oldest raw result. Returns buckets written."""
+        now = now or datetime.now(UTC)
+        mark = await self.watermark()
+        if mark is not None:
+            start = mark - timedelta(seconds=self.settle_s)
+        else:
+            async with self._sessionmaker() as session:
+                start = (await session.execute(select(func.min(ProbeResultRow.started_at)))).scalar_one()
+            if start is None:
+                return 0
+        return await self.rollup_range(start, now)
+
+    async def rollup_range(self, since: datetime, until: datetime) -> int:
+        """Recompute every minute bucket touching [since, until) and the hours containing them."""
+        start = floor_time(since, MINUTE_S)
+        written = 0
+        hours: set[datetime] = set()
+        while start < until:
+            end = min(start + timedelta(seconds=_CHUNK_S), until)
+            minutes = await self._minute_buckets(start, end)
+            written += await self._upsert(MINUTE_S, minutes)
+            hours.update(floor_time(key[2], HOUR_S) for key in minutes)
+            start = end
+        for hour in sorted(hours):
+            written += await self._upsert(HOUR_S, await self._hour_buckets(hour))
+        logger.debug("rolled up %d buckets from %s to %s", written, since.isoformat(), until.isoformat())
+        return written
+
+    async def _minute_buckets(self, since: datetime, until: datetime) -> dict[_Key, Bucket]:
+        query = select(
+            ProbeResultRow.started_at, ProbeResultRow.probe, ProbeResultRow.target, ProbeResultRow.ok,
+            ProbeResultRow.error_kind, ProbeResultRow.truncated, ProbeResultRow.failed_checks,
+            *_RAW_COLUMNS.values(),
+        ).where(ProbeResultRow.started_at >= since, ProbeResultRow.started_at < until)  # fmt: skip
+        buckets: dict[_Key, Bucket] = {}
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(query)).all()
+        for started_at, probe, target, ok, error_kind, truncated, failed, *values in rows:
+            key = (probe, target, floor_time(started_at, MINUTE_S))
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = Bucket()
+            bucket.add(
+                ok=ok, error=error_kind is not None, truncated=truncated, failed_checks=failed,
+                values=dict(zip(ROLLED_METRICS, values, strict=True)),
+            )  # fmt: skip
+        return buckets
+
+    async def _hour_buckets(self, hour: datetime) -> dict[_Key, Bucket]:
+        query = select(ProbeRollupRow).where(
+            ProbeRollupRow.resolution_s == MINUTE_S,
+            ProbeRollupRow.bucket_start >= hour,
+            ProbeRollupRow.bucket_start < hour + timedelta(seconds=HOUR_S),
+        )
+        buckets: dict[_Key, Bucket] = {}
+        async with self._sessionmaker() as session:
+            for row in (await session.scalars(query)).all():
+                key = (row.probe, row.target, hour)
+                buckets.setdefault(key, Bucket()).merge(Bucket.from_row(row))
+        return buckets
+
+    async def _upsert(self, resolution_s: int, buckets: dict[_Key, Bucket]) -> int:
+        if not buckets:
+            return 0
+        values = [
+            {"resolution_s": resolution_s, "probe": probe, "target": target, "bucket_start": start,
+             **bucket.to_values()}
+            for (probe, target, start), bucket in buckets.items()
+        ]  # fmt: skip
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(upsert_statement(session.get_bind().dialect.name), values)
+        return len(values)
+
+    async def window(
+        self, *, since: datetime, until: datetime, probe: str | None = None, target: str | None = None
+    ) -> Bucket:
+        """All results in [since, until) merged into one bucket: whole hours from hour rollups, edges from minutes."""
+        first_hour = floor_time(since + timedelta(seconds=HOUR_S - 1), HOUR_S)
+        last_hour = floor_time(until, HOUR_S)
+        spans: list[tuple[int, datetime, datetime]] = []
+        if first_hour < last_hour:
+            spans += [(MINUTE_S, since, first_hour), (HOUR_S, first_hour, last_hour), (MINUTE_S, last_hour, until)]
+        else:
+            spans.append((MINUTE_S, since, until))
+        total = Bucket()
+        conditions = [
+            and_(ProbeRollupRow.resolution_s == res, *_span(res, start, end))
+            for res, start, end in spans
+            if start < end
+        ]
+        for row in await self._rows(conditions, probe, target):
+            total.merge(Bucket.from_row(row))
+        return total
+
+    async def trend(
+        self, *, since: datetime, until: datetime, step_s: int, probe: str | None = None, target: str | None = None
+    ) -> list[TrendPoint]:
+        """Points every `step_s` seconds (a multiple of 60) over [since, until), oldest first; empty steps omitted.
+
+        Steps that are whole hours read hour rollups; others read minute rollups.
+        """
+        if step_s < MINUTE_S or step_s % MINUTE_S:
+            raise ValueError(f"step_s must be a positive multiple of {MINUTE_S}, got {step_s}")
+        resolution = HOUR_S if step_s % HOUR_S == 0 else MINUTE_S
+        condition = and_(ProbeRollupRow.resolution_s == resolution, *_span(resolution, since, until))
+        steps: dict[datetime, Bucket] = {}
+        for row in await self._rows([condition], probe, target):
+            steps.setdefault(floor_time(row.bucket_start, step_s), Bucket()).merge(Bucket.from_row(row))
+        return [_point(start, bucket) for start, bucket in sorted(steps.items())]
+
+    async def _rows(
+        self, conditions: Sequence[ColumnElement[bool]], probe: str | None, target: str | None
+    ) -> Sequence[ProbeRollupRow]:
+        if not conditions:
+            return []
+        filters: list[ColumnElement[bool]] = []
+        if probe is not None:
+            filters.append(ProbeRollupRow.probe == probe)
+        if target is not None:
+            filters.append(ProbeRollupRow.target == target)
+        query = select(ProbeRollupRow).where(*filters, or_(*conditions))
+        async with self._sessionmaker() as session:
+            return (await session.scalars(query)).all()
+
+
+def _span(resolution_s: int, since: datetime, until: datetime) -> list[ColumnElement[bool]]:
+    # A bucket counts when it starts inside the span; the bucket holding `since` counts too.
+    return [
+        ProbeRollupRow.bucket_start >= floor_time(since, resolution_s),
+        ProbeRollupRow.bucket_start < until,
+    ]
+
+
+def _point(start: datetime, bucket: Bucket) -> TrendPoint:
+    return TrendPoint(
+        start=start, results=bucket.results, ok_count=bucket.ok_count, errors=bucket.errors,
+        truncated=bucket.truncated,
+        metrics={name: MetricSummary.of(bucket.metrics.get(name)) for name in ROLLED_METRICS},
+    )  # fmt: skip
+
+
+def upsert_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE for probe_rollups, for executemany."""
+    insert = postgresql.insert(ProbeRollupRow) if dialect == "postgresql" else sqlite.insert(ProbeRollupRow)
+    keys = ["resolution_s", "probe", "target", "bucket_start"]
+    updates = {c.name: insert.excluded[c.name] for c in ProbeRollupRow.__table__.columns if c.name not in keys}
+    return insert.on_conflict_do_update(index_elements=keys, set_=updates)

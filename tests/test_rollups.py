@@ -1,0 +1,180 @@
+"""Rollups on both real backends: buckets, idempotent upserts, hour merges, windows and trends."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from monitor.meter import StreamMeasurement
+from monitor.results import CheckResult, ProbeResult, percentile
+from monitor.store.db import connect, ensure_schema
+from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.repo import Store
+from monitor.store.rollups import RELATIVE_ACCURACY, Histogram, Rollups, floor_time
+
+T0 = datetime(2026, 11, 20, 9, 58, 0, tzinfo=UTC)
+
+
+def make_result(
+    started_at: datetime,
+    *,
+    probe: str = "chat",
+    target: str = "mock",
+    latency_ms: float = 100.0,
+    ttft_ms: float | None = 20.0,
+    error: bool = False,
+    truncated: bool = False,
+    failed_check: str | None = None,
+    completion_tokens: int = 10,
+) -> ProbeResult:
+    """A stored-shape ProbeResult without a network: a measurement, or a connect error."""
+    base = ProbeResult(probe=probe, target=target, endpoint="chat", stream=True, started_at=started_at, max_tokens=64)
+    if error:
+        return replace(base, error_kind="connect_error", error_detail="refused", elapsed_ms=latency_ms)
+    measurement = StreamMeasurement(
+        endpoint="chat", stream=True, text="你好", ttft_ms=ttft_ms, latency_ms=latency_ms, itl_ms=(5.0, 7.0),
+        chunk_count=3, content_chunk_count=2, prompt_tokens=8, completion_tokens=completion_tokens,
+        tokens_estimated=False, itl_per_token_exact=True, finish_reason="length" if truncated else "stop",
+        stop_reason=None, done_seen=True, error_kind=None, error_detail=None,
+    )  # fmt: skip
+    checks = (CheckResult(failed_check, False, "failed on purpose"),) if failed_check else ()
+    return replace(base, measurement=measurement, checks=checks)
+
+
+@pytest.fixture(name="engine")
+async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = await connect(db_url)
+    try:
+        await ensure_schema(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(name="sessionmaker")
+def fix_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def _rollup_rows(sessionmaker: async_sessionmaker[AsyncSession], resolution_s: int) -> list[ProbeRollupRow]:
+    query = select(ProbeRollupRow).where(ProbeRollupRow.resolution_s == resolution_s)
+    async with sessionmaker() as session:
+        rows = (await session.scalars(query.order_by(ProbeRollupRow.bucket_start, ProbeRollupRow.probe))).all()
+    return list(rows)
+
+
+def test_histogram_quantiles_are_within_the_relative_accuracy() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(5, 1) for _ in range(5000)]
+    hist = Histogram()
+    for value in values:
+        hist.add(value)
+    assert hist.count == 5000 and hist.min == min(values) and hist.max == max(values)
+    for q in (0.5, 0.95, 0.99):
+        estimate = hist.quantile(q)
+        assert estimate is not None
+        # Nearest-rank and interpolated percentiles differ slightly; allow one bucket of slack.
+        assert abs(estimate - percentile(values, q * 100)) <= 2.5 * RELATIVE_ACCURACY * percentile(values, q * 100)
+
+
+def test_histograms_merge_exactly_and_round_trip_through_json() -> None:
+    left, right, both = Histogram(), Histogram(), Histogram()
+    for i, value in enumerate([0.0, 0.4, 3.0, 17.0, 250.0, 251.0, 9000.0]):
+        (left if i % 2 else right).add(value)
+        both.add(value)
+    left.merge(Histogram.from_json(right.to_json()))
+    assert left.to_json() == both.to_json()
+    assert Histogram().quantile(0.5) is None and both.quantile(0.0) == 0.0 and both.quantile(1.0) == 9000.0
+
+
+async def test_rollups_bucket_by_minute_and_hour_and_are_idempotent(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    # 09:58, 09:59 and 10:00: three minutes across an hour boundary, two probes.
+    results = [
+        make_result(T0 + timedelta(seconds=5), latency_ms=100),
+        make_result(T0 + timedelta(seconds=50), latency_ms=300, truncated=True, failed_check="expect.contains"),
+        make_result(T0 + timedelta(minutes=1, seconds=1), error=True, latency_ms=5),
+        make_result(T0 + timedelta(minutes=2, seconds=30), latency_ms=200, probe="completion"),
+    ]
+    await Store.from_engine(engine).add_results(results)
+    rollups = Rollups(sessionmaker)
+    assert await rollups.watermark() is None
+    now = T0 + timedelta(minutes=3)
+    written = await rollups.run(now)
+    assert written == 3 + 2  # minutes (chat 09:58, chat 09:59, completion 10:00) + hours (chat 09, completion 10)
+
+    minutes = await _rollup_rows(sessionmaker, MINUTE_S)
+    first = minutes[0]
+    assert (first.probe, first.bucket_start, first.results, first.ok_count) == ("chat", T0, 2, 1)
+    assert (first.errors, first.truncated, first.check_failures) == (0, 1, {"expect.contains": 1})
+    assert first.metrics["latency_ms"]["count"] == 2 and first.metrics["latency_ms"]["sum"] == 400.0
+    assert (minutes[1].errors, minutes[1].metrics.get("ttft_ms")) == (1, None)
+    hours = await _rollup_rows(sessionmaker, HOUR_S)
+    assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [("chat", 9, 3), ("completion", 10, 1)]
+
+    before = [(r.bucket_start, r.probe, r.results, r.metrics) for r in minutes + hours]
+    await rollups.run(now)
+    await rollups.rollup_range(T0 - timedelta(hours=1), now)
+    after = [(r.bucket_start, r.probe, r.results, r.metrics) for r in
+             await _rollup_rows(sessionmaker, MINUTE_S) + await _rollup_rows(sessionmaker, HOUR_S)]  # fmt: skip
+    assert after == before
+    assert await rollups.watermark() == T0 + timedelta(minutes=2)
+
+
+async def test_late_results_are_picked_up_by_the_next_run(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    store = Store.from_engine(engine)
+    rollups = Rollups(sessionmaker, settle_s=120)
+    await store.add_results([make_result(T0)])
+    await rollups.run(T0 + timedelta(seconds=30))
+    # A slow request that started at T0 is stored a minute later, after another result.
+    await store.add_results([make_result(T0 + timedelta(seconds=61)), make_result(T0 + timedelta(seconds=1))])
+    await rollups.run(T0 + timedelta(seconds=90))
+    minutes = await _rollup_rows(sessionmaker, MINUTE_S)
+    assert [m.results for m in minutes] == [2, 1]
+
+
+async def test_window_and_trend_read_rollups(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    results = []
+    # Every 10 minutes for 3 hours; latency grows by hour, one error per hour.
+    for i in range(18):
+        at = start + timedelta(minutes=10 * i, seconds=3)
+        results.append(make_result(at, latency_ms=100.0 * (1 + i // 6), error=i % 6 == 5))
+    await Store.from_engine(engine).add_results(results)
+    rollups = Rollups(sessionmaker)
+    await rollups.run(start + timedelta(hours=3))
+
+    total = await rollups.window(since=start, until=start + timedelta(hours=3), probe="chat")
+    assert (total.results, total.errors) == (18, 3)
+    # A ragged window: 00:30-02:20 is minutes + one whole hour + minutes.
+    ragged = await rollups.window(since=start + timedelta(minutes=30), until=start + timedelta(hours=2, minutes=20))
+    assert ragged.results == 11
+    assert (await rollups.window(since=start, until=start + timedelta(hours=3), probe="other")).results == 0
+
+    hourly = await rollups.trend(since=start, until=start + timedelta(hours=3), step_s=HOUR_S, probe="chat")
+    assert [p.results for p in hourly] == [6, 6, 6]
+    assert [p.error_rate for p in hourly] == [1 / 6] * 3
+    p50s = [p.metrics["latency_ms"].p50 or 0.0 for p in hourly]
+    assert p50s == sorted(p50s) and p50s[0] == pytest.approx(100, rel=RELATIVE_ACCURACY)
+    by_half_hour = await rollups.trend(since=start, until=start + timedelta(hours=1), step_s=1800)
+    assert [p.results for p in by_half_hour] == [3, 3]
+    assert hourly[0].to_json()["metrics"]["latency_ms"]["count"] == 6
+    with pytest.raises(ValueError, match="multiple of 60"):
+        await rollups.trend(since=start, until=start, step_s=90)
+
+
+def test_floor_time_is_epoch_aligned() -> None:
+    at = datetime(2026, 11, 20, 10, 17, 42, 500, tzinfo=UTC)
+    assert floor_time(at, MINUTE_S) == datetime(2026, 11, 20, 10, 17, tzinfo=UTC)
+    assert floor_time(at, HOUR_S) == datetime(2026, 11, 20, 10, tzinfo=UTC)
