@@ -1,7 +1,7 @@
 """How much CPU does StreamMeter cost per streamed response?
 
-Builds a realistic 128-token vLLM chat stream (role chunk, 128 content chunks of mixed
-Chinese/English text, a finish chunk with the last text, a usage chunk, [DONE]), splits it
+Builds realistic 128-token vLLM chat streams (role chunk, 127 content chunks of mixed
+Chinese/English text, a finish chunk with the last text, a usage chunk, [DONE]), splits them
 into reads of 1-3 events as a socket would deliver them, and times:
 
 * the meter on that stream (raw UTF-8, as vLLM sends it);
@@ -9,7 +9,8 @@ into reads of 1-3 events as a socket would deliver them, and times:
 * the meter on a /v1/completions stream (``"usage":null`` on every chunk);
 * a baseline that only splits events and ``json.loads`` each one.
 
-Run: ``python benchmarks/meter_bench.py``. Numbers are the best of several repeats.
+Run: ``python benchmarks/meter_bench.py``. It prints the best and the median of several
+repeats; on a shared machine the best is the better estimate of the meter's own cost.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -103,18 +105,28 @@ def run_baseline(streams: list[list[bytes]], endpoint: Endpoint) -> None:
                     json.loads(payload)
 
 
-def best_us(fn: Callable[[list[list[bytes]], Endpoint], None], streams: list[list[bytes]], endpoint: Endpoint) -> float:
-    """Best of several runs over all streams, in microseconds per stream."""
-    best = float("inf")
-    for _ in range(7):
+def time_us(
+    fn: Callable[[list[list[bytes]], Endpoint], None], streams: list[list[bytes]], endpoint: Endpoint
+) -> list[float]:
+    """Microseconds per stream, one value per run over all streams."""
+    runs = []
+    for _ in range(11):
         t0 = time.perf_counter()
         fn(streams, endpoint)
-        best = min(best, (time.perf_counter() - t0) / len(streams) * 1e6)
-    return best
+        runs.append((time.perf_counter() - t0) / len(streams) * 1e6)
+    return runs
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        return platform.processor() or "?"
 
 
 def main() -> None:
-    print(f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs")
     print(f"python:  {sys.version.split()[0]} ({platform.python_implementation()})")
     seeds = range(STREAMS)
     cases: list[tuple[str, Callable[[list[list[bytes]], Endpoint], None], list[list[bytes]], Endpoint]] = [
@@ -123,11 +135,16 @@ def main() -> None:
         ("meter, completion", run_meter, [reads_of(completion_events(s), s) for s in seeds], "completion"),
         ("baseline json.loads, chat", run_baseline, [reads_of(chat_events(s), s) for s in seeds], "chat"),
     ]
+    print(f"{STREAMS} distinct streams per run; us per stream (best / median), us per event (best)")
     for name, fn, streams, endpoint in cases:
-        us = best_us(fn, streams, endpoint)
+        runs = time_us(fn, streams, endpoint)
+        best, median = min(runs), statistics.median(runs)
         events = sum(read.count(b"\n\n") for read in streams[0])
         reads = sum(len(s) for s in streams) / len(streams)
-        print(f"{name:28} {us:7.1f} us/stream {us / events:6.2f} us/event ({events} events, ~{reads:.0f} reads)")
+        print(
+            f"{name:27} {best:6.1f} / {median:6.1f} us/stream  {best / events:5.2f} us/event"
+            f"  ({events} events in ~{reads:.0f} reads)"
+        )
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ number below means the same thing wherever it was measured:
 * Tokens come from the last non-null ``usage`` the server sent. Without one, a stream
   counts one token per content event and a plain JSON body uses ``estimate_tokens``; both
   set ``tokens_estimated``. The estimate never includes the EOS token that servers count.
-* Only choice index 0 is measured; other choices are ignored.
+* Only choice index 0 is measured; other choices are ignored. ``chunk_count`` counts SSE
+  data events other than ``[DONE]`` (1 for a JSON body).
 
 Failures never raise. The first one is kept in ``error_kind``/``error_detail``:
 ``stream_error`` for an error event inside an SSE stream (either vLLM envelope), and
 ``bad_response`` for malformed JSON, invalid UTF-8, an empty stream, or a JSON error body
 in a 200 response. Events after a malformed one are still measured, so the measurement shows
-how much of the reply got through. A ``stream=True`` body with no ``data:`` line that is a
-JSON object (a server that ignored ``stream``) is measured like a non-streaming reply.
+how much of the reply got through. An event still open at ``finish`` is parsed anyway and
+dated by the last read, so a cut-off stream ends in a malformed-JSON error. A ``stream=True``
+body with no ``data:`` line that is a JSON object (a server that ignored ``stream``) is
+measured like a non-streaming reply (``ttft_ms`` None).
 
 Locust feeds thousands of streams per second per core, so the common vLLM chunk shapes
 take a fast path: the first content event of each layout is fully parsed, and later events
@@ -84,19 +87,16 @@ class _Chunk(NamedTuple):
 
 
 class _Layout(NamedTuple):
-    """The bytes of an event around its content string: ``pre + <JSON string body> + post``."""
+    """An event's bytes around its content string (``pre + <JSON string body> + post``) and meaning."""
 
     pre: bytes
     post: bytes
-    len_pre: int
-    len_post: int
-    min_len: int
-    chunk: _Chunk  # the event's meaning apart from content
+    chunk: _Chunk
 
 
-_MARKERS: dict[str, bytes] = {"chat": b'"content":"', "completion": b'"text":"'}
 # Bytes JSON forbids raw inside a string, plus the escape character.
 _SLOT_SPECIAL = re.compile(rb'["\\\x00-\x1f]')
+_CONTROL = re.compile(rb"[\x00-\x1f]")
 # Substituted into a learned layout to prove its string slot is choice 0's content.
 _SENTINEL = "\x7fllm-monitor-slot\x7f"
 _CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0003134f]")
@@ -131,9 +131,9 @@ class StreamMeter:
         self._stream = stream
         self._start_s = start_s
         self._last_s = start_s
-        self._marker = _MARKERS.get(endpoint, b'"content":"')
+        self._marker = b'"content":"' if endpoint == "chat" else b'"text":"'  # where _learn looks
         self._layouts: list[_Layout] = []
-        # The first plain layout: (pre, post + "\n\n", and their lengths).
+        # The latest plain layout (no finish, stop or usage): (pre, post + "\n\n", their lengths).
         self._hot: tuple[bytes, bytes, int, int] | None = None
         self._learn_budget = self._LEARN_ATTEMPTS
         self._pend: list[bytes] = []  # non-stream: the body; stream: bytes of an unfinished event
@@ -199,30 +199,33 @@ class StreamMeter:
         """
         hot = self._hot
         pre, post_nn, len_pre, len_post_nn = hot or (b"", b"", 0, 0)
+        add_part, add_time, now_ms = self._parts.append, self._content_ms.append, now_s * 1000.0
+        escapes = 0x5C in data  # one memchr per read spares most events a check of their own
         hits = i = 0
         while True:
             if hot is not None and data.startswith(pre, i):
                 a = i + len_pre
-                m = _SLOT_SPECIAL.search(data, a)
-                if m is None:
-                    break  # the event is incomplete: its "\n\n" would have matched
-                b = m.start()
+                b = data.find(b'"', a)
                 content: str | None = None
-                if data.startswith(post_nn, b):  # so data[b] is the closing quote
-                    try:
-                        content = data[a:b].decode()
-                    except UnicodeDecodeError:
-                        pass
-                elif data[b] == 0x5C:
-                    # Escapes (ensure_ascii servers): a valid string body cannot contain post,
-                    # whose quotes would have to be escaped, so its first match ends the slot.
-                    b = data.find(post_nn, a)
-                    content = _read_escaped(data[a:b]) if b >= 0 else None
+                if b >= 0:
+                    slot = data[a:b]
+                    if escapes and 0x5C in slot:
+                        content, b = _escaped_slot(data, a, post_nn)
+                    elif data.startswith(post_nn, b):
+                        try:
+                            content = slot.decode()
+                        except UnicodeDecodeError:
+                            pass
+                        else:
+                            # Raw control characters make the JSON invalid; isprintable() is
+                            # a cheap way to rule them out for almost all text.
+                            if not content.isprintable() and _CONTROL.search(slot) is not None:
+                                content = None
                 if content is not None:
                     hits += 1
                     if content:
-                        self._parts.append(content)
-                        self._content_ms.append(now_s * 1000.0)
+                        add_part(content)
+                        add_time(now_ms)
                     i = b + len_post_nn
                     continue
             end = data.find(b"\n\n", i)
@@ -267,9 +270,9 @@ class StreamMeter:
             self._apply(chunk.content, chunk, now_s)
 
     def _match(self, blk: bytes, now_s: float) -> bool:
-        for pre, post, a, z, min_len, chunk in self._layouts:
-            if len(blk) >= min_len and blk.startswith(pre) and blk.endswith(post):
-                content = _read_slot(blk[a : len(blk) - z])
+        for pre, post, chunk in self._layouts:
+            if len(blk) >= len(pre) + len(post) and blk.startswith(pre) and blk.endswith(post):
+                content = _read_slot(blk[len(pre) : len(blk) - len(post)])
                 if content is not None:
                     self._n += 1
                     self._apply(content, chunk, now_s)
@@ -308,9 +311,12 @@ class StreamMeter:
         if a < 0:
             return False
         a += len(self._marker)
-        end = _slot_end(blk, a)
-        # Empty content marks role and finish chunks, which come once per stream.
-        if end is None or end == a:
+        try:
+            tail = blk[a:].decode()
+            end = a + len(tail[: scanstring(tail, 0)[1] - 1].encode())  # the closing quote
+        except ValueError:
+            return False
+        if end == a:  # empty content marks role and finish chunks, which come once per stream
             return False
         pre, post = blk[:a], blk[end:]
         self._learn_budget -= 1
@@ -322,8 +328,9 @@ class StreamMeter:
         chunk = _parse_chunk(obj, self._endpoint)
         if _error_message(obj) is not None or not isinstance(chunk, _Chunk) or chunk.content != _SENTINEL:
             return False
-        self._layouts.append(_Layout(pre, post, len(pre), len(post), len(pre) + len(post), chunk))
-        if self._hot is None and chunk.finish_reason is None and chunk.stop_reason is None and chunk.usage is None:
+        self._layouts.append(_Layout(pre, post, chunk))
+        if chunk.finish_reason is None and chunk.stop_reason is None and chunk.usage is None:
+            # The latest plain layout: OpenAI-style servers add "role" to the first content chunk only.
             self._hot = (pre, post + b"\n\n", len(pre), len(post) + 2)
         return True
 
@@ -351,20 +358,7 @@ class StreamMeter:
 
     def _finalize(self) -> None:
         if self._body_mode:
-            body = b"".join(self._pend)
-            if not body.strip():
-                self._fail("bad_response", "empty response body")
-                return
-            self._n = 1
-            try:
-                obj = json.loads(body.decode())
-            except UnicodeDecodeError:
-                self._fail("bad_response", "invalid UTF-8 in response body")
-                return
-            except (ValueError, RecursionError) as exc:
-                self._fail("bad_response", f"malformed JSON response body: {exc}")
-                return
-            self._apply_body(obj)
+            self._measure_body(b"".join(self._pend))
             return
         tail = b"".join(self._pend) + (b"\n" if self._cr else b"")
         self._pend.clear()
@@ -372,63 +366,37 @@ class StreamMeter:
         # a cut-off one then shows up as malformed JSON.
         for blk in tail.split(b"\n\n"):
             self._event(blk, self._last_s)
-        if self._n == 0 and not self._done:
-            self._no_events()
-        elif self._n == 0:
-            self._fail("bad_response", "empty stream: only [DONE]")
-
-    def _no_events(self) -> None:
-        body = b"".join(self._raw or ())
-        if not body.strip():
-            self._fail("bad_response", "empty stream")
+        if self._n or self._done:
+            if not self._n:
+                self._fail("bad_response", "empty stream: only [DONE]")
             return
+        body = b"".join(self._raw or ())
+        if body.lstrip()[:1] == b"{":  # a server that ignored "stream": true
+            self._body_mode = True
+            self._measure_body(body)
+        elif body.strip():
+            self._fail("bad_response", f"no SSE data events in stream body: {body[:80].decode(errors='replace')}")
+        else:
+            self._fail("bad_response", "empty stream")
+
+    def _measure_body(self, body: bytes) -> None:
+        if not body.strip():
+            self._fail("bad_response", "empty response body")
+            return
+        self._n = 1
         try:
             obj = json.loads(body.decode())
-        except (ValueError, RecursionError):
-            obj = None
-        if isinstance(obj, dict):
-            self._body_mode = True
-            self._apply_body(obj)
+        except UnicodeDecodeError:
+            self._fail("bad_response", "invalid UTF-8 in response body")
+            return
+        except (ValueError, RecursionError) as exc:
+            self._fail("bad_response", f"malformed JSON response body: {exc}")
+            return
+        parsed = _parse_body(obj, self._endpoint)
+        if isinstance(parsed, str):
+            self._fail("bad_response", parsed)
         else:
-            preview = body[:80].decode(errors="replace")
-            self._fail("bad_response", f"no SSE data events in stream body: {preview}")
-
-    def _apply_body(self, obj: object) -> None:
-        self._n = 1
-        if not isinstance(obj, dict):
-            self._fail("bad_response", "response body is not a JSON object")
-            return
-        message = _error_message(obj)
-        if message is not None:
-            # vLLM and proxies sometimes put an error envelope in a 200 body.
-            self._fail("bad_response", f"error in response body: {message}")
-            return
-        self._usage = _usage(obj.get("usage"))
-        choices = obj.get("choices")
-        if not isinstance(choices, list) or not choices:
-            self._fail("bad_response", "response has no choices")
-            return
-        choice = _choice0(choices)
-        if choice is None:
-            self._fail("bad_response", "response has no choice with index 0")
-            return
-        self._finish = _str_or_none(choice.get("finish_reason"))
-        self._stop = _stop_reason(choice.get("stop_reason"))
-        if self._endpoint == "chat":
-            message_obj = choice.get("message")
-            if not isinstance(message_obj, dict):
-                self._fail("bad_response", "choices[0] has no message object")
-                return
-            text = message_obj.get("content")
-        elif "text" not in choice:
-            self._fail("bad_response", "choices[0] has no text")
-            return
-        else:
-            text = choice["text"]
-        if text is not None and not isinstance(text, str):
-            self._fail("bad_response", f"choices[0] content is a {type(text).__name__}, not a string")
-            return
-        self._parts.append(text or "")
+            self._apply(parsed.content, parsed, self._last_s)
 
     def _itl(self) -> tuple[tuple[float, ...], bool]:
         ts, cts = self._content_ms, self._content_ct
@@ -448,32 +416,22 @@ class StreamMeter:
 
     def _measurement(self, now_s: float, *, broken: bool = False) -> StreamMeasurement:
         text = "" if broken else "".join(self._parts)
-        ttft_ms: float | None = None
-        itl_ms: tuple[float, ...] = ()
-        exact = False
-        if self._body_mode or broken:
-            content_n = 1 if text else 0
-        else:
-            content_n = len(self._content_ms)
-            if content_n:
-                ttft_ms = self._content_ms[0] - self._start_s * 1000.0
-            itl_ms, exact = self._itl()
-        usage = self._usage
-        prompt_tokens = usage[0] if usage is not None else None
-        if usage is not None and usage[1] is not None:
-            completion_tokens, estimated = usage[1], False
-        else:
-            completion_tokens, estimated = (estimate_tokens(text) if self._body_mode else content_n), True
-        kind, detail = self._error if self._error is not None else (None, None)
+        times, sse = self._content_ms, not self._body_mode
+        itl_ms, exact = self._itl() if sse else ((), False)
+        prompt_tokens, completion_tokens = self._usage or (None, None)
+        estimated = completion_tokens is None
+        if completion_tokens is None:
+            completion_tokens = len(times) if sse else estimate_tokens(text)
+        kind, detail = self._error or (None, None)
         return StreamMeasurement(
             endpoint=self._endpoint,
             stream=self._stream,
             text=text,
-            ttft_ms=ttft_ms,
+            ttft_ms=times[0] - self._start_s * 1000.0 if sse and times else None,
             latency_ms=(now_s - self._start_s) * 1000.0,
             itl_ms=itl_ms,
             chunk_count=self._n,
-            content_chunk_count=content_n,
+            content_chunk_count=len(times),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             tokens_estimated=estimated,
@@ -487,14 +445,24 @@ class StreamMeter:
 
 
 def _read_slot(slot: bytes) -> str | None:
-    return _decode(slot) if _SLOT_SPECIAL.search(slot) is None else _read_escaped(slot)
-
-
-def _decode(data: bytes) -> str | None:
+    if _SLOT_SPECIAL.search(slot) is not None:
+        return _read_escaped(slot)
     try:
-        return data.decode()
+        return slot.decode()
     except UnicodeDecodeError:
         return None
+
+
+def _escaped_slot(data: bytes, a: int, post_nn: bytes) -> tuple[str | None, int]:
+    """Content and end of a hot event's string when it holds escapes (ensure_ascii servers).
+
+    The first quote may be escaped, so the slot is taken to end where ``post_nn`` would end
+    the line; ``_read_escaped`` then checks that it is exactly one JSON string body.
+    """
+    b = data.find(b"\n", a) + 2 - len(post_nn)
+    if b >= a and data.startswith(post_nn, b):
+        return _read_escaped(data[a:b]), b
+    return None, b
 
 
 def _read_escaped(slot: bytes) -> str | None:
@@ -505,21 +473,6 @@ def _read_escaped(slot: bytes) -> str | None:
     except ValueError:  # also UnicodeDecodeError and JSONDecodeError
         return None
     return content if end == len(s) else None
-
-
-def _slot_end(blk: bytes, a: int) -> int | None:
-    """Byte offset of the quote closing the JSON string that starts at ``a``."""
-    m = _SLOT_SPECIAL.search(blk, a)
-    if m is None:
-        return None
-    if blk[m.start()] == 0x22:
-        return m.start()
-    try:
-        tail = blk[a:].decode()
-        _, end = scanstring(tail, 0)
-    except ValueError:
-        return None
-    return a + len(tail[: end - 1].encode())
 
 
 def _data_field(blk: bytes) -> bytes | None:
@@ -573,6 +526,34 @@ def _parse_chunk(obj: object, endpoint: Endpoint) -> _Chunk | str:
         _stop_reason(choice.get("stop_reason")),
         usage,
     )
+
+
+def _parse_body(obj: object, endpoint: Endpoint) -> _Chunk | str:
+    """Interpret a whole JSON response; a string says what is wrong with it."""
+    message = _error_message(obj)
+    if message is not None:  # vLLM and proxies can send an error envelope with a 200
+        return f"error in response body: {message}"
+    if not isinstance(obj, dict):
+        return "response body is not a JSON object"
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "response has no choices"
+    choice = _choice0(choices)
+    if choice is None:
+        return "response has no choice with index 0"
+    if endpoint == "chat":
+        message_obj = choice.get("message")
+        if not isinstance(message_obj, dict):
+            return "choices[0] has no message object"
+        text = message_obj.get("content")  # null when the reply is only tool calls
+    elif "text" in choice:
+        text = choice["text"]
+    else:
+        return "choices[0] has no text"
+    if text is not None and not isinstance(text, str):
+        return f"choices[0] content is a {type(text).__name__}, not a string"
+    finish, stop = _str_or_none(choice.get("finish_reason")), _stop_reason(choice.get("stop_reason"))
+    return _Chunk(text or "", finish, stop, _usage(obj.get("usage")))
 
 
 def _choice0(choices: list[Any]) -> dict[str, Any] | None:

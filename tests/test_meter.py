@@ -1,4 +1,4 @@
-"""StreamMeter: wire shapes from docs/vllm-wire (sections 1.4, 2, 3.4), TTFT/ITL semantics, properties."""
+"""StreamMeter: vLLM wire shapes (wire reference sections 1.4, 2, 3.4), TTFT/ITL semantics, properties."""
 
 from __future__ import annotations
 
@@ -260,6 +260,12 @@ def test_invalid_content_string_after_the_layout_is_learned(bad: bytes) -> None:
     assert (m.text, m.chunk_count) == ("abd", 4)
 
 
+def test_escaped_event_with_other_bytes_after_the_string_is_not_taken_for_the_hot_layout() -> None:
+    same_length_post = chat('{"content":"\\u4f60"}', '"ab"')  # "ab" is as long as null
+    m = both("chat", [chat('{"content":"a"}'), chat('{"content":"b"}'), same_length_post])
+    assert (m.text, m.finish_reason) == ("ab你", "ab")
+
+
 def test_trailing_data_line_without_blank_line_is_parsed() -> None:
     m = both("chat", [chat('{"content":"a"}') + chat('{"content":"b"}')[:-1]])
     assert (m.text, m.error_kind) == ("ab", None)
@@ -354,6 +360,7 @@ def test_non_streaming_chat_body() -> None:
     assert (m.text, m.finish_reason, m.stop_reason) == ("I don't have 你", "stop", None)
     assert (m.prompt_tokens, m.completion_tokens, m.tokens_estimated) == (29, 76, False)
     assert (m.ttft_ms, m.itl_ms, m.chunk_count, m.content_chunk_count, m.done_seen) == (None, (), 1, 1, False)
+    assert not m.itl_per_token_exact
     assert m.latency_ms == pytest.approx(300.0)
 
 
