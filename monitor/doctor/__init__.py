@@ -1,0 +1,17 @@
+"""`llm-monitor doctor`: the deployment checklist from the incident, automated, with a fix for every finding.
+
+findings.py   Finding / DoctorReport (plain data, JSON shape)
+client.py     the doctor's requests (chat/completion through the Prober, JSON for the rest)
+context.py    what every check gets
+remedies.py   model-family-specific fixes (GLM-4, ChatML, Llama 3)
+checks_*.py   one async function per checklist item
+runner.py     run_doctor(settings, target) -> exit code
+report.py     rich rendering
+"""
+
+from __future__ import annotations
+
+from monitor.doctor.findings import CHECK_IDS, DoctorReport, Finding
+from monitor.doctor.runner import diagnose, doctor, run_doctor
+
+__all__ = ["CHECK_IDS", "DoctorReport", "Finding", "diagnose", "doctor", "run_doctor"]

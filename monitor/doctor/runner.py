@@ -1,0 +1,118 @@
+"""`run_doctor(settings, target)`: walk the deployment checklist once, store the results, print the report.
+
+Order: check 1 alone (it proves the server answers), then the chat/completion "你好" pair that
+checks 2 and 3 judge (it proves generation answers in time), then checks 4-10 concurrently: they
+are independent, and the doctor judges what comes back, not how fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+
+from monitor.doctor.checks_basic import check_reachable, judge_chat_template, judge_endpoint_semantics
+from monitor.doctor.checks_chat import (
+    SHORT_MAX_TOKENS,
+    check_multi_turn,
+    check_stop_tokens,
+    check_streaming,
+    check_truncation,
+)
+from monitor.doctor.checks_limits import check_limits
+from monitor.doctor.checks_server import check_chinese, check_sampling_defaults
+from monitor.doctor.client import DoctorClient, Exchange
+from monitor.doctor.context import HELLO, Context
+from monitor.doctor.findings import CHECK_IDS, DoctorReport, Finding, skipped
+from monitor.doctor.remedies import detect_family
+from monitor.doctor.report import print_report
+from monitor.errors import ProbeConnectError, ProbeTimeout
+from monitor.settings import Settings
+from monitor.store.db import connect, ensure_schema
+from monitor.store.repo import Store
+
+logger = logging.getLogger(__name__)
+
+_LATER_CHECKS: tuple[Callable[[Context], Coroutine[Any, Any, Finding]], ...] = (
+    check_stop_tokens, check_truncation, check_streaming, check_multi_turn, check_chinese, check_limits,
+    check_sampling_defaults,
+)  # fmt: skip
+
+
+def run_doctor(settings: Settings, target_name: str, *, as_json: bool, console: Console | None = None) -> int:
+    """Run the doctor against one configured target; 0 without failures, 1 with any.
+
+    Raises ProbeConnectError/ProbeTimeout (exit code 2 in the CLI) when the server cannot be reached.
+    """
+    report = asyncio.run(doctor(settings, target_name))
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print_report(console or Console(), report)
+    return report.exit_code
+
+
+async def doctor(settings: Settings, target_name: str) -> DoctorReport:
+    """Diagnose the target and store every request's result (probe names `doctor.<check-id>`).
+
+    The database is reached (and migrated if empty) first, so a bad storage URL fails fast. Results
+    are stored even when the run stops because the server cannot be reached.
+    """
+    target = settings.target(target_name)
+    async with AsyncExitStack() as stack:
+        engine = await connect(settings.storage.url)
+        stack.push_async_callback(engine.dispose)
+        await ensure_schema(engine)
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        stack.push_async_callback(session.close)
+        client = DoctorClient(session, target, settings.api_key(target.name))
+        try:
+            return await diagnose(client)
+        finally:
+            await Store.from_engine(engine).add_results(client.results)
+
+
+async def diagnose(client: DoctorClient) -> DoctorReport:
+    """All ten checks against the client's target; the results stay in `client.results`."""
+    target = client.target
+    reach, info = await check_reachable(client)
+    if not info.proceed:
+        rest = [skipped(check_id, "the model cannot be used (check 1)") for check_id in CHECK_IDS[1:]]
+        return DoctorReport(target.name, target.base_url, info.model, None, (reach, *rest), tuple(client.results))
+    async with asyncio.TaskGroup() as tg:
+        chat_task = tg.create_task(client.chat("chat_template", HELLO, max_tokens=SHORT_MAX_TOKENS))
+        # No max_tokens: shows the server's default for completions (vLLM: 16).
+        completion_task = tg.create_task(client.completion("endpoint_semantics", "你好"))
+    chat, completion = chat_task.result(), completion_task.result()
+    _raise_if_unreachable(target.base_url + "/chat/completions", chat)
+    family = detect_family(info.model, (chat.text,))
+    blocked = None
+    if chat.result.error_kind == "http_error":
+        blocked = f"the server rejects chat requests (HTTP {chat.result.http_status}, see check 2)"
+    ctx = Context(client, info, family, blocked)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(check(ctx)) for check in _LATER_CHECKS]
+    findings = (
+        reach,
+        judge_chat_template(chat, completion, family),
+        judge_endpoint_semantics(chat, completion),
+        *(t.result() for t in tasks),
+    )
+    for finding in findings:
+        logger.info("doctor check %s: %s", finding.id, finding.status)
+    return DoctorReport(target.name, target.base_url, info.model, info.max_model_len, findings, tuple(client.results))
+
+
+def _raise_if_unreachable(url: str, chat: Exchange) -> None:
+    """A first generation request that cannot connect or times out ends the run (exit code 2)."""
+    r = chat.result
+    if r.error_kind == "connect_error":
+        raise ProbeConnectError(f"cannot reach {url}: {r.error_detail}")
+    if r.error_kind == "timeout":
+        raise ProbeTimeout(f"cannot reach {url}: {r.error_detail}", phase=r.timeout_phase or "total")
