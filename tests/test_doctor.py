@@ -67,8 +67,11 @@ async def test_healthy_mock_passes_every_check(mock: MockProcess, sqlite_db_url:
          ("chat_template", "--chat-template")),
         ({"oversize_500": True}, {"limits": "fail"}, ("limits", "4xx")),
         ({"no_stream_usage": True}, {"streaming": "warn"}, ("streaming", "estimates")),
+        # A server that accepts connections but drops every generation request is a finding, not exit code 2.
+        ({"disconnect_after": 0}, {"chat_template": "fail", "endpoint_semantics": "warn", **CHAT_SKIPPED},
+         ("chat_template", "log")),
     ],
-    ids=["no_chat_template", "no_stop_tokens", "leak_special_tokens", "oversize_500", "no_stream_usage"],
+    ids=["no_chat_template", "no_stop_tokens", "leak_special_tokens", "oversize_500", "no_stream_usage", "dropped"],
 )  # fmt: skip
 async def test_each_mode_fails_exactly_its_checks(
     mock: MockProcess,

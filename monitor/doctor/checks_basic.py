@@ -80,7 +80,8 @@ def judge_chat_template(chat: Exchange, completion: Exchange, family: Family) ->
         fix = '/v1/chat/completions must answer a plain "你好"; the server log says why it does not.'
         return Finding("chat_template", "fail", f"chat requests fail: {detail}", req, resp, fix=fix)
     if not chat.ok:
-        return Finding("chat_template", "fail", f"the chat request failed ({r.error_kind})", req, resp)
+        fix = "The server does not answer chat requests properly: read its log (engine crash, proxy timeout)."
+        return Finding("chat_template", "fail", f"the chat request failed: {resp}", req, resp, fix)
     leak = failed_check(chat, "template_leak")
     if leak is not None:
         summary = "chat-template or special tokens leak into the reply"
@@ -114,7 +115,7 @@ def judge_endpoint_semantics(chat: Exchange, completion: Exchange) -> Finding:
     r = completion.result
     if not completion.ok:
         missing = r.http_status == 404
-        summary = "the server does not offer /v1/completions" if missing else "the completions request failed"
+        summary = "the server does not offer /v1/completions" if missing else f"the completions request failed: {resp}"
         return Finding("endpoint_semantics", "warn", summary, req, resp, fix=fix, details=(chat_side,))
     m = r.measurement
     assert m is not None  # completion.ok

@@ -45,6 +45,12 @@ async def check_stop_tokens(ctx: Context) -> Finding:
         until = f" until max_tokens={max_tokens}" if m.finish_reason == "length" else ""
         summary = f"the reply runs on into the user's next turn{until}: the server is missing the stop tokens"
         return Finding("stop_tokens", "fail", summary, req, resp, stop_token_fix(family), (run_on.detail,))
+    if m.finish_reason == "length" and max_tokens < GENEROUS_MAX_TOKENS:
+        summary = (
+            f"max_model_len {ctx.info.max_model_len} leaves room for only {max_tokens} tokens, which the reply "
+            "filled: too small to tell whether the server stops at the end of a turn"
+        )
+        return Finding("stop_tokens", "warn", summary, req, resp, "Serve the model with a larger --max-model-len.")
     if m.finish_reason != "stop":
         summary = (
             f'the reply to "你好" did not end within max_tokens={max_tokens} (finish_reason={m.finish_reason}): '
@@ -89,8 +95,9 @@ async def check_streaming(ctx: Context) -> Finding:
         return skipped("streaming", ctx.chat_blocked)
     client = ctx.client
     async with asyncio.TaskGroup() as tg:
-        streamed_task = tg.create_task(client.chat("streaming", HELLO, max_tokens=SHORT_MAX_TOKENS, stream=True))
-        plain_task = tg.create_task(client.chat("streaming", HELLO, max_tokens=SHORT_MAX_TOKENS))
+        max_tokens = ctx.fit(SHORT_MAX_TOKENS)
+        streamed_task = tg.create_task(client.chat("streaming", HELLO, max_tokens=max_tokens, stream=True))
+        plain_task = tg.create_task(client.chat("streaming", HELLO, max_tokens=max_tokens))
     streamed, plain = streamed_task.result(), plain_task.result()
     req, resp = streamed.request, excerpt(streamed.result)
     if not streamed.ok:
@@ -151,7 +158,7 @@ async def check_multi_turn(ctx: Context) -> Finding:
     if ctx.chat_blocked:
         return skipped("multi_turn", ctx.chat_blocked)
     first_turn = [{"role": "user", "content": "我叫小明"}]
-    first = await ctx.client.chat("multi_turn", first_turn, max_tokens=TURN_MAX_TOKENS)
+    first = await ctx.client.chat("multi_turn", first_turn, max_tokens=ctx.fit(TURN_MAX_TOKENS))
     if not first.ok:
         return _failed_request("multi_turn", first, "warn")
     history = [
@@ -159,7 +166,7 @@ async def check_multi_turn(ctx: Context) -> Finding:
         {"role": "assistant", "content": first.text.strip()},
         {"role": "user", "content": "我叫什么名字？"},
     ]
-    second = await ctx.client.chat("multi_turn", history, max_tokens=TURN_MAX_TOKENS)
+    second = await ctx.client.chat("multi_turn", history, max_tokens=ctx.fit(TURN_MAX_TOKENS))
     if not second.ok:
         return _failed_request("multi_turn", second, "warn")
     req, resp = second.request, excerpt(second.result)

@@ -14,6 +14,7 @@ from monitor.errors import ProbeError
 # a tokenizer that falls back to UTF-8 bytes needs about 3.
 CHINESE_SENTENCE = "今天天气很好，我们一起去公园散步吧。"
 CHINESE_QUESTION = "请用两三句话介绍一下长城。"
+STREAM_MAX_TOKENS = 128
 _MIN_TOKENS_PER_CHAR = 0.3
 _MAX_TOKENS_PER_CHAR = 2.0
 _SPECIAL_TOKEN_ROOM = 8  # BOS-like prefixes such as GLM's [gMASK]<sop>
@@ -28,7 +29,10 @@ async def check_chinese(ctx: Context) -> Finding:
         stream_task = None
         if not ctx.chat_blocked:
             question = [{"role": "user", "content": CHINESE_QUESTION}]
-            stream_task = tg.create_task(client.chat("chinese_tokenization", question, max_tokens=128, stream=True))
+            max_tokens = ctx.fit(STREAM_MAX_TOKENS)
+            stream_task = tg.create_task(
+                client.chat("chinese_tokenization", question, max_tokens=max_tokens, stream=True)
+            )
     usage_ex, tokenize = usage_task.result(), tokenize_task.result()
     parts: list[tuple[Status, str]] = []
     fixes: list[str] = []

@@ -10,7 +10,7 @@ from monitor.results import CheckResult
 
 # The incident's message (wire reference §6.2).
 HELLO: list[dict[str, str]] = [{"role": "user", "content": "你好"}]
-# Room left for the prompt when a max_tokens value is fitted into a small context window.
+# Room left for a short prompt when a max_tokens value is fitted into a small context window.
 _PROMPT_ROOM_TOKENS = 64
 
 
@@ -33,11 +33,18 @@ class Context:
     chat_blocked: str | None = None
 
     def fit(self, max_tokens: int) -> int:
-        """`max_tokens` reduced so that a short prompt plus the reply fits in max_model_len."""
-        limit = self.info.max_model_len
-        if limit is None:
-            return max_tokens
-        return max(1, min(max_tokens, limit - _PROMPT_ROOM_TOKENS))
+        return fit_max_tokens(self.info, max_tokens)
+
+
+def fit_max_tokens(info: ServerInfo, max_tokens: int) -> int:
+    """`max_tokens` reduced so that a short prompt plus the reply fits in max_model_len.
+
+    Otherwise a server with a small window would answer 400 and look like it has no chat template.
+    """
+    limit = info.max_model_len
+    if limit is None:
+        return max_tokens
+    return max(1, min(max_tokens, limit - min(_PROMPT_ROOM_TOKENS, limit // 2)))
 
 
 def failed_check(exchange: Exchange, name: str) -> CheckResult | None:

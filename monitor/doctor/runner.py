@@ -28,11 +28,11 @@ from monitor.doctor.checks_chat import (
 from monitor.doctor.checks_limits import check_limits
 from monitor.doctor.checks_server import check_chinese, check_sampling_defaults
 from monitor.doctor.client import DoctorClient, Exchange
-from monitor.doctor.context import HELLO, Context
+from monitor.doctor.context import HELLO, Context, fit_max_tokens
 from monitor.doctor.findings import CHECK_IDS, DoctorReport, Finding, skipped
 from monitor.doctor.remedies import detect_family
 from monitor.doctor.report import print_report
-from monitor.errors import ProbeConnectError, ProbeTimeout
+from monitor.errors import ProbeTimeout
 from monitor.settings import Settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
@@ -86,15 +86,18 @@ async def diagnose(client: DoctorClient) -> DoctorReport:
         rest = [skipped(check_id, "the model cannot be used (check 1)") for check_id in CHECK_IDS[1:]]
         return DoctorReport(target.name, target.base_url, info.model, None, (reach, *rest), tuple(client.results))
     async with asyncio.TaskGroup() as tg:
-        chat_task = tg.create_task(client.chat("chat_template", HELLO, max_tokens=SHORT_MAX_TOKENS))
+        max_tokens = fit_max_tokens(info, SHORT_MAX_TOKENS)
+        chat_task = tg.create_task(client.chat("chat_template", HELLO, max_tokens=max_tokens))
         # No max_tokens: shows the server's default for completions (vLLM: 16).
         completion_task = tg.create_task(client.completion("endpoint_semantics", "你好"))
     chat, completion = chat_task.result(), completion_task.result()
-    _raise_if_unreachable(target.base_url + "/chat/completions", chat)
+    await _raise_if_unreachable(client, chat)
     family = detect_family(info.model, (chat.text,))
     blocked = None
     if chat.result.error_kind == "http_error":
         blocked = f"the server rejects chat requests (HTTP {chat.result.http_status}, see check 2)"
+    elif chat.result.error_kind == "connect_error":
+        blocked = "the server drops chat requests (see check 2)"
     ctx = Context(client, info, family, blocked)
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(check(ctx)) for check in _LATER_CHECKS]
@@ -109,10 +112,15 @@ async def diagnose(client: DoctorClient) -> DoctorReport:
     return DoctorReport(target.name, target.base_url, info.model, info.max_model_len, findings, tuple(client.results))
 
 
-def _raise_if_unreachable(url: str, chat: Exchange) -> None:
-    """A first generation request that cannot connect or times out ends the run (exit code 2)."""
+async def _raise_if_unreachable(client: DoctorClient, chat: Exchange) -> None:
+    """A first generation request that times out, or finds the server gone, ends the run (exit code 2).
+
+    A server that accepts connections but drops chat requests is a finding (check 2), not an
+    unreachable server: asking /v1/models again tells the two apart (it raises if the server is gone).
+    """
     r = chat.result
-    if r.error_kind == "connect_error":
-        raise ProbeConnectError(f"cannot reach {url}: {r.error_detail}")
+    url = client.target.base_url + "/chat/completions"
     if r.error_kind == "timeout":
         raise ProbeTimeout(f"cannot reach {url}: {r.error_detail}", phase=r.timeout_phase or "total")
+    if r.error_kind == "connect_error":
+        await client.get_json("/models")
