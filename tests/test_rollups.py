@@ -115,7 +115,7 @@ async def test_rollups_bucket_by_minute_and_hour_and_are_idempotent(
     assert (first.probe, first.bucket_start, first.results, first.ok_count) == ("chat", T0, 2, 1)
     assert (first.errors, first.truncated, first.check_failures) == (0, 1, {"expect.contains": 1})
     assert first.metrics["latency_ms"]["count"] == 2 and first.metrics["latency_ms"]["sum"] == 400.0
-    assert (minutes[1].errors, minutes[1].metrics.get("ttft_ms")) == (1, None)
+    assert (minutes[1].errors, minutes[1].metrics) == (1, {})
     hours = await _rollup_rows(sessionmaker, HOUR_S)
     assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [("chat", 9, 3), ("completion", 10, 1)]
 
@@ -169,7 +169,7 @@ async def test_window_and_trend_read_rollups(
     assert p50s == sorted(p50s) and p50s[0] == pytest.approx(100, rel=RELATIVE_ACCURACY)
     by_half_hour = await rollups.trend(since=start, until=start + timedelta(hours=1), step_s=1800)
     assert [p.results for p in by_half_hour] == [3, 3]
-    assert hourly[0].to_json()["metrics"]["latency_ms"]["count"] == 6
+    assert hourly[0].to_json()["metrics"]["latency_ms"]["count"] == 5
     with pytest.raises(ValueError, match="multiple of 60"):
         await rollups.trend(since=start, until=start, step_s=90)
 

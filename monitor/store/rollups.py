@@ -128,7 +128,11 @@ class Histogram:
 
 @dataclass(slots=True)
 class Bucket:
-    """Everything a rollup row holds, as mergeable Python values."""
+    """Everything a rollup row holds, as mergeable Python values.
+
+    As in the alert rules (`monitor.alerts.source`), distributions, truncations and check failures
+    count only requests that got an answer (no `error_kind`); `errors` counts the others.
+    """
 
     results: int = 0
     ok_count: int = 0
@@ -142,13 +146,20 @@ class Bucket:
     ) -> None:
         self.results += 1
         self.ok_count += ok
-        self.errors += error
+        if error:
+            self.errors += 1
+            return
         self.truncated += truncated
         if failed_checks:
             self.check_failures.update(failed_checks.split(","))
         for name, value in values.items():
             if value is not None:
                 self.histogram(name).add(float(value))
+
+    @property
+    def answered(self) -> int:
+        """Results without an error: the denominator of truncation and check-failure rates."""
+        return self.results - self.errors
 
     def histogram(self, name: str) -> Histogram:
         hist = self.metrics.get(name)

@@ -1,0 +1,350 @@
+"""APScheduler wiring: config -> probe jobs, plus the single writer that stores their results.
+
+Each probe is an APScheduler 3.x job on an `AsyncIOScheduler` (interval or cron, jitter,
+`max_instances=1`, coalescing, misfire grace). Every run is its own task, bounded by the target's
+timeout and a concurrency semaphore, so a hung target only ever holds its own slot: other probes
+keep their schedule. Results go through one bounded queue to one writer task, so the database
+sees one writer at a time (SQLite has a single write lock) and a slow database slows probing down
+instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.errors import ConfigError, StoreError
+from monitor.metrics import ProbeMetrics
+from monitor.probes import Prober
+from monitor.results import ProbeResult
+from monitor.settings import ProbeSettings, Settings
+from monitor.store.repo import Store
+
+__all__ = [
+    "WRITE_QUEUE_MAX",
+    "ProbeScheduler",
+    "ResultWriter",
+    "SchedulerStats",
+    "build_trigger",
+    "validate_schedules",
+]
+
+logger = logging.getLogger(__name__)
+
+# Results waiting for the writer. At 1,000 probes a minute this is a minute of results; when it is
+# full (database down or slow) probe runs wait to enqueue, and later runs are skipped as busy.
+WRITE_QUEUE_MAX = 1000
+WRITE_BATCH_MAX = 200
+WRITE_RETRIES = 3
+WRITE_RETRY_DELAY_S = 1.0
+# The prober enforces the target timeout itself; this outer bound only guards against a bug there.
+TIMEOUT_SLACK_S = 5.0
+# First runs of interval probes are spread over at most this long (or one interval), so a config of
+# many probes with equal intervals does not fire all of them in the same instant.
+SPREAD_MAX_S = 60.0
+LATENESS_SAMPLES = 10_000
+
+OnStored = Callable[[ProbeResult], Awaitable[None]]
+
+
+def _job_id(probe: str) -> str:
+    return f"probe:{probe}"
+
+
+def build_trigger(probe: ProbeSettings, *, now: datetime | None = None) -> IntervalTrigger | CronTrigger:
+    """The APScheduler trigger for a probe: its `cron` (UTC) if given, else every `interval_s`.
+
+    Raises ValueError for an invalid crontab. Cron weekdays follow APScheduler 3 (0 = Monday);
+    names (mon-sun) mean the same everywhere.
+    """
+    jitter = probe.jitter_s or None
+    if probe.cron is not None:
+        trigger = CronTrigger.from_crontab(probe.cron, timezone=UTC)
+        trigger.jitter = jitter
+        return trigger
+    now = now or datetime.now(UTC)
+    # A stable per-name offset: the same probe starts at the same phase after every restart.
+    spread_s = min(probe.interval_s, SPREAD_MAX_S) * (zlib.crc32(probe.name.encode()) % 1000) / 1000
+    start = now + timedelta(seconds=spread_s)
+    return IntervalTrigger(seconds=probe.interval_s, start_date=start, jitter=jitter, timezone=UTC)
+
+
+def validate_schedules(settings: Settings) -> None:
+    """Raise ConfigError naming `probes[i].cron` for the first crontab APScheduler cannot parse."""
+    for i, probe in enumerate(settings.probes):
+        if probe.cron is None:
+            continue
+        try:
+            build_trigger(probe)
+        except ValueError as exc:
+            raise ConfigError(f"probes[{i}].cron: invalid crontab {probe.cron!r}: {exc}") from None
+
+
+def _whole_s(seconds: float) -> int:
+    # APScheduler 3 only takes whole seconds of misfire grace.
+    return max(1, math.ceil(seconds))
+
+
+def _schedule_key(probe: ProbeSettings) -> tuple[object, ...]:
+    return (probe.cron, probe.interval_s, probe.jitter_s)
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    runs: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped_busy: int = 0
+    missed: int = 0
+    cancelled: int = 0
+
+
+class ResultWriter:
+    """One task stores every result, in batches, then hands each stored result to `on_stored`."""
+
+    def __init__(self, store: Store, *, on_stored: OnStored | None = None, max_queue: int = WRITE_QUEUE_MAX) -> None:
+        self._store = store
+        self._on_stored = on_stored
+        self._queue: asyncio.Queue[ProbeResult | None] = asyncio.Queue(maxsize=max_queue)
+        self.stored = 0
+        self.dropped = 0
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    async def put(self, result: ProbeResult) -> None:
+        """Enqueue; waits while the queue is full (back-pressure on the probe that produced it)."""
+        await self._queue.put(result)
+
+    async def close(self) -> None:
+        """Ask `run` to finish once everything queued before this call is written."""
+        await self._queue.put(None)
+
+    async def run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [] if first is None else [first]
+            closing = first is None
+            while not closing and len(batch) < WRITE_BATCH_MAX and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    closing = True
+                else:
+                    batch.append(item)
+            if batch:
+                await self._write(batch)
+            if closing:
+                return
+
+    async def _write(self, batch: Sequence[ProbeResult]) -> None:
+        for attempt in range(1, WRITE_RETRIES + 1):
+            try:
+                await self._store.add_results(batch)
+                break
+            except StoreError as exc:
+                if attempt == WRITE_RETRIES:
+                    self.dropped += len(batch)
+                    logger.error("dropped %d probe results after %d attempts: %s", len(batch), attempt, exc)
+                    return
+                logger.warning("%s; retry %d/%d in %.0f s", exc, attempt, WRITE_RETRIES - 1, WRITE_RETRY_DELAY_S)
+                await asyncio.sleep(WRITE_RETRY_DELAY_S)
+        self.stored += len(batch)
+        if self._on_stored is None:
+            return
+        for result in batch:
+            try:
+                await self._on_stored(result)
+            except Exception:  # the alert engine must not stop the writer
+                logger.exception("handling stored result of probe %s failed", result.probe)
+
+
+class ProbeScheduler:
+    """Owns the AsyncIOScheduler (created in `start`, inside the running loop) and the probe runs."""
+
+    def __init__(self, settings: Settings, *, prober: Prober, writer: ResultWriter, metrics: ProbeMetrics) -> None:
+        self._settings = settings
+        self._probes = {p.name: p for p in settings.probes}
+        self._prober = prober
+        self._writer = writer
+        self._metrics = metrics
+        self._limit = asyncio.Semaphore(settings.daemon.max_concurrent_probes)
+        self._scheduler: AsyncIOScheduler | None = None
+        self._scheduled_at: dict[str, datetime] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self.stats = SchedulerStats()
+        self.lateness_s: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.state == STATE_RUNNING
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def start(self) -> None:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._scheduler = scheduler
+        now = datetime.now(UTC)
+        for probe in self._probes.values():
+            self._add_probe_job(probe, now)
+        scheduler.start()
+        logger.info("scheduled %d probes", len(self._probes))
+
+    def _add_probe_job(self, probe: ProbeSettings, now: datetime) -> None:
+        assert self._scheduler is not None
+        self._scheduler.add_job(
+            self._run_probe, build_trigger(probe, now=now), args=(probe.name,), id=_job_id(probe.name),
+            name=_job_id(probe.name), max_instances=1, coalesce=True,
+            misfire_grace_time=_whole_s(self._settings.daemon.misfire_grace_s), replace_existing=True,
+        )  # fmt: skip
+
+    def add_periodic(self, name: str, func: Callable[[], Awaitable[object]], interval_s: float) -> None:
+        """A maintenance job (rollups, retention, absence checks) every `interval_s`, never overlapping itself."""
+        assert self._scheduler is not None
+
+        async def guarded() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._inflight.add(task)
+            try:
+                await func()
+            except Exception:  # a job must not kill the scheduler
+                logger.exception("%s job failed", name)
+            finally:
+                self._inflight.discard(task)
+
+        trigger = IntervalTrigger(seconds=interval_s, timezone=UTC)
+        self._scheduler.add_job(
+            guarded, trigger, id=name, name=name, max_instances=1, coalesce=True,
+            misfire_grace_time=_whole_s(interval_s), replace_existing=True,
+        )  # fmt: skip
+
+    def apply(self, settings: Settings) -> None:
+        """Switch to a new config: add, remove and reschedule probe jobs; unchanged schedules keep their phase."""
+        assert self._scheduler is not None
+        new = {p.name: p for p in settings.probes}
+        now = datetime.now(UTC)
+        for name in self._probes.keys() - new.keys():
+            self._scheduler.remove_job(_job_id(name))
+        for name, probe in new.items():
+            old = self._probes.get(name)
+            if old is None or _schedule_key(old) != _schedule_key(probe):
+                self._add_probe_job(probe, now)
+        self._settings = settings
+        self._probes = new
+
+    def _on_event(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:
+        if not event.job_id.startswith("probe:"):
+            return
+        probe = event.job_id.removeprefix("probe:")
+        if event.code == EVENT_JOB_SUBMITTED:
+            assert isinstance(event, JobSubmissionEvent)
+            # With coalescing there is exactly one run time per submission.
+            self._scheduled_at[event.job_id] = event.scheduled_run_times[-1]
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            self.stats.skipped_busy += 1
+            self._metrics.skipped.inc((probe, "busy"))
+        elif event.code == EVENT_JOB_MISSED:
+            self.stats.missed += 1
+            self._metrics.skipped.inc((probe, "missed"))
+
+    async def _run_probe(self, name: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        scheduled_at = self._scheduled_at.pop(_job_id(name), None)
+        try:
+            async with self._limit:
+                if scheduled_at is not None:
+                    lateness_s = (datetime.now(UTC) - scheduled_at).total_seconds()
+                    self.lateness_s.append(lateness_s)
+                    self._metrics.observe_lateness(lateness_s)
+                probe = self._probes.get(name)
+                if probe is None:  # removed by a reload after this run was submitted
+                    return
+                self.stats.runs += 1
+                result = await self._probe(probe)
+            if result.ok:
+                self.stats.ok += 1
+            else:
+                self.stats.failed += 1
+            self._metrics.observe(result)
+            await self._writer.put(result)
+        except asyncio.CancelledError:
+            self.stats.cancelled += 1
+            raise
+        except Exception:  # a job must not kill the scheduler
+            logger.exception("probe %s failed unexpectedly", name)
+        finally:
+            self._inflight.discard(task)
+
+    async def _probe(self, probe: ProbeSettings) -> ProbeResult:
+        target = self._settings.target(probe.target)
+        started_at = datetime.now(UTC)
+        try:
+            async with asyncio.timeout(target.timeout_s + TIMEOUT_SLACK_S):
+                return await self._prober.run(target, probe, self._settings.api_key(target.name))
+        except TimeoutError:
+            elapsed_ms = (datetime.now(UTC) - started_at).total_seconds() * 1000.0
+            base = ProbeResult(
+                probe=probe.name, target=target.name, endpoint=probe.endpoint, stream=probe.stream,
+                started_at=started_at, max_tokens=probe.max_tokens,
+            )  # fmt: skip
+            detail = f"request exceeded timeout_s={target.timeout_s:g}"
+            return replace(
+                base, error_kind="timeout", error_detail=detail, timeout_phase="total", elapsed_ms=elapsed_ms
+            )
+
+    def pause(self) -> None:
+        """Stop starting runs; runs already going continue."""
+        if self._scheduler is not None and self.running:
+            self._scheduler.pause()
+
+    async def drain(self, grace_s: float, force: asyncio.Event) -> int:
+        """Wait up to `grace_s` (or until `force` is set) for running jobs, then cancel the rest; returns cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        forced = asyncio.ensure_future(force.wait())
+        try:
+            while self._inflight and not force.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait({*self._inflight, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forced.cancel()
+        left = list(self._inflight)
+        for task in left:
+            task.cancel("daemon shutting down")
+        await asyncio.gather(*left, return_exceptions=True)
+        return len(left)
+
+    async def shutdown(self) -> None:
+        if self._scheduler is None:
+            return
+        if self._scheduler.state != STATE_STOPPED:
+            self._scheduler.shutdown(wait=False)
+            # AsyncIOScheduler runs its shutdown on the next loop iteration.
+            await asyncio.sleep(0)
+        self._scheduler = None
