@@ -196,6 +196,7 @@ class RetentionSettings(_Model):
     minute_rollup_days: float = Field(30.0, gt=0)
     hour_rollup_days: float = Field(400.0, gt=0)
     interval_s: float = Field(3600.0, gt=0, description="how often the retention job runs")
+    rollup_interval_s: float = Field(60.0, gt=0, description="how often new results are rolled up")
 
 
 class DaemonSettings(_Model):
