@@ -24,7 +24,9 @@ def register(group: click.Group) -> None:
 @click.option("--target", "target_name", help="With -c: the target to diagnose (default: the only one).")
 @click.option("--api-key-env", help="Environment variable holding the server's API key (never printed or stored).")
 @click.option(
-    "--timeout-s", type=click.FloatRange(min=0, min_open=True), help="Per-request timeout in seconds (default 60)."
+    "--timeout-s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Per-request timeout in seconds (default: the target's timeout_s, 60).",
 )
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")

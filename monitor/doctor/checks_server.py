@@ -56,16 +56,21 @@ async def check_chinese(ctx: Context) -> Finding:
     else:
         parts.append(("skip", f"streamed Chinese not tested: {ctx.chat_blocked}"))
     status = worst(*(s for s, _ in parts))
-    problems = [n for s, n in parts if s in ("warn", "fail")]
-    counted = f"{prompt_tokens} prompt tokens" if prompt_tokens is not None else f"/tokenize count {tokenize}"
-    summary = "; ".join(problems) or f"{counted} for an {len(CHINESE_SENTENCE)}-character sentence (plausible)"
-    if status == "pass" and stream_task is not None:
-        summary += "; streamed Chinese is valid UTF-8"
-    if status == "skip":
-        summary = "nothing could be measured"
+    summary = "; ".join(n for s, n in parts if s in ("warn", "fail")) or _passed_summary(prompt_tokens, tokenize, parts)
     return Finding(
         "chinese_tokenization", status, summary, req, resp, " ".join(fixes) or None, tuple(n for _, n in parts)
     )
+
+
+def _passed_summary(prompt_tokens: int | None, tokenize: int | str, parts: list[tuple[Status, str]]) -> str:
+    pieces = []
+    count = prompt_tokens if prompt_tokens is not None else tokenize
+    if isinstance(count, int):
+        agree = " (usage and /tokenize agree)" if prompt_tokens == tokenize else ""
+        pieces.append(f"{count} prompt tokens for an {len(CHINESE_SENTENCE)}-character sentence{agree}: plausible")
+    if parts[-1][0] == "pass":
+        pieces.append("streamed Chinese is valid UTF-8")
+    return "; ".join(pieces) or "nothing could be measured"
 
 
 async def _tokenize(ctx: Context) -> int | str:
