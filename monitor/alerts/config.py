@@ -158,7 +158,7 @@ class RuleSettings(_Model):
     baseline_window_s: Seconds | None = Field(None, gt=0)
     baseline_min_samples: int | None = Field(None, ge=1)
     ratio: float | None = Field(None, gt=0)
-    delta: float | None = Field(None, ge=0)
+    delta: float | None = Field(None, gt=0)
     direction: Literal["up", "down"] = "up"
     # absence
     absent_for_s: Seconds | None = Field(None, gt=0)
