@@ -141,7 +141,7 @@ async def check_sampling_defaults(ctx: Context) -> Finding:
     )
     never_ends = (
         "A reply that never ends fills the context window when max_tokens is omitted: fix the stop tokens "
-        "(see check 4) and send max_tokens. " + advice
+        "(see check 4). " + advice
     )
     req, resp = ex.request, excerpt(ex.result)
     r = ex.result
