@@ -201,6 +201,16 @@ class ProbeScheduler:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def next_runs(self) -> dict[str, datetime | None]:
+        """Each probe's next scheduled start (None while paused)."""
+        if self._scheduler is None:
+            return {}
+        return {
+            job.id.removeprefix("probe:"): job.next_run_time
+            for job in self._scheduler.get_jobs()
+            if job.id.startswith("probe:")
+        }
+
     def start(self) -> None:
         scheduler = AsyncIOScheduler(timezone=UTC)
         scheduler.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
