@@ -1,0 +1,264 @@
+"""Locust-side collection: per-second windows, the JSONL event stream, worker -> master shipping.
+
+Each finished request is folded into a ``monitor.loadtest.window.Window`` keyed by (wall-clock
+second, endpoint). Workers send their windows to the master with every stats report
+(``report_to_master``); the master, or a local runner, writes one JSON line per settled second
+to ``--llm-out`` and a final ``summary`` line when Locust quits. ``llm-monitor loadtest`` tails
+that file; nothing here touches a database.
+
+Lines: ``{"type": "start", "t0": ...}``, ``{"type": "second", "t": EPOCH_S, "users": N,
+"endpoints": {"chat": WINDOW, ...}}`` (a second may appear again if a worker report arrives
+late; readers add them up), ``{"type": "warning", "message": ...}`` and
+``{"type": "tick", "before": EPOCH_S}`` (every second before it has been written) and
+``{"type": "summary", "locust": ..., "cpu_s": ..., "elapsed_s": ...}``.
+"""
+
+from __future__ import annotations
+
+from locust.env import Environment
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
+
+import json
+import logging
+import os
+import resource
+import time
+from collections import Counter
+from typing import IO, Any
+
+import gevent
+
+from monitor.loadtest.window import KEYS_PER_MS, Window
+
+logger = logging.getLogger(__name__)
+
+# A second is written once no more samples can arrive for it: at once locally, after the
+# next worker report when distributed.
+LOCAL_SETTLE_S = 1.2
+MASTER_SETTLE_S = WORKER_REPORT_INTERVAL + 1.5
+EMIT_INTERVAL_S = 1.0
+MAX_ERROR_SAMPLES = 5
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Collector:
+    """Folds finished requests into windows; one per process (see ``COLLECTOR``)."""
+
+    def __init__(self) -> None:
+        self.windows: dict[tuple[int, str], Window] = {}
+        self.error_samples: dict[str, list[str]] = {}
+        self.warnings: list[str] = []
+        self.cpu_start_s = _cpu_s()
+        self.worker_cpu_s = 0.0
+
+    def window(self, now_wall: float, endpoint: str) -> Window:
+        key = (int(now_wall), endpoint)
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = Window()
+        return window
+
+    def record_ok(
+        self,
+        endpoint: str,
+        now_wall: float,
+        ttft_ms: float | None,
+        itl_ms: tuple[float, ...],
+        e2e_ms: float,
+        tokens: int,
+        estimated: bool,
+        truncated: bool,
+    ) -> None:
+        w = self.window(now_wall, endpoint)
+        w.requests += 1
+        if endpoint == "chat":
+            # Completion prompts have no natural end: reaching max_tokens there is expected.
+            w.finished += 1
+            w.truncated += truncated
+        w.output_tokens += tokens
+        w.estimated_tokens += estimated
+        if ttft_ms is not None:
+            w.ttft[int(ttft_ms * KEYS_PER_MS)] += 1
+        if itl_ms:
+            # A list comprehension plus Counter.update runs in C for the ~128 gaps of a reply.
+            w.itl.update([int(gap * KEYS_PER_MS) for gap in itl_ms])
+        w.e2e[int(e2e_ms * KEYS_PER_MS)] += 1
+
+    def record_failure(self, endpoint: str, now_wall: float, kind: str, detail: str, tokens: int) -> None:
+        w = self.window(now_wall, endpoint)
+        w.requests += 1
+        w.failures += 1
+        w.errors[kind] += 1
+        w.output_tokens += tokens
+        samples = self.error_samples.setdefault(kind, [])
+        if len(samples) < MAX_ERROR_SAMPLES and detail not in samples:
+            samples.append(detail)
+
+    def record_sent(self, endpoint: str, intended_wall: float, lag_ms: float, late: bool) -> None:
+        w = self.window(intended_wall, endpoint)
+        w.sent += 1
+        w.late += late
+        w.lag[int(max(lag_ms, 0.0) * KEYS_PER_MS)] += 1
+
+    def pop(self, before_s: float | None = None) -> dict[int, dict[str, Window]]:
+        """Remove and return the windows of seconds before ``before_s`` (all if None)."""
+        out: dict[int, dict[str, Window]] = {}
+        for key in [k for k in self.windows if before_s is None or k[0] < before_s]:
+            out.setdefault(key[0], {})[key[1]] = self.windows.pop(key)
+        return out
+
+    def merge_report(self, data: dict[str, Any]) -> None:
+        for t, endpoints in data.get("windows", []):
+            for endpoint, raw in endpoints.items():
+                key = (int(t), str(endpoint))
+                incoming = Window.from_json(raw)
+                if key in self.windows:
+                    self.windows[key].merge(incoming)
+                else:
+                    self.windows[key] = incoming
+        for kind, details in (data.get("error_samples") or {}).items():
+            samples = self.error_samples.setdefault(kind, [])
+            for detail in details:
+                if len(samples) < MAX_ERROR_SAMPLES and detail not in samples:
+                    samples.append(detail)
+        self.warnings.extend(str(message) for message in data.get("warnings") or ())
+        self.worker_cpu_s += float(data.get("cpu_s", 0.0))
+
+
+COLLECTOR = Collector()
+
+
+def _encode(windows: dict[int, dict[str, Window]]) -> list[list[Any]]:
+    return [[t, {ep: w.to_json() for ep, w in eps.items()}] for t, eps in sorted(windows.items())]
+
+
+class _Emitter:
+    """Writes the JSONL stream on the master or local runner."""
+
+    def __init__(self, environment: Environment, path: str) -> None:
+        self.environment = environment
+        # Line-buffered so the runner sees each second as soon as it is written.
+        self.file: IO[str] = open(path, "a", encoding="utf-8", buffering=1)
+        self.settle_s = MASTER_SETTLE_S if isinstance(environment.runner, MasterRunner) else LOCAL_SETTLE_S
+        self.t0 = time.time()
+        self.greenlet: gevent.Greenlet[Any, Any] | None = None
+        self.closed = False
+
+    def write(self, obj: dict[str, Any]) -> None:
+        if not self.closed:
+            self.file.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+
+    def start(self) -> None:
+        self.t0 = time.time()
+        runner = self.environment.runner
+        self.write({"type": "start", "t0": self.t0, "runner": type(runner).__name__, "pid": os.getpid()})
+        self.greenlet = gevent.spawn(self._loop)
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(EMIT_INTERVAL_S)
+            self.flush(time.time() - self.settle_s)
+
+    def flush(self, before_s: float | None) -> None:
+        runner = self.environment.runner
+        users = runner.user_count if runner is not None else None
+        for t, endpoints in sorted(COLLECTOR.pop(before_s).items()):
+            line = {"type": "second", "t": t, "users": users}
+            line["endpoints"] = {ep: w.to_json() for ep, w in endpoints.items()}
+            self.write(line)
+        for message in COLLECTOR.warnings:
+            self.write({"type": "warning", "message": message})
+        COLLECTOR.warnings.clear()
+        # Every second before this one is complete, even those without a line (nothing finished).
+        self.write({"type": "tick", "before": before_s if before_s is not None else time.time() + 1.0})
+
+    def close(self, environment: Environment) -> None:
+        if self.closed:
+            return
+        if self.greenlet is not None:
+            self.greenlet.kill(block=False)
+        self.flush(None)
+        self.write(_summary(environment, time.time() - self.t0))
+        self.closed = True
+        self.file.close()
+
+
+def _summary(environment: Environment, elapsed_s: float) -> dict[str, Any]:
+    stats = environment.stats
+    entries = []
+    if stats is not None:
+        for entry in stats.entries.values():
+            entries.append(
+                {
+                    "type": entry.method,
+                    "name": entry.name,
+                    "requests": entry.num_requests,
+                    "failures": entry.num_failures,
+                    "avg": round(entry.avg_response_time, 3),
+                    "p50": entry.get_response_time_percentile(0.5),
+                    "p95": entry.get_response_time_percentile(0.95),
+                    "p99": entry.get_response_time_percentile(0.99),
+                }
+            )
+    errors = Counter[str]()
+    if stats is not None:
+        for error in stats.errors.values():
+            errors[f"{error.name}: {error.error}"] += error.occurrences
+    return {
+        "type": "summary",
+        "elapsed_s": round(elapsed_s, 3),
+        "cpu_s": round(_cpu_s() - COLLECTOR.cpu_start_s, 3),
+        "worker_cpu_s": round(COLLECTOR.worker_cpu_s, 3),
+        "locust": entries,
+        "locust_errors": dict(errors.most_common(20)),
+        "error_samples": COLLECTOR.error_samples,
+    }
+
+
+def install(environment: Environment, out_path: str | None) -> None:
+    """Wire the collector into this process's runner (called from ``events.init``)."""
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+
+        def report(client_id: str, data: dict[str, Any]) -> None:
+            now_cpu_s = _cpu_s()
+            data["llm"] = {
+                "windows": _encode(COLLECTOR.pop()),
+                "error_samples": COLLECTOR.error_samples,
+                "warnings": COLLECTOR.warnings,
+                "cpu_s": now_cpu_s - COLLECTOR.cpu_start_s,
+            }
+            COLLECTOR.cpu_start_s = now_cpu_s
+            COLLECTOR.error_samples = {}
+            COLLECTOR.warnings = []
+
+        environment.events.report_to_master.add_listener(report)
+        return
+    if isinstance(runner, MasterRunner):
+
+        def merge(client_id: str, data: dict[str, Any]) -> None:
+            if "llm" in data:
+                COLLECTOR.merge_report(data["llm"])
+
+        environment.events.worker_report.add_listener(merge)
+    if out_path:
+        emitter = _Emitter(environment, out_path)
+
+        @environment.events.test_start.add_listener
+        def _start(environment: Environment, **kw: Any) -> None:
+            COLLECTOR.cpu_start_s = _cpu_s()
+            emitter.start()
+
+        @environment.events.quitting.add_listener
+        def _quit(environment: Environment, **kw: Any) -> None:
+            emitter.close(environment)
+
+
+def warn(message: str) -> None:
+    """A warning for the person running the test: logged here, and shown by the runner."""
+    logger.warning("%s", message)
+    COLLECTOR.warnings.append(message)

@@ -1,0 +1,433 @@
+"""Shared Locust-side code: ``--llm-*`` options, request bodies, and the measuring base user.
+
+Every request goes through ``LLMUser.send``: one POST, its body fed read by read to the same
+sans-IO ``monitor.meter.StreamMeter`` the probes use, then ``monitor.checks.run_checks``. The
+result lands in three places: Locust's own statistics (named entries, see below), the
+per-second windows of ``_collect.COLLECTOR``, and optionally a per-request trace file.
+
+Locust statistics, all with request type ``LLM`` (one entry per endpoint):
+
+* ``E2E chat`` is the request itself: response time = end-to-end latency in ms, measured from
+  the intended send time; failures carry their classified reason (``http_error: HTTP 500 ...``);
+* ``TTFT chat``: time to first token, ms;
+* ``ITL chat``: the request's mean inter-token latency, ms (one sample per request; every
+  single gap goes into llm-monitor's own ITL percentiles instead);
+* ``tokens/s chat``: that request's output tokens per second of its E2E time;
+* ``Lag chat`` (open loop only): how late the request left compared to its schedule, ms.
+
+The "size" column of these entries holds output tokens, not bytes. Only ``E2E`` rows count
+requests: the ``Aggregated`` row adds every entry together and is not a request count.
+"""
+
+from __future__ import annotations
+
+from locust import FastHttpUser, constant, events
+from locust.env import Environment
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from argparse import ArgumentParser
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import _collect
+from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
+
+from monitor.checks import run_checks
+from monitor.loadtest.prompts import BUILTIN_PROMPTS, Prompt, load_prompts
+from monitor.meter import StreamMeasurement, StreamMeter
+from monitor.settings import ProbeSettings
+
+logger = logging.getLogger(__name__)
+
+ENDPOINTS = ("chat", "completion")
+RECV_BYTES = 65536
+MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_DETAIL_CHARS = 200
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: ArgumentParser) -> None:
+    # parser.add_argument (not an argument group) knows include_in_web_ui.
+    group = parser
+    group.add_argument(
+        "--llm-endpoint",
+        choices=["chat", "completion", "both"],
+        default="both",
+        help="Endpoint(s) to load; both alternates chat and completion requests.",
+    )
+    group.add_argument("--llm-model", default="", help="Model name to request (default: the server's).")
+    group.add_argument("--llm-max-tokens", type=int, default=128, help="max_tokens of every request.")
+    group.add_argument("--llm-temperature", type=float, default=None, help="Sampling temperature (default: unset).")
+    group.add_argument("--llm-prompts", default="", help="JSONL prompts file (messages, prompt or ShareGPT).")
+    group.add_argument("--llm-no-stream", action="store_true", default=False, help="Send non-streaming requests.")
+    group.add_argument(
+        "--llm-no-continuous-usage",
+        action="store_true",
+        default=False,
+        help="Do not ask for per-chunk usage (stream_options.continuous_usage_stats).",
+    )
+    group.add_argument("--llm-extra-body", default="", help="JSON object merged into every request body.")
+    group.add_argument(
+        "--llm-api-key-env",
+        default="OPENAI_API_KEY",
+        help="Environment variable holding the API key (sent as a Bearer token).",
+    )
+    group.add_argument("--llm-timeout", type=float, default=60.0, help="Socket timeout in seconds (any silence).")
+    group.add_argument("--llm-out", default="", include_in_web_ui=False, help="Write the JSONL event stream here.")
+    group.add_argument(
+        "--llm-trace",
+        default="",
+        include_in_web_ui=False,
+        help="Write one JSON line per request (ids, TTFT, every gap) here.",
+    )
+    # Open loop (locustfiles/llm_open.py) and shapes (locustfiles/llm_shape.py).
+    group.add_argument("--llm-rate", type=float, default=1.0, help="Open loop: arrivals per second, whole test.")
+    group.add_argument(
+        "--llm-arrival", choices=["constant", "poisson"], default="poisson", help="Open loop: arrival process."
+    )
+    group.add_argument(
+        "--llm-max-inflight",
+        type=int,
+        default=512,
+        help="Open loop: concurrent requests per scheduler user before arrivals queue.",
+    )
+    group.add_argument("--llm-stages", default="", help="Stages like 8@30s,~64@1m (users, or rate in open loop).")
+    group.add_argument(
+        "--llm-total-users",
+        type=int,
+        default=0,
+        include_in_web_ui=False,
+        help="(set by the master) total users, to split the open-loop rate.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    path: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a request needs, built once per process when the test starts."""
+
+    endpoints: tuple[str, ...]
+    requests: dict[str, tuple[Request, ...]]
+    probes: dict[str, ProbeSettings]
+    headers: dict[str, str]
+    stream: bool
+    timeout_s: float
+    rid_prefix: str
+    wall_offset_s: float  # time.time() - time.perf_counter(), to report wall-clock times
+    trace: IO[str] | None
+
+
+_CONFIG: list[Config] = []
+
+
+def config() -> Config:
+    if not _CONFIG:
+        raise RuntimeError("the llm-monitor locustfile was not initialised (test_start did not run)")
+    return _CONFIG[-1]
+
+
+def api_prefix(host: str) -> str:
+    """``/v1`` for a bare host (``http://h:8000``); nothing if the host already has a path (``.../v1``)."""
+    return "" if urlparse(host).path.strip("/") else "/v1"
+
+
+def build_config(environment: Environment) -> Config:
+    options = environment.parsed_options
+    assert options is not None
+    host = environment.host or ""
+    prefix = api_prefix(host)
+    prompts: tuple[Prompt, ...] = load_prompts(Path(options.llm_prompts)) if options.llm_prompts else BUILTIN_PROMPTS
+    extra: dict[str, Any] = json.loads(options.llm_extra_body) if options.llm_extra_body else {}
+    if not isinstance(extra, dict):
+        raise ValueError("--llm-extra-body must be a JSON object")
+    stream = not options.llm_no_stream
+    common: dict[str, Any] = {"max_tokens": options.llm_max_tokens, "stream": stream}
+    if options.llm_model:
+        common["model"] = options.llm_model
+    if options.llm_temperature is not None:
+        common["temperature"] = options.llm_temperature
+    if stream:
+        # Per-chunk usage lets a chunk carrying k tokens count as k gaps; servers that do not
+        # know continuous_usage_stats ignore it (OpenAI sends the final usage chunk only).
+        usage: dict[str, bool] = {"include_usage": True}
+        if not options.llm_no_continuous_usage:
+            usage["continuous_usage_stats"] = True
+        common["stream_options"] = usage
+    endpoints = ENDPOINTS if options.llm_endpoint == "both" else (options.llm_endpoint,)
+
+    def body(endpoint: str, prompt: Prompt) -> bytes:
+        specific = {"messages": prompt.chat_messages()} if endpoint == "chat" else {"prompt": prompt.text}
+        return json.dumps({**common, **specific, **extra}, ensure_ascii=False).encode()
+
+    paths = {"chat": prefix + "/chat/completions", "completion": prefix + "/completions"}
+    requests = {ep: tuple(Request(paths[ep], body(ep, p)) for p in prompts) for ep in endpoints}
+    first = prompts[0]
+    probes = {
+        "chat": ProbeSettings(name="load-chat", target="load", endpoint="chat", stream=stream,
+                              messages=first.chat_messages(), max_tokens=options.llm_max_tokens),
+        "completion": ProbeSettings(name="load-completion", target="load", endpoint="completion", stream=stream,
+                                    prompt=first.text, max_tokens=options.llm_max_tokens),
+    }  # fmt: skip
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+    api_key = os.environ.get(options.llm_api_key_env) if options.llm_api_key_env else None
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    trace: IO[str] | None = None
+    if options.llm_trace:
+        from locust.runners import WorkerRunner
+
+        suffix = f".{os.getpid()}" if isinstance(environment.runner, WorkerRunner) else ""
+        trace = open(options.llm_trace + suffix, "a", encoding="utf-8", buffering=1 << 16)
+    return Config(
+        endpoints=endpoints,
+        requests=requests,
+        probes=probes,
+        headers=headers,
+        stream=stream,
+        timeout_s=options.llm_timeout,
+        rid_prefix=f"lm-{uuid.uuid4().hex[:10]}-",
+        wall_offset_s=time.time() - time.perf_counter(),
+        trace=trace,
+    )
+
+
+@events.init.add_listener
+def _init(environment: Environment, **kw: Any) -> None:
+    options = environment.parsed_options
+    _collect.install(environment, options.llm_out if options is not None else None)
+
+    @environment.events.test_start.add_listener
+    def _start(environment: Environment, **kw: Any) -> None:
+        # Workers get the master's --llm-* values with the spawn message, just before this event.
+        _CONFIG.append(build_config(environment))
+        runner = environment.runner
+        opts = environment.parsed_options
+        if opts is not None and runner is not None and not opts.llm_total_users:
+            opts.llm_total_users = max(1, getattr(runner, "target_user_count", 0) or opts.num_users or 1)
+
+    @environment.events.quitting.add_listener
+    def _quit(environment: Environment, **kw: Any) -> None:
+        for cfg in _CONFIG:
+            if cfg.trace is not None and not cfg.trace.closed:
+                cfg.trace.close()
+
+
+class Failure(Exception):
+    """A classified failure: ``kind`` is a monitor.results ErrorKind or ``check_failed``."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class LLMUser(FastHttpUser):
+    """Abstract base: measures one LLM request per ``send`` call."""
+
+    abstract = True
+    wait_time = constant(0)
+    connection_timeout = 10.0
+    # Keep-alive connections per user; open-loop users raise it to their in-flight limit.
+    concurrency = 4
+
+    def __init__(self, environment: Environment) -> None:
+        options = environment.parsed_options
+        if options is not None:
+            self.network_timeout = options.llm_timeout
+        super().__init__(environment)
+        self.cfg = config()
+        self.sent = 0
+        self.fire = environment.events.request.fire
+
+    def send(self, endpoint: str, prompt_index: int, start_s: float) -> None:
+        """One request, timed from ``start_s`` (``time.perf_counter()``; the intended start in open loop)."""
+        cfg = self.cfg
+        request = cfg.requests[endpoint][prompt_index % len(cfg.requests[endpoint])]
+        self.sent += 1
+        rid = f"{cfg.rid_prefix}{id(self):x}-{self.sent}"
+        headers = {**cfg.headers, "X-Request-Id": rid}
+        meter = StreamMeter(endpoint, stream=cfg.stream, start_s=start_s)
+        m: StreamMeasurement | None = None
+        failure: Failure | None = None
+        with self.client.request(
+            "POST", request.path, data=request.body, headers=headers, stream=True, catch_response=True,
+            name=f"E2E {endpoint}",
+        ) as resp:  # fmt: skip
+            meta = resp.request_meta
+            meta["request_type"] = "LLM"
+            try:
+                _read(resp, meter)
+            except Failure as exc:
+                failure = exc
+            m = meter.finish(time.perf_counter())
+            if failure is None and m.error_kind is not None:
+                failure = Failure(m.error_kind, m.error_detail or "")
+            if failure is None:
+                failed = [c for c in run_checks(cfg.probes[endpoint], m) if not c.passed and c.name != "truncated"]
+                if failed:
+                    failure = Failure("check_failed", "; ".join(f"{c.name}: {c.detail}" for c in failed))
+            tokens = m.completion_tokens or 0
+            meta["response_time"] = m.latency_ms
+            meta["response_length"] = tokens
+            now_wall = time.time()
+            if failure is not None:
+                resp.failure(_short(failure))
+                _collect.COLLECTOR.record_failure(endpoint, now_wall, failure.kind, failure.detail, tokens)
+            else:
+                resp.success()
+                self._record_ok(endpoint, m, tokens, now_wall)
+        if cfg.trace is not None:
+            _trace(cfg, rid, endpoint, start_s, m, failure)
+
+    def _record_ok(self, endpoint: str, m: StreamMeasurement, tokens: int, now_wall: float) -> None:
+        itl = m.itl_ms
+        _collect.COLLECTOR.record_ok(
+            endpoint, now_wall, m.ttft_ms, itl, m.latency_ms, tokens, m.tokens_estimated, m.finish_reason == "length"
+        )
+        fire = self.fire
+        if m.ttft_ms is not None:
+            fire(request_type="LLM", name=f"TTFT {endpoint}", response_time=m.ttft_ms, response_length=tokens)
+        if itl:
+            fire(request_type="LLM", name=f"ITL {endpoint}", response_time=sum(itl) / len(itl), response_length=tokens)
+        if m.latency_ms > 0:
+            rate = tokens * 1000.0 / m.latency_ms
+            fire(request_type="LLM", name=f"tokens/s {endpoint}", response_time=rate, response_length=tokens)
+
+
+def _read(resp: Any, meter: StreamMeter) -> None:
+    """Feed the body to ``meter`` read by read; raise Failure for transport and HTTP errors."""
+    status = resp.status_code
+    if not status:
+        raise _transport_failure(getattr(resp, "error", None), started=False)
+    stream: HTTPSocketPoolResponse = resp.stream
+    if status >= 400:
+        raise Failure("http_error", _http_detail(status, stream))
+    pc = time.perf_counter
+    # geventhttpclient's read(n) waits for n bytes; a token must be timed when it arrives, so
+    # this loop receives from the socket itself and lets the response's parser de-chunk it.
+    buf = stream._body_buffer
+    if buf:
+        meter.feed(bytes(buf), pc())
+        del buf[:]
+    sock = stream._sock
+    try:
+        while not stream.message_complete:
+            if sock is None:
+                raise Failure("stream_error", "connection closed mid-stream")
+            data = sock.recv(RECV_BYTES)
+            now_s = pc()
+            if not data:
+                raise Failure("stream_error", "connection closed mid-stream (no [DONE])")
+            stream.feed(data)
+            if buf:
+                meter.feed(bytes(buf), now_s)
+                del buf[:]
+    except Failure:
+        _discard(stream)
+        raise
+    except HTTPParseError as exc:
+        _discard(stream)
+        raise Failure("bad_response", f"invalid HTTP response: {_one_line(str(exc))}") from None
+    except OSError as exc:  # socket.timeout is a TimeoutError, an OSError
+        _discard(stream)
+        raise _transport_failure(exc, started=True) from None
+
+
+def _discard(stream: HTTPSocketPoolResponse) -> None:
+    """Close a half-read connection instead of handing it back to the pool."""
+    pool, sock = getattr(stream, "_pool", None), stream._sock
+    stream._sock = None
+    if sock is not None:
+        if pool is not None:
+            pool.release_socket(sock)
+        else:
+            sock.close()
+
+
+def _transport_failure(exc: BaseException | None, *, started: bool) -> Failure:
+    text = _one_line(str(exc)) if exc is not None else "no response"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return Failure("timeout", "no data within the socket timeout" + (" (stream stalled)" if started else ""))
+    if isinstance(exc, ConnectionRefusedError):
+        return Failure("connect_error", "connection refused")
+    if isinstance(exc, socket.gaierror):
+        return Failure("connect_error", f"cannot resolve host: {text}")
+    if started:
+        return Failure("stream_error", f"connection lost mid-stream: {type(exc).__name__}: {text}")
+    return Failure("connect_error", f"{type(exc).__name__}: {text}")
+
+
+def _http_detail(status: int, stream: HTTPSocketPoolResponse) -> str:
+    try:
+        raw = stream.read(MAX_ERROR_BODY_BYTES)
+    except (OSError, HTTPParseError):
+        raw = b""
+    if not stream.message_complete:
+        _discard(stream)
+    if not raw.strip():
+        return f"HTTP {status} with an empty body"
+    return f"HTTP {status}: {_one_line(error_message(raw))}"
+
+
+def error_message(raw: bytes) -> str:
+    """The message of an error body: vLLM's nested or flat envelope, FastAPI's detail, or the text.
+
+    The same rules as ``monitor.probes.error_message``, which this process cannot import (aiohttp).
+    """
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        for key in ("message", "detail"):
+            if key in data:
+                return str(data[key])
+    return text
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _short(failure: Failure) -> str:
+    # Locust groups failures by message, so check details (which quote reply text) are left out.
+    if failure.kind == "check_failed":
+        names = sorted({part.split(":", 1)[0] for part in failure.detail.split("; ")})
+        return f"check_failed: {', '.join(names)}"
+    return f"{failure.kind}: {failure.detail}"
+
+
+def _trace(
+    cfg: Config, rid: str, endpoint: str, start_s: float, m: StreamMeasurement | None, failure: Failure | None
+) -> None:
+    assert cfg.trace is not None
+    record = {
+        "id": rid,
+        "endpoint": endpoint,
+        "start_wall": start_s + cfg.wall_offset_s,
+        "ttft_ms": m.ttft_ms if m else None,
+        "e2e_ms": m.latency_ms if m else None,
+        "itl_ms": list(m.itl_ms) if m else [],
+        "tokens": m.completion_tokens if m else None,
+        "error": str(failure) if failure else None,
+    }
+    cfg.trace.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -1,0 +1,73 @@
+"""Load-test metrics by name, computed from a merged ``Window``: the vocabulary of SLOs and reports.
+
+Names carry their unit: ``ttft_p95_ms``, ``itl_p50_ms``, ``e2e_p99_ms`` (any percentile, also
+``_mean_ms``), ``lag_p95_ms`` (how late open-loop arrivals started), ``error_rate`` and
+``truncation_rate`` (fractions), ``rps`` (finished requests per second), ``tokens_per_s`` (output
+tokens per second), ``requests``, ``failures``. ``canary_ok_rate`` and ``canary_ttft_p95_ms`` come
+from the canary probes that ran during the load, when there were any.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from monitor.loadtest.window import Window, hist_mean, hist_percentile
+
+__all__ = ["METRIC_HELP", "SUMMARY_METRICS", "is_metric", "metric_value", "summarize"]
+
+_LATENCY = re.compile(r"^(ttft|itl|e2e|lag)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
+_PLAIN = frozenset({"error_rate", "truncation_rate", "rps", "tokens_per_s", "requests", "failures"})
+CANARY_METRICS = frozenset({"canary_ok_rate", "canary_ttft_p95_ms"})
+METRIC_HELP = (
+    "ttft_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, error_rate, truncation_rate, "
+    "rps, tokens_per_s, requests, failures, canary_ok_rate, canary_ttft_p95_ms"
+)
+# What summaries, the database and the regression table carry (SLOs may ask for any other name).
+SUMMARY_METRICS = (
+    "requests", "failures", "error_rate", "truncation_rate", "rps", "tokens_per_s",
+    "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
+    "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms",
+    "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "lag_p95_ms",
+)  # fmt: skip
+
+
+def is_metric(name: str) -> bool:
+    return name in _PLAIN or name in CANARY_METRICS or _LATENCY.match(name) is not None
+
+
+def metric_value(
+    name: str, window: Window, duration_s: float, extra: Mapping[str, float | None] | None = None
+) -> float | None:
+    """The value of metric ``name`` over ``window`` (None when nothing was measured)."""
+    if extra is not None and name in extra:
+        return extra[name]
+    match = _LATENCY.match(name)
+    if match is not None:
+        kind, pct, mean = match.groups()
+        hist = getattr(window, kind)
+        return hist_mean(hist) if mean else hist_percentile(hist, float(pct))
+    if name == "requests":
+        return float(window.requests)
+    if name == "failures":
+        return float(window.failures)
+    if name == "error_rate":
+        return window.failures / window.requests if window.requests else None
+    if name == "truncation_rate":
+        return window.truncated / window.finished if window.finished else None
+    if name in ("rps", "tokens_per_s"):
+        if duration_s <= 0:
+            return None
+        return (window.requests if name == "rps" else window.output_tokens) / duration_s
+    if name in CANARY_METRICS:
+        return None
+    raise KeyError(name)
+
+
+def summarize(window: Window, duration_s: float) -> dict[str, float | None]:
+    """The standard metric set (``SUMMARY_METRICS``), rounded for storage and display."""
+    out: dict[str, float | None] = {}
+    for name in SUMMARY_METRICS:
+        value = metric_value(name, window, duration_s)
+        out[name] = None if value is None else round(value, 6 if name.endswith("_rate") else 3)
+    return out

@@ -1,0 +1,220 @@
+"""Queries of the loadtest feature: load runs, their per-second series, and canaries linked to them.
+
+``LoadStore`` is handed a session factory it does not own (like ``monitor.store.Store``). Every
+database failure surfaces as ``StoreError`` naming the operation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from monitor.errors import StoreError
+from monitor.results import percentile
+from monitor.store.db import describe_error
+from monitor.store.models import ProbeResultRow
+from monitor.store.models_loadtest import LoadRunRow, LoadSeriesRow
+
+__all__ = ["CanaryStats", "LoadRun", "LoadStore", "SeriesPoint"]
+
+logger = logging.getLogger(__name__)
+
+ABORT_REASON_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRun:
+    """One row of ``load_runs``, detached from the session."""
+
+    id: int
+    started_at: datetime
+    ended_at: datetime | None
+    heartbeat_at: datetime
+    status: str
+    target: str
+    base_url: str
+    model: str | None
+    params: dict[str, Any]
+    summary: dict[str, Any] | None
+    slo: list[dict[str, Any]]
+    verdict: str | None
+    baseline_id: int | None
+    abort_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One second of a run (the columns of ``load_series``)."""
+
+    t_s: int
+    ts: datetime
+    users: int | None
+    requests: int
+    failures: int
+    sent: int
+    output_tokens: int
+    truncated: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    itl_p50_ms: float | None
+    itl_p95_ms: float | None
+    e2e_p50_ms: float | None
+    e2e_p95_ms: float | None
+    lag_p95_ms: float | None
+    errors: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryStats:
+    count: int
+    ok: int
+    ttft_p95_ms: float | None
+
+    @property
+    def ok_rate(self) -> float | None:
+        return self.ok / self.count if self.count else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "ok": self.ok, "ok_rate": self.ok_rate, "ttft_p95_ms": self.ttft_p95_ms}
+
+
+_SERIES_FIELDS = tuple(SeriesPoint.__dataclass_fields__)
+
+
+class LoadStore:
+    """Reads and writes load runs through a session factory it does not own."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    @classmethod
+    def from_engine(cls, engine: AsyncEngine) -> LoadStore:
+        return cls(async_sessionmaker(engine, expire_on_commit=False))
+
+    async def create_run(
+        self,
+        *,
+        started_at: datetime,
+        target: str,
+        base_url: str,
+        model: str | None,
+        params: dict[str, Any],
+        baseline_id: int | None,
+    ) -> int:
+        row = LoadRunRow(
+            started_at=started_at, heartbeat_at=started_at, status="running", target=target, base_url=base_url,
+            model=model, params=params, slo=[], baseline_id=baseline_id,
+        )  # fmt: skip
+        async with self._session("create a load run") as session, session.begin():
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def heartbeat(self, run_id: int, now: datetime) -> None:
+        async with self._session("update a load run") as session, session.begin():
+            await session.execute(update(LoadRunRow).where(LoadRunRow.id == run_id).values(heartbeat_at=now))
+
+    async def save_series(self, run_id: int, points: Sequence[SeriesPoint]) -> None:
+        """Insert or replace these seconds of the run (a second can grow when a late report arrives)."""
+        if not points:
+            return
+        seconds = [p.t_s for p in points]
+        rows = [LoadSeriesRow(run_id=run_id, **{f: getattr(p, f) for f in _SERIES_FIELDS}) for p in points]
+        async with self._session(f"write {len(rows)} load series rows") as session, session.begin():
+            await session.execute(
+                delete(LoadSeriesRow).where(LoadSeriesRow.run_id == run_id, LoadSeriesRow.t_s.in_(seconds))
+            )
+            session.add_all(rows)
+
+    async def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        ended_at: datetime,
+        summary: dict[str, Any] | None,
+        slo: list[dict[str, Any]],
+        verdict: str | None,
+        abort_reason: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status, "ended_at": ended_at, "heartbeat_at": ended_at, "summary": summary, "slo": slo,
+            "verdict": verdict, "abort_reason": _cap(abort_reason),
+        }  # fmt: skip
+        async with self._session("finish a load run") as session, session.begin():
+            await session.execute(update(LoadRunRow).where(LoadRunRow.id == run_id).values(**values))
+
+    async def abort_stale(self, now: datetime, grace_s: float) -> list[int]:
+        """Mark ``running`` runs whose heartbeat stopped more than ``grace_s`` ago as aborted."""
+        cutoff = now - timedelta(seconds=grace_s)
+        stale = and_(LoadRunRow.status == "running", LoadRunRow.heartbeat_at < cutoff)
+        async with self._session("abort stale load runs") as session, session.begin():
+            ids = list((await session.scalars(select(LoadRunRow.id).where(stale))).all())
+            if ids:
+                await session.execute(
+                    update(LoadRunRow)
+                    .where(LoadRunRow.id.in_(ids))
+                    .values(status="aborted", ended_at=LoadRunRow.heartbeat_at,
+                            abort_reason="the runner stopped without finishing (killed?); found at the next run")
+                )  # fmt: skip
+        return ids
+
+    async def get_run(self, run_id: int) -> LoadRun | None:
+        async with self._session("read a load run") as session:
+            row = await session.get(LoadRunRow, run_id)
+            return None if row is None else _run(row)
+
+    async def series(self, run_id: int) -> list[SeriesPoint]:
+        query = select(LoadSeriesRow).where(LoadSeriesRow.run_id == run_id).order_by(LoadSeriesRow.t_s)
+        async with self._session("read a load series") as session:
+            rows = (await session.scalars(query)).all()
+        return [SeriesPoint(**{f: getattr(r, f) for f in _SERIES_FIELDS}) for r in rows]
+
+    async def link_canaries(self, run_id: int, start: datetime, end: datetime) -> int:
+        """Tag probe results stored while the run was active (by any process) with its id."""
+        window = and_(
+            ProbeResultRow.started_at >= start, ProbeResultRow.started_at <= end, ProbeResultRow.load_run_id.is_(None)
+        )
+        async with self._session("link canaries to a load run") as session, session.begin():
+            result = await session.execute(update(ProbeResultRow).where(window).values(load_run_id=run_id))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def canary_stats(self, run_id: int) -> CanaryStats:
+        query = select(ProbeResultRow.ok, ProbeResultRow.ttft_ms).where(ProbeResultRow.load_run_id == run_id)
+        async with self._session("read canaries of a load run") as session:
+            rows = (await session.execute(query)).all()
+        ttfts = [ttft for _, ttft in rows if ttft is not None]
+        return CanaryStats(
+            count=len(rows),
+            ok=sum(1 for ok, _ in rows if ok),
+            ttft_p95_ms=round(percentile(ttfts, 95.0), 3) if ttfts else None,
+        )
+
+    @asynccontextmanager
+    async def _session(self, operation: str) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessionmaker() as session:
+                yield session
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot {operation}: {describe_error(exc)}") from exc
+
+
+def _run(row: LoadRunRow) -> LoadRun:
+    return LoadRun(
+        id=row.id, started_at=row.started_at, ended_at=row.ended_at, heartbeat_at=row.heartbeat_at,
+        status=row.status, target=row.target, base_url=row.base_url, model=row.model, params=row.params,
+        summary=row.summary, slo=row.slo, verdict=row.verdict, baseline_id=row.baseline_id,
+        abort_reason=row.abort_reason,
+    )  # fmt: skip
+
+
+def _cap(text: str | None) -> str | None:
+    return text if text is None or len(text) <= ABORT_REASON_MAX_CHARS else text[:ABORT_REASON_MAX_CHARS]

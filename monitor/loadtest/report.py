@@ -1,0 +1,180 @@
+"""Load-run output: the summary table, the regression table against a baseline, and the JSON document.
+
+The HTML report with its charts lives in ``monitor.loadtest.html``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from monitor.loadtest.repo import LoadRun
+from monitor.loadtest.runner import RunOutcome
+
+__all__ = ["outcome_json", "print_outcome", "regressions"]
+
+# Metrics compared against a baseline, and which direction is better.
+_HIGHER_IS_BETTER = {"rps", "tokens_per_s"}
+REGRESSION_METRICS = (
+    "rps", "tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p95_ms",
+    "e2e_p95_ms", "error_rate", "truncation_rate",
+)  # fmt: skip
+# Changes smaller than this (relative) are noise, not a regression or an improvement.
+SAME_WITHIN = 0.05
+_LABELS = {
+    "requests": "requests", "failures": "failures", "error_rate": "error rate", "truncation_rate": "truncation rate",
+    "rps": "finished req/s", "tokens_per_s": "output tokens/s",
+}  # fmt: skip
+
+
+def _fmt(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("_rate"):
+        return f"{100 * float(value):.2f}%"
+    if name in ("requests", "failures"):
+        return f"{int(value):,}"
+    if name.endswith("_ms"):
+        return f"{float(value):,.1f} ms"
+    return f"{float(value):,.1f}"
+
+
+def _label(name: str) -> str:
+    if name in _LABELS:
+        return _LABELS[name]
+    kind, _, rest = name.partition("_")
+    return f"{kind.upper()} {rest.removesuffix('_ms')}"
+
+
+def regressions(baseline: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric: baseline, this run, relative change, and better/worse/same."""
+    rows = []
+    for name in REGRESSION_METRICS:
+        old, new = baseline.get(name), current.get(name)
+        change: float | None = None
+        judgement = "n/a"
+        if old is not None and new is not None:
+            if old == 0:
+                judgement = "same" if new == 0 else ("better" if name in _HIGHER_IS_BETTER else "worse")
+            else:
+                change = (new - old) / abs(old)
+                if abs(change) < SAME_WITHIN:
+                    judgement = "same"
+                else:
+                    improved = (change > 0) == (name in _HIGHER_IS_BETTER)
+                    judgement = "better" if improved else "worse"
+        rows.append({"metric": name, "baseline": old, "current": new, "change": change, "judgement": judgement})
+    return rows
+
+
+def _summary_table(outcome: RunOutcome) -> Table:
+    summary = outcome.summary
+    endpoints: dict[str, dict[str, Any]] = summary.get("endpoints", {})
+    table = Table(title=f"load run {outcome.run_id}: {outcome.status}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("all", justify="right")
+    for endpoint in endpoints:
+        table.add_column(endpoint, justify="right")
+    for name, value in summary["metrics"].items():
+        table.add_row(_label(name), _fmt(name, value), *(_fmt(name, ep.get(name)) for ep in endpoints.values()))
+    return table
+
+
+def _slo_table(outcome: RunOutcome) -> Table:
+    table = Table(title=f"SLO: {outcome.verdict}", title_justify="left")
+    for column in ("objective", "measured", "result"):
+        table.add_column(column)
+    for result in outcome.slo:
+        mark = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
+        measured = _fmt(result.objective.metric, result.value) if result.value is not None else "not measured"
+        table.add_row(str(result.objective), measured, mark)
+    return table
+
+
+def _regression_table(baseline: LoadRun, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"against baseline run {baseline.id} ({baseline.started_at:%Y-%m-%d %H:%M} UTC)")
+    for column in ("metric", "baseline", "this run", "change", ""):
+        table.add_column(column, justify="right" if column in ("baseline", "this run", "change") else "left")
+    colours = {"worse": "red", "better": "green", "same": "dim", "n/a": "dim"}
+    for row in rows:
+        change = row["change"]
+        shown = "-" if change is None else f"{100 * change:+.1f}%"
+        name = row["metric"]
+        judgement = f"[{colours[row['judgement']]}]{row['judgement']}[/]"
+        table.add_row(_label(name), _fmt(name, row["baseline"]), _fmt(name, row["current"]), shown, judgement)
+    return table
+
+
+def print_outcome(console: Console, outcome: RunOutcome) -> None:
+    """The summary, SLO, sweep, canary, error and regression tables of one run."""
+    console.print(_summary_table(outcome))
+    summary = outcome.summary
+    sweep = summary.get("sweep")
+    if sweep is not None:
+        table = Table(title="sweep", title_justify="left")
+        for column in ("offered req/s", "finished req/s", "TTFT p95", "kept up", "SLO"):
+            table.add_column(column, justify="right")
+        for step in sweep["steps"]:
+            m = step["metrics"]
+            table.add_row(
+                f"{step['rate']:g}", _fmt("rps", m.get("rps")), _fmt("ttft_p95_ms", m.get("ttft_p95_ms")),
+                "yes" if step["kept_up"] else "no", "[green]pass[/]" if step["passed"] else "[red]FAIL[/]",
+            )  # fmt: skip
+        console.print(table)
+        best = sweep.get("goodput_rps")
+        console.print(f"highest sustainable rate (goodput): {f'{best:g} req/s' if best is not None else 'none'}")
+    if outcome.slo:
+        console.print(_slo_table(outcome))
+    canary = summary.get("canary") or {}
+    if canary.get("count"):
+        console.print(
+            f"canaries under load: {canary['ok']}/{canary['count']} ok, TTFT p95 "
+            f"{_fmt('ttft_p95_ms', canary.get('ttft_p95_ms'))}"
+        )
+    errors = summary.get("errors") or {}
+    samples = summary.get("error_samples") or {}
+    for kind, count in sorted(errors.items(), key=lambda kv: -kv[1]):
+        example = (samples.get(kind) or [""])[0]
+        console.print(f"[red]{count:,} {kind}[/]" + (f": {example}" if example else ""), highlight=False)
+    generator = summary.get("generator") or {}
+    if generator.get("saturated"):
+        console.print(
+            "[yellow]warning: the load generator used ~100% of a CPU core; it may be the bottleneck (add --workers)[/]"
+        )
+    if outcome.baseline is not None and outcome.baseline.summary:
+        rows = regressions(outcome.baseline.summary.get("metrics", {}), summary["metrics"])
+        console.print(_regression_table(outcome.baseline, rows))
+    if outcome.abort_reason:
+        console.print(f"[yellow]aborted: {outcome.abort_reason}[/]")
+
+
+def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
+    """The ``loadtest --json`` document (documented in the README)."""
+    baseline = outcome.baseline
+    doc: dict[str, Any] = {
+        "run_id": outcome.run_id,
+        "status": outcome.status,
+        "verdict": outcome.verdict,
+        "started_at": outcome.started_at.isoformat(),
+        "ended_at": outcome.ended_at.isoformat(),
+        "abort_reason": outcome.abort_reason,
+        "params": outcome.params,
+        "summary": outcome.summary,
+        "slo": [r.to_json() for r in outcome.slo],
+        "series": [
+            {**{k: v for k, v in vars_of(p).items() if k != "ts"}, "ts": p.ts.isoformat()} for p in outcome.series
+        ],
+        "baseline": None,
+    }
+    if baseline is not None:
+        doc["baseline"] = {
+            "run_id": baseline.id,
+            "regressions": regressions((baseline.summary or {}).get("metrics", {}), outcome.summary["metrics"]),
+        }
+    return doc
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
