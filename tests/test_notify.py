@@ -10,11 +10,12 @@ import json
 import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts.clock import ManualClock
@@ -25,7 +26,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.signing import dingtalk_sign, feishu_sign, sign, verify_signature
 from monitor.settings import Settings, parse_settings
 from monitor.store import create_engine, upgrade
-from monitor.store.models_alerts import DeliveryAttemptRow
+from monitor.store.models_alerts import DeliveryAttemptRow, OutboxRow
 from tests.receivers import WebhookReceiver
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -239,9 +240,8 @@ class Rig:
         return [(m.status, m.state, m.attempts) for m in await self.outbox.messages()]
 
 
-@pytest.fixture(name="rig")
-async def fix_rig(db_url: str) -> AsyncIterator[Rig]:
-    engine = create_engine(db_url)
+async def _rig(url: str) -> AsyncIterator[Rig]:
+    engine = create_engine(url)
     http = aiohttp.ClientSession()
     try:
         await upgrade(engine)
@@ -251,13 +251,27 @@ async def fix_rig(db_url: str) -> AsyncIterator[Rig]:
         await engine.dispose()
 
 
+@pytest.fixture(name="rig")
+async def fix_rig(sqlite_db_url: str) -> AsyncIterator[Rig]:
+    async for rig in _rig(sqlite_db_url):
+        yield rig
+
+
+@pytest.fixture(name="any_rig")
+async def fix_any_rig(db_url: str) -> AsyncIterator[Rig]:
+    """On SQLite and PostgreSQL: for the tests whose SQL (claims, order, restarts) matters per backend."""
+    async for rig in _rig(db_url):
+        yield rig
+
+
 @pytest.fixture(name="hook")
 async def fix_hook() -> AsyncIterator[WebhookReceiver]:
     async with WebhookReceiver() as hook:
         yield hook
 
 
-async def test_delivery_is_signed_keyed_and_recorded(rig: Rig, hook: WebhookReceiver) -> None:
+async def test_delivery_is_signed_keyed_and_recorded(any_rig: Rig, hook: WebhookReceiver) -> None:
+    rig = any_rig
     settings = receivers_settings(
         {"name": "ops", "url": hook.url, "secret_env": "OPS_SECRET", "headers": {"X-Team": "llm"}}
     )
@@ -282,7 +296,8 @@ async def test_delivery_is_signed_keyed_and_recorded(rig: Rig, hook: WebhookRece
     assert await dispatcher.dispatch_due() == 0
 
 
-async def test_receiver_down_then_back_delivers_everything_in_order(rig: Rig, hook: WebhookReceiver) -> None:
+async def test_receiver_down_then_back_delivers_everything_in_order(any_rig: Rig, hook: WebhookReceiver) -> None:
+    rig = any_rig
     settings = receivers_settings({"name": "ops", "url": hook.url, "format": "alertmanager"})
     dispatcher = rig.dispatcher(settings)
     other = {**LABELS, "probe": "completion"}
@@ -318,7 +333,8 @@ async def test_receiver_down_then_back_delivers_everything_in_order(rig: Rig, ho
     assert await rig.states() == [("firing", "delivered", 3), ("firing", "delivered", 3), ("resolved", "delivered", 1)]
 
 
-async def test_pending_messages_survive_a_new_dispatcher(rig: Rig, hook: WebhookReceiver) -> None:
+async def test_pending_messages_survive_a_new_dispatcher(any_rig: Rig, hook: WebhookReceiver) -> None:
+    rig = any_rig
     settings = receivers_settings({"name": "ops", "url": hook.url})
     hook.fail_with = 503
     await rig.enqueue(snapshot(), "ops")
@@ -331,7 +347,8 @@ async def test_pending_messages_survive_a_new_dispatcher(rig: Rig, hook: Webhook
     assert len({r.headers["Idempotency-Key"] for r in hook.received}) == 1
 
 
-async def test_two_dispatchers_never_send_a_message_twice(rig: Rig, hook: WebhookReceiver) -> None:
+async def test_two_dispatchers_never_send_a_message_twice(any_rig: Rig, hook: WebhookReceiver) -> None:
+    rig = any_rig
     settings = receivers_settings({"name": "ops", "url": hook.url})
     for i in range(6):
         await rig.enqueue(snapshot(labels={**LABELS, "probe": f"p{i}"}), "ops")
@@ -426,3 +443,34 @@ def test_external_url_defaults_to_the_api_address() -> None:
     assert external_url("127.0.0.1", 9464, None) == "http://127.0.0.1:9464"
     assert external_url("0.0.0.0", 9464, None) == "http://127.0.0.1:9464"
     assert external_url("::1", 9464, "https://mon.example/") == "https://mon.example"
+
+
+async def test_a_crashed_senders_claim_expires(rig: Rig, hook: WebhookReceiver) -> None:
+    settings = receivers_settings({"name": "ops", "url": hook.url, "timeout_s": 5})
+    await rig.enqueue(snapshot(), "ops")
+    # A dispatcher claimed the message and died before recording anything (kill -9 mid-send).
+    async with rig.sessionmaker() as session, session.begin():
+        await session.execute(update(OutboxRow).values(claimed_until=rig.clock.now() + timedelta(seconds=60)))
+    dispatcher = rig.dispatcher(settings)
+    assert await dispatcher.dispatch_due() == 0 and hook.received == []
+    rig.clock.advance(61)
+    assert await dispatcher.dispatch_due() == 1
+
+
+async def test_run_survives_a_broken_database(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'not-migrated.db'}")
+    try:
+        async with aiohttp.ClientSession() as http:
+            dispatcher = Dispatcher(
+                receivers_settings(), async_sessionmaker(engine), http, clock=ManualClock(T0), secrets={},
+                poll_interval_s=0.05,
+            )  # fmt: skip
+            stop = asyncio.Event()
+            task = asyncio.create_task(dispatcher.run(stop))
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.wait_for(task, timeout=10)
+    finally:
+        await engine.dispose()
+    assert task.exception() is None
+    assert any("outbox unavailable (no such table: outbox)" in r.getMessage() for r in caplog.records)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -28,6 +29,7 @@ from monitor.alerts.clock import Clock
 from monitor.alerts.config import ReceiverSettings
 from monitor.alerts.model import AlertSnapshot, Notification
 from monitor.alerts.webhook import Delivery, build_request, send
+from monitor.store.db import describe_error
 from monitor.store.models_alerts import DeliveryAttemptRow, OutboxRow
 
 if TYPE_CHECKING:
@@ -114,6 +116,10 @@ class Dispatcher:
             try:
                 await self.dispatch_due()
                 delay_s = await self._next_due_in_s()
+            except (SQLAlchemyError, OSError) as exc:
+                # The database is down: the messages are safe in it, so wait and try again.
+                logger.error("outbox unavailable (%s); retrying in %.0f s", describe_error(exc), self._poll_interval_s)
+                delay_s = self._poll_interval_s
             except Exception:
                 logger.exception("outbox dispatch failed; retrying in %.0f s", self._poll_interval_s)
                 delay_s = self._poll_interval_s

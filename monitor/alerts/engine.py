@@ -172,14 +172,24 @@ class AlertEngine:
         return counts
 
     async def add_silence(
-        self, *, matchers: dict[str, str], duration_s: float, comment: str, created_by: str
+        self,
+        *,
+        matchers: dict[str, str],
+        duration_s: float,
+        comment: str,
+        created_by: str,
+        starts_at: datetime | None = None,
     ) -> SilenceView:
-        """Mute matching alerts from now for `duration_s`; ValueError for empty matchers or comment."""
+        """Mute matching alerts from `starts_at` (default now) for `duration_s`.
+
+        `matchers` map label names to exact values (`rule` is an alias of `alertname`). Raises
+        ValueError for no matchers, an empty comment or a duration <= 0 (an API maps it to 400).
+        """
         with repo.store_errors("add a silence"):
             async with self._sessionmaker() as session, session.begin():
                 silence = await repo.add_silence(
                     session, matchers=matchers, duration_s=duration_s, comment=comment, created_by=created_by,
-                    now=self._clock.now(),
+                    now=self._clock.now(), starts_at=starts_at,
                 )  # fmt: skip
         logger.info("silence %d added by %s for %.0f s: %s", silence.id, created_by, duration_s, silence.matchers)
         return silence

@@ -185,6 +185,8 @@ async def add_silence(
     if not comment.strip():
         raise ValueError("a silence needs a comment (why is it muted?)")
     start = starts_at or now
+    if start + timedelta(seconds=duration_s) <= now:
+        raise ValueError("that silence would already be over")
     row = SilenceRow(
         matchers=normalize_matchers(matchers),
         starts_at=start,
