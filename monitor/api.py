@@ -308,9 +308,12 @@ async def create_silence(request: web.Request) -> web.Response:
     created_by = body.get("created_by", "api")
     if not isinstance(created_by, str):
         raise web.HTTPBadRequest(text="created_by: must be a string")
-    silence = await alerts.add_silence(
-        matchers=matchers, duration_s=_silence_duration_s(body), comment=comment, created_by=created_by
-    )
+    try:
+        silence = await alerts.add_silence(
+            matchers=matchers, duration_s=_silence_duration_s(body), comment=comment, created_by=created_by
+        )
+    except ValueError as exc:  # the engine's verdict on the matchers or comment
+        raise web.HTTPBadRequest(text=str(exc)) from None
     return _json(silence.to_json(), status=201)
 
 

@@ -16,7 +16,6 @@ that does not validate is rejected with a log line and the running one stays.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
 import time
@@ -28,19 +27,25 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from monitor.alerts.clock import SystemClock
+from monitor.alerts.config import plain_secrets
+from monitor.alerts.dispatch import Dispatcher
+from monitor.alerts.engine import AlertEngine
+from monitor.alerts.outbox import Outbox
+from monitor.alerts.source import RawWindowSource
 from monitor.api import check_bind, create_app
-from monitor.errors import ConfigError, MonitorError, StoreError
+from monitor.errors import ConfigError, StoreError
 from monitor.metrics import GaugeFamily, ProbeMetrics
 from monitor.probes import Prober
-from monitor.results import ProbeResult
 from monitor.retention import Retention
 from monitor.scheduler import ProbeScheduler, ResultWriter, validate_schedules
 from monitor.settings import Settings, load_settings
 from monitor.store.db import censor_url, connect, ensure_schema
 from monitor.store.repo import Store
-from monitor.store.rollups import Rollups
+from monitor.store.rollups import Rollups, RollupWindowSource, TieredWindowSource
 
 __all__ = ["Daemon", "DaemonSummary", "run_daemon"]
 
@@ -99,12 +104,13 @@ class Daemon:
         self.reloads = 0
         self._scheduler: ProbeScheduler | None = None
         self._writer: ResultWriter | None = None
-        self._alerts: Any = None
-        self._outbox: Any = None
-        self._dispatcher: Any = None
+        self._alerts: AlertEngine | None = None
+        self._outbox: Outbox | None = None
+        self._dispatcher: Dispatcher | None = None
         self._deadline = 0.0
         self._started_mono = 0.0
         self._reload_task: asyncio.Task[bool] | None = None
+        self._bound_port: int | None = None
 
     @property
     def scheduler(self) -> ProbeScheduler:
@@ -152,29 +158,43 @@ class Daemon:
             timeout=aiohttp.ClientTimeout(total=None), connector=aiohttp.TCPConnector(limit=0)
         )
         stack.push_async_callback(probe_session.close)
-        await self._start_alerting(stack, sessionmaker)
-
-        writer = ResultWriter(store, on_stored=self._on_stored)
-        self._writer = writer
-        writer_task = asyncio.create_task(writer.run(), name="result-writer")
-        stack.push_async_callback(self._stop_writer, writer, writer_task)
+        notify_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        stack.push_async_callback(notify_session.close)
 
         max_timeout_s = max((t.timeout_s for t in settings.targets), default=60.0)
         rollups = Rollups(
             sessionmaker, settle_s=max_timeout_s + settings.retention.rollup_interval_s + ROLLUP_SETTLE_EXTRA_S
         )
         retention = Retention(sessionmaker, settings.retention, rollups=rollups)
+
+        clock = SystemClock()
+        outbox = Outbox(sessionmaker)
+        # Long windows (regression baselines over days) read rollups instead of millions of raw rows.
+        source = TieredWindowSource(RawWindowSource(sessionmaker), RollupWindowSource(rollups))
+        alerts = AlertEngine(settings, sessionmaker, source=source, clock=clock, outbox=outbox)
+        await alerts.start()
+        dispatcher = Dispatcher(settings, sessionmaker, notify_session, clock=clock, secrets=plain_secrets(settings))
+        outbox.add_waker(dispatcher.wake)
+        self._alerts, self._outbox, self._dispatcher = alerts, outbox, dispatcher
+        dispatcher_stop = asyncio.Event()
+        dispatcher_task = asyncio.create_task(dispatcher.run(dispatcher_stop), name="dispatcher")
+        stack.push_async_callback(self._stop_task, "dispatcher", dispatcher_task, dispatcher_stop)
+
+        writer = ResultWriter(store, on_stored=alerts.on_result)
+        self._writer = writer
+        writer_task = asyncio.create_task(writer.run(), name="result-writer")
+        stack.push_async_callback(self._stop_writer, writer, writer_task)
+
         scheduler = ProbeScheduler(settings, prober=Prober(probe_session), writer=writer, metrics=self.metrics)
         self._scheduler = scheduler
         scheduler.start()
         stack.push_async_callback(self._stop_scheduler, scheduler)
         scheduler.add_periodic("rollups", rollups.run, settings.retention.rollup_interval_s)
         scheduler.add_periodic("retention", retention.run, settings.retention.interval_s)
-        if self._alerts is not None:
-            scheduler.add_periodic("alerts", self._alerts.evaluate_all, settings.daemon.absence_eval_interval_s)
+        scheduler.add_periodic("alerts", alerts.evaluate_all, settings.daemon.absence_eval_interval_s)
 
         app = create_app(
-            settings, store=store, db=engine, metrics=self.metrics, alerts=self._alerts, rollups=rollups,
+            settings, store=store, db=engine, metrics=self.metrics, alerts=alerts, rollups=rollups,
             scheduler_running=lambda: scheduler.running, gauges=self._gauges,
         )  # fmt: skip
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -182,8 +202,9 @@ class Daemon:
         stack.push_async_callback(runner.cleanup)
         await self._start_site(runner)
         logger.info(
-            "llm-monitor daemon running: %d probes on %d targets, database %s, API %s",
-            len(settings.probes), len(settings.targets), censor_url(engine.url), self.api_url,
+            "llm-monitor daemon running: %d probes on %d targets, %d rules, %d receivers, database %s, API %s",
+            len(settings.probes), len(settings.targets), len(settings.rules), len(settings.receivers),
+            censor_url(engine.url), self.api_url,
         )  # fmt: skip
 
     async def _start_site(self, runner: web.AppRunner) -> None:
@@ -196,39 +217,15 @@ class Daemon:
         bound = runner.addresses[0][1] if runner.addresses else port
         shown = f"[{host}]" if ":" in host else host
         self.api_url = f"http://{shown}:{bound}"
+        self._bound_port = int(bound)
+        if self._dispatcher is not None and bound != port:
+            # Links in notifications point at the port actually bound (port 0 picks one).
+            self._dispatcher.reload(self._with_bound_port(self.settings))
 
-    async def _start_alerting(self, stack: AsyncExitStack, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        # TODO(daemon): import directly once monitor.alerts.engine has landed.
-        try:
-            alerting = importlib.import_module("monitor.alerts.engine")
-        except ImportError:  # the alerting feature is not in this build yet
-            logger.debug("alerting not available", exc_info=True)
-            return
-        from monitor.alerts.clock import SystemClock
-
-        clock = SystemClock()
-        self._outbox = alerting.Outbox(sessionmaker)
-        self._alerts = alerting.AlertEngine(
-            self.settings,
-            sessionmaker,
-            source=alerting.RawWindowSource(sessionmaker),
-            clock=clock,
-            outbox=self._outbox,
-        )
-        await self._alerts.start()
-        notify_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        stack.push_async_callback(notify_session.close)
-        self._dispatcher = alerting.Dispatcher(self.settings, sessionmaker, notify_session, clock=clock, secrets={})
-        stop = asyncio.Event()
-        task = asyncio.create_task(self._dispatcher.run(stop), name="dispatcher")
-        stack.push_async_callback(self._stop_task, "dispatcher", task, stop)
-
-    async def _on_stored(self, result: ProbeResult) -> None:
-        # Rules run after the result is committed, so they read it back from the database.
-        if self._alerts is not None:
-            await self._alerts.on_result(result)
-        if self._dispatcher is not None:
-            self._dispatcher.wake()
+    def _with_bound_port(self, settings: Settings) -> Settings:
+        if self._bound_port is None or settings.api.port == self._bound_port:
+            return settings
+        return settings.model_copy(update={"api": settings.api.model_copy(update={"port": self._bound_port})})
 
     async def _gauges(self) -> list[GaugeFamily]:
         families = [
@@ -243,16 +240,18 @@ class Daemon:
                 values={(): float(self._writer.qsize() if self._writer else 0)},
             ),  # fmt: skip
         ]
-        if self._alerts is None:
+        if self._alerts is None or self._outbox is None:
             return families
-        try:
-            states = Counter(str(a.state) for a in await self._alerts.alerts())
-            pending = await self._outbox.depth()
-        except (MonitorError, OSError) as exc:
-            logger.warning("alert gauges unavailable: %s", exc)
-            return families
+        states: Counter[str] = Counter()
+        for (_, state), count in self._alerts.state_counts().items():
+            states[state] += count
         by_state: dict[tuple[str, ...], float] = {(s,): float(states.get(s, 0)) for s in (*ALERT_STATES, *states)}
-        families.append(GaugeFamily("llm_monitor_alerts", "Alerts by state.", ("state",), by_state))
+        families.append(GaugeFamily("llm_monitor_alerts", "Alert instances by state.", ("state",), by_state))
+        try:
+            pending = await self._outbox.depth()
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("outbox depth unavailable: %s", exc)
+            return families
         families.append(
             GaugeFamily(
                 "llm_monitor_outbox_pending", "Notifications waiting in the outbox.", values={(): float(pending)}
@@ -335,6 +334,8 @@ class Daemon:
         self.scheduler.apply(new)
         if self._alerts is not None:
             self._alerts.reload(new)
+        if self._dispatcher is not None:
+            self._dispatcher.reload(self._with_bound_port(new), plain_secrets(new))
         self.settings = new
         self.reloads += 1
         logger.info(

@@ -28,6 +28,7 @@ from monitor.store.db import connect
 from monitor.store.repo import Store
 from tests.conftest import chat_probe, completion_probe
 from tests.mockserver import REPO_ROOT, MockProcess
+from tests.receivers import ReceivedRequest, WebhookReceiver
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -350,3 +351,138 @@ def test_run_refuses_a_public_bind_without_a_token(tmp_path: Path) -> None:
         "llm-monitor: error: api.host: binding to 0.0.0.0 needs api.token_env (writes would be unauthenticated)"
     )
     assert not (tmp_path / "x.db").exists()
+
+
+# --- alerts end to end ------------------------------------------------------------------------------
+
+FORMATS = ("generic", "alertmanager", "slack", "feishu", "dingtalk", "wecom")
+FAILING = {
+    "name": "chat-failing", "kind": "consecutive_failures", "count": 2, "scope": {"probe": "chat"},
+    "severity": "critical", "annotations": {"summary": "chat probe failing: {value}"},
+}  # fmt: skip
+
+
+def _alert_config(mock: MockProcess, db_url: str, hook: WebhookReceiver, formats: tuple[str, ...]) -> dict[str, Any]:
+    receivers = [{"name": f"to-{fmt}", "format": fmt, "url": f"http://127.0.0.1:{hook.port}/{fmt}"} for fmt in formats]
+    return daemon_config(
+        mock.base_url, db_url, chat_probe(interval_s=1, max_tokens=64), rules=[FAILING], receivers=receivers,
+        daemon={"shutdown_grace_s": 5, "absence_eval_interval_s": 1},
+    )  # fmt: skip
+
+
+def _title_of(fmt: str, body: dict[str, Any]) -> str:
+    """The human headline of a payload, wherever its format puts it."""
+    if fmt == "slack":
+        return str(body["text"])
+    if fmt == "feishu":
+        return str(body["card"]["header"]["title"]["content"])
+    if fmt == "dingtalk":
+        return str(body["markdown"]["title"])
+    if fmt == "wecom":
+        return str(body["markdown"]["content"])
+    raise AssertionError(fmt)
+
+
+def _check_payload(fmt: str, body: dict[str, Any], status: str) -> None:
+    if fmt == "generic":
+        assert body["version"] == "1" and body["status"] == status and body["receiver"] == "to-generic"
+        alert = body["alert"]
+        assert (alert["name"], alert["probe"], alert["target"], alert["severity"]) == (
+            "chat-failing", "chat", "mock", "critical",
+        )  # fmt: skip
+        assert alert["annotations"]["summary"].startswith("chat probe failing")
+        assert (alert["ended_at"] is None) == (status == "firing")
+    elif fmt == "alertmanager":
+        assert body["version"] == "4" and body["status"] == status and body["receiver"] == "to-alertmanager"
+        for key in ("groupKey", "groupLabels", "commonLabels", "commonAnnotations", "externalURL"):
+            assert key in body
+        (alert,) = body["alerts"]
+        assert alert["status"] == status and alert["labels"]["alertname"] == "chat-failing"
+        assert set(alert) >= {"annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"}
+        assert (alert["endsAt"] == "0001-01-01T00:00:00Z") == (status == "firing")
+    else:
+        # Markdown formats escape brackets; the words are what a person reads.
+        assert f"[{status.upper()}] chat-failing on chat" in _title_of(fmt, body).replace("\\", "")
+
+
+async def _by_status(hook: WebhookReceiver, status: str, count: int) -> list[ReceivedRequest]:
+    def matching() -> list[ReceivedRequest]:
+        return [r for r in hook.delivered() if status.upper() in r.body.decode() or f'"{status}"' in r.body.decode()]
+
+    return list(await wait_for(lambda: len(matching()) >= count and matching(), what=f"{count} {status} messages"))
+
+
+async def test_an_alert_fires_and_resolves_through_every_format(mock: MockProcess, sqlite_db_url: str) -> None:
+    async with WebhookReceiver() as hook:
+        settings = parse_settings(_alert_config(mock, sqlite_db_url, hook, FORMATS))
+        async with run_daemon_in_task(settings) as daemon, aiohttp.ClientSession() as http:
+            assert daemon.api_url is not None
+            await wait_for(lambda: count_results(sqlite_db_url, "chat"), what="a healthy result")
+            assert hook.received == []
+
+            mock.configure(status=503)
+            firing = await _by_status(hook, "firing", len(FORMATS))
+            async with http.get(daemon.api_url + "/api/v1/alerts") as resp:
+                alerts = await resp.json()
+            assert [(a["rule"], a["state"]) for a in alerts] == [("chat-failing", "firing")]
+            async with http.get(daemon.api_url + "/metrics") as resp:
+                families = _families(await resp.text())
+            states = {s.labels["state"]: s.value for s in families["llm_monitor_alerts"].samples}
+            assert states["firing"] == 1
+            assert "llm_monitor_outbox_pending" in families
+
+            mock.reset()
+            resolved = await _by_status(hook, "resolved", len(FORMATS))
+    for request in firing + resolved:
+        fmt = request.path.strip("/")
+        body = request.json
+        status = "resolved" if request in resolved else "firing"
+        _check_payload(fmt, body, status)
+        assert request.headers["Idempotency-Key"]
+    assert sorted(r.path for r in firing) == sorted(f"/{fmt}" for fmt in FORMATS)
+    # One firing and one resolved message per receiver: nothing repeated.
+    assert len(hook.delivered()) == 2 * len(FORMATS)
+
+
+async def test_restart_neither_renotifies_nor_loses_messages(mock: MockProcess, sqlite_db_url: str) -> None:
+    async with WebhookReceiver() as hook:
+        settings = parse_settings(_alert_config(mock, sqlite_db_url, hook, ("generic",)))
+        mock.configure(status=503)
+        async with run_daemon_in_task(settings):
+            await _by_status(hook, "firing", 1)
+
+        # Restarted while the target still fails: the alert is known to fire, so no new message.
+        before = await count_results(sqlite_db_url, "chat")
+        async with run_daemon_in_task(settings):
+            await wait_for(lambda: _count_at_least_probe(sqlite_db_url, "chat", before + 3), what="three more results")
+        assert len(hook.delivered()) == 1
+
+        # The receiver is down when the alert resolves: the message waits in the outbox.
+        await hook.stop()
+        mock.reset()
+        async with run_daemon_in_task(settings) as daemon:
+            pending = await wait_for(lambda: _outbox_pending(daemon), what="a pending resolved message")
+            assert pending == 1
+        # Connection refused: nothing arrived, the message is still waiting.
+        assert len(hook.received) == 1
+
+        # Back up, and a fresh daemon delivers it.
+        await hook.start()
+        async with run_daemon_in_task(settings) as daemon:
+            (firing, resolved) = await hook.wait_for(2, timeout_s=20)
+            assert await wait_for(lambda: _outbox_pending(daemon, want_zero=True), what="an empty outbox")
+    assert firing.json["status"] == "firing" and resolved.json["status"] == "resolved"
+    assert firing.json["alert"]["fingerprint"] == resolved.json["alert"]["fingerprint"]
+    assert len(hook.delivered()) == 2
+
+
+async def _count_at_least_probe(db_url: str, probe: str, n: int) -> bool:
+    return await count_results(db_url, probe) >= n
+
+
+async def _outbox_pending(daemon: Daemon, want_zero: bool = False) -> int | bool:
+    assert daemon.api_url is not None
+    async with aiohttp.ClientSession() as http, http.get(daemon.api_url + "/metrics") as resp:
+        families = _families(await resp.text())
+    value = int(families["llm_monitor_outbox_pending"].samples[0].value)
+    return value == 0 if want_zero else value

@@ -11,12 +11,20 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from monitor.alerts.source import RawWindowSource
 from monitor.meter import StreamMeasurement
 from monitor.results import CheckResult, ProbeResult, percentile
 from monitor.store.db import connect, ensure_schema
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.repo import Store
-from monitor.store.rollups import RELATIVE_ACCURACY, Histogram, Rollups, floor_time
+from monitor.store.rollups import (
+    RELATIVE_ACCURACY,
+    Histogram,
+    Rollups,
+    RollupWindowSource,
+    TieredWindowSource,
+    floor_time,
+)
 
 T0 = datetime(2026, 11, 20, 9, 58, 0, tzinfo=UTC)
 
@@ -178,3 +186,43 @@ def test_floor_time_is_epoch_aligned() -> None:
     at = datetime(2026, 11, 20, 10, 17, 42, 500, tzinfo=UTC)
     assert floor_time(at, MINUTE_S) == datetime(2026, 11, 20, 10, 17, tzinfo=UTC)
     assert floor_time(at, HOUR_S) == datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+async def test_rollup_source_agrees_with_the_raw_source(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    rng = random.Random(3)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    now = start + timedelta(hours=5)
+    results = []
+    for i in range(300):
+        at = start + timedelta(seconds=60 * i + rng.random())
+        results.append(
+            make_result(at, latency_ms=rng.lognormvariate(5, 0.5), error=i % 10 == 0, truncated=i % 7 == 0,
+                        failed_check="expect.regex" if i % 5 == 0 else None)
+        )  # fmt: skip
+    await Store.from_engine(engine).add_results(results)
+    rollups = Rollups(sessionmaker, settle_s=180)
+    # The rollup job ran a while ago: the last half hour is only in raw rows.
+    await rollups.run(now - timedelta(minutes=30))
+    raw = RawWindowSource(sessionmaker)
+    tiered = TieredWindowSource(raw, RollupWindowSource(rollups), raw_max_s=3600)
+    since = start + timedelta(minutes=10)
+    for metric, agg, check in (
+        ("error_rate", "rate", None), ("truncation_rate", "rate", None),
+        ("check_failure_rate", "rate", "expect.regex"), ("latency_ms", "mean", None), ("latency_ms", "max", None),
+        ("latency_ms", "p95", None), ("completion_tokens", "min", None),
+    ):  # fmt: skip
+        want = await raw.aggregate(metric=metric, agg=agg, probe="chat", since=since, until=now, check=check)
+        got = await tiered.aggregate(metric=metric, agg=agg, probe="chat", since=since, until=now, check=check)
+        assert got.count == want.count, metric
+        assert want.value is not None and got.value is not None
+        tolerance = RELATIVE_ACCURACY * 1.5 if agg.startswith("p") else 1e-9
+        assert got.value == pytest.approx(want.value, rel=tolerance), (metric, agg)
+    # Short windows go to the raw source unchanged.
+    short = await tiered.aggregate(metric="latency_ms", agg="p50", probe="chat", since=now - timedelta(minutes=9),
+                                   until=now)  # fmt: skip
+    assert short == await raw.aggregate(metric="latency_ms", agg="p50", probe="chat",
+                                        since=now - timedelta(minutes=9), until=now)  # fmt: skip
+    empty = await tiered.aggregate(metric="ttft_ms", agg="p95", probe="none", since=start, until=now)
+    assert (empty.value, empty.count) == (None, 0)

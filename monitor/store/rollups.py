@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from monitor.alerts.source import Aggregate, WindowSource
 from monitor.store.models import ProbeResultRow
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
 
@@ -27,8 +28,11 @@ __all__ = [
     "Bucket",
     "Histogram",
     "MetricSummary",
+    "RollupWindowSource",
     "Rollups",
+    "TieredWindowSource",
     "TrendPoint",
+    "bucket_aggregate",
     "floor_time",
 ]
 
@@ -282,12 +286,16 @@ class Rollups:
         logger.debug("rolled up %d buckets from %s to %s", written, since.isoformat(), until.isoformat())
         return written
 
-    async def _minute_buckets(self, since: datetime, until: datetime) -> dict[_Key, Bucket]:
+    async def _minute_buckets(
+        self, since: datetime, until: datetime, *, probe: str | None = None
+    ) -> dict[_Key, Bucket]:
         query = select(
             ProbeResultRow.started_at, ProbeResultRow.probe, ProbeResultRow.target, ProbeResultRow.ok,
             ProbeResultRow.error_kind, ProbeResultRow.truncated, ProbeResultRow.failed_checks,
             *_RAW_COLUMNS.values(),
         ).where(ProbeResultRow.started_at >= since, ProbeResultRow.started_at < until)  # fmt: skip
+        if probe is not None:
+            query = query.where(ProbeResultRow.probe == probe)
         buckets: dict[_Key, Bucket] = {}
         async with self._sessionmaker() as session:
             rows = (await session.execute(query)).all()
@@ -348,6 +356,18 @@ class Rollups:
             total.merge(Bucket.from_row(row))
         return total
 
+    async def settled_window(self, *, since: datetime, until: datetime, probe: str | None = None) -> Bucket:
+        """Like `window`, but minutes the rollup job may still revise (or has not reached) come from raw rows."""
+        mark = await self.watermark()
+        split = since if mark is None else floor_time(mark - timedelta(seconds=self.settle_s), MINUTE_S)
+        split = min(max(split, since), until)
+        total = await self.window(since=since, until=split, probe=probe) if split > since else Bucket()
+        if split < until:
+            for (name, _, _), bucket in (await self._minute_buckets(split, until, probe=probe)).items():
+                if probe is None or name == probe:
+                    total.merge(bucket)
+        return total
+
     async def trend(
         self, *, since: datetime, until: datetime, step_s: int, probe: str | None = None, target: str | None = None
     ) -> list[TrendPoint]:
@@ -401,3 +421,65 @@ def upsert_statement(dialect: str) -> Any:
     keys = ["resolution_s", "probe", "target", "bucket_start"]
     updates = {c.name: insert.excluded[c.name] for c in ProbeRollupRow.__table__.columns if c.name not in keys}
     return insert.on_conflict_do_update(index_elements=keys, set_=updates)
+
+
+class RollupWindowSource:
+    """A `WindowSource` for long windows (regression baselines over days): rollups plus a raw tail.
+
+    Buckets older than the rollup job's settle time are read from rollups; the last few minutes,
+    which the job may still revise, are summarised from raw rows. Quantiles carry the histograms'
+    2 % relative error; counts, rates, means, min and max are exact (the window's first minute
+    is counted whole).
+    """
+
+    def __init__(self, rollups: Rollups) -> None:
+        self._rollups = rollups
+
+    async def aggregate(
+        self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
+    ) -> Aggregate:
+        bucket = await self._rollups.settled_window(since=since, until=until, probe=probe)
+        return bucket_aggregate(bucket, metric=metric, agg=agg, check=check)
+
+
+class TieredWindowSource:
+    """Raw results for windows up to `raw_max_s`, rollups (with a raw tail) for longer ones."""
+
+    def __init__(self, raw: WindowSource, rollups: WindowSource, *, raw_max_s: float = 3600.0) -> None:
+        self._raw = raw
+        self._rollups = rollups
+        self._raw_max_s = raw_max_s
+
+    async def aggregate(
+        self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
+    ) -> Aggregate:
+        long = (until - since).total_seconds() > self._raw_max_s
+        source = self._rollups if long else self._raw
+        return await source.aggregate(metric=metric, agg=agg, probe=probe, since=since, until=until, check=check)
+
+
+def bucket_aggregate(bucket: Bucket, *, metric: str, agg: str, check: str | None = None) -> Aggregate:
+    """`agg` of `metric` over a bucket, with the metric definitions of `monitor.alerts.source`."""
+    if metric in ROLLED_METRICS:
+        hist = bucket.metrics.get(metric)
+        if hist is None or not hist.count:
+            return Aggregate(None, 0)
+        values = {"mean": hist.mean, "max": hist.max, "min": hist.min}
+        if agg in values:
+            return Aggregate(values[agg], hist.count)
+        if agg in ("p50", "p95", "p99"):
+            return Aggregate(hist.quantile(float(agg[1:]) / 100.0), hist.count)
+        raise ValueError(f"aggregation {agg!r} does not apply to {metric}")
+    if agg not in ("rate", "mean"):
+        raise ValueError(f"{metric} is a rate: use agg rate")
+    if metric == "error_rate":
+        hits, count = bucket.errors, bucket.results
+    elif metric == "truncation_rate":
+        hits, count = bucket.truncated, bucket.answered
+    elif metric == "check_failure_rate":
+        if not check:
+            raise ValueError("check_failure_rate needs the check's name")
+        hits, count = bucket.check_failures.get(check, 0), bucket.answered
+    else:
+        raise ValueError(f"unknown metric {metric!r}")
+    return Aggregate(hits / count if count else None, count)
