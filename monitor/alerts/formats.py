@@ -30,6 +30,11 @@
 is the alert's rule and probe. `slack` is an incoming-webhook message (text + blocks); `feishu`
 an interactive card; `dingtalk` and `wecom` markdown robot messages.
 
+The idempotency key travels in the `Idempotency-Key` header of every request. The generic payload
+also has it as `idempotency_key`; the chat formats show it in their footer (`id ...`); the
+alertmanager payload keeps exactly the v4 fields (use the header, or groupKey + fingerprint +
+startsAt as Alertmanager receivers do).
+
 Untrusted text. Annotations can quote the target (error messages, reply excerpts), so every
 dynamic string is escaped for the format that renders it: Slack mrkdwn escapes `&`, `<`, `>`
 (no links, no `<!channel>` mentions); DingTalk and WeCom markdown also backslash-escape link,
@@ -175,7 +180,7 @@ def slack(n: Notification) -> dict[str, Any]:
             "fields": [{"type": "mrkdwn", "text": f"*{k}:*\n{escape_slack(v)}"} for k, v in _facts(alert)],
         }
     )
-    context = f"fingerprint {alert.fingerprint}"
+    context = f"fingerprint {alert.fingerprint} · id {escape_slack(n.idempotency_key)}"
     if n.external_url and re.fullmatch(r"https?://[^\s<>|]+", n.external_url):
         context += f" · <{n.external_url}|llm-monitor>"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
@@ -193,7 +198,8 @@ def feishu(n: Notification) -> dict[str, Any]:
     elements.append(
         {"tag": "div", "fields": [{"is_short": True, "text": _plain(f"{k}: {v}")} for k, v in _facts(alert)]}
     )
-    elements.append({"tag": "note", "elements": [_plain(f"fingerprint {alert.fingerprint} · {n.external_url}")]})
+    footer = f"fingerprint {alert.fingerprint} · id {n.idempotency_key} · {n.external_url}"
+    elements.append({"tag": "note", "elements": [_plain(footer)]})
     return {
         "msg_type": "interactive",
         "card": {
@@ -204,15 +210,17 @@ def feishu(n: Notification) -> dict[str, Any]:
     }
 
 
-def _markdown_lines(alert: AlertSnapshot) -> list[str]:
+def _markdown_lines(n: Notification) -> list[str]:
+    alert = n.alert
     lines = [f"**{escape_markdown(k.capitalize())}:** {escape_markdown(v)}" for k, v in _texts(alert)]
     lines += [f"**{k}:** {escape_markdown(v)}" for k, v in _facts(alert)]
+    lines.append(f"fingerprint {alert.fingerprint} · id {escape_markdown(n.idempotency_key)}")
     return lines
 
 
 def dingtalk(n: Notification) -> dict[str, Any]:
     alert = n.alert
-    text = "\n\n".join([f"### {escape_markdown(_title(alert))}", *_markdown_lines(alert)])
+    text = "\n\n".join([f"### {escape_markdown(_title(alert))}", *_markdown_lines(n)])
     # The title is only shown in the chat list preview, as plain text.
     return {"msgtype": "markdown", "markdown": {"title": _title(alert)[:100], "text": text}}
 
@@ -221,7 +229,7 @@ def wecom(n: Notification) -> dict[str, Any]:
     alert = n.alert
     color = "info" if alert.status == "resolved" else "warning"
     head = f'<font color="{color}">{escape_markdown(_title(alert))}</font>'
-    content = "\n".join([head, *(f"> {line}" for line in _markdown_lines(alert))])
+    content = "\n".join([head, *(f"> {line}" for line in _markdown_lines(n))])
     encoded = content.encode("utf-8")
     if len(encoded) > WECOM_MAX_BYTES:
         # Cut on a character boundary; WeCom rejects longer markdown content outright.
