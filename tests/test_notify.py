@@ -125,7 +125,7 @@ def test_slack_has_text_and_blocks_and_escapes_hostile_text() -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "&lt;!channel&gt;" in body and "&amp; more" in body
     # The only link is ours.
     assert [t for t in mrkdwn if "<" in t] == [
-        f"fingerprint {fingerprint(LABELS)} · <http://mon.example:9464|llm-monitor>"
+        f"fingerprint {fingerprint(LABELS)} · id key-123 · <http://mon.example:9464|llm-monitor>"
     ]
     assert escape_slack("<a href='x'>&</a>") == "&lt;a href='x'&gt;&amp;&lt;/a&gt;"
 
@@ -140,6 +140,7 @@ def test_feishu_card_carries_untrusted_text_only_as_plain_text() -> None:
     holders = [holder for holder, text in strings(payload) if "<script>" in text]
     assert holders and all(holder is not None and holder.get("tag") == "plain_text" for holder in holders)
     assert build_payload("feishu", notification("resolved"))["card"]["header"]["template"] == "green"
+    assert "id key-123" in card["elements"][-1]["elements"][0]["content"]
 
 
 @pytest.mark.parametrize("fmt", ["dingtalk", "wecom"])
@@ -151,6 +152,7 @@ def test_markdown_robots_neutralise_html_and_links(fmt: str) -> None:
     assert "](http" not in text and "`code`" not in text
     assert "&lt;script&gt;" in text and r"\[click\]\(http://evil.example\)" in text
     assert "second line" in text and "more second line" in text  # folded onto one line
+    assert "id key-123" in text
     if fmt == "dingtalk":
         assert payload["markdown"]["title"] == "[FIRING] high-ttft on chat-hello"
         assert text.startswith(r"### \[FIRING\] high-ttft on chat-hello")
