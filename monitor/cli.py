@@ -110,16 +110,6 @@ def check_config(config: Path) -> None:
     click.echo(f"{config}: ok ({len(settings.targets)} targets, {len(settings.probes)} probes)")
 
 
-@cli.command()
-@db_option
-@click.option("--port", type=int, default=0, show_default=True, help="Port for the bundled mock (0 = any free port).")
-def demo(db: str | None, port: int) -> None:
-    """Probe the bundled vLLM mock on SQLite and show the table (no GPU, no setup)."""
-    from monitor.demo import run_demo
-
-    sys.exit(run_demo(db_url=db, port=port))
-
-
 @cli.group()
 def db() -> None:
     """Database schema migrations."""

@@ -1,4 +1,4 @@
-"""CLI commands of the daemon feature: `run` (the daemon)."""
+"""CLI commands of the daemon feature: `run` (the daemon) and `demo` (mock + daemon: an alert's whole life)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,24 @@ def run(config: Path, db: str | None) -> None:
     sys.exit(run_daemon(settings, config_path=config, db_url=db))
 
 
+@click.command()
+@db_option
+@click.option(
+    "--duration-s", type=click.FloatRange(min=5), default=75.0, show_default=True,
+    help="How long to run; the fault starts at a fifth of it and ends at half of it.",
+)  # fmt: skip
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=9464, show_default=True,
+    help="API port (if taken, any free port is used).",
+)  # fmt: skip
+def demo(db: str | None, duration_s: float, port: int) -> None:
+    """The bundled vLLM mock with a fault schedule, watched by the daemon on SQLite: an alert fires and resolves."""
+    from monitor.demo import run_demo
+
+    sys.exit(run_demo(db_url=db, duration_s=duration_s, port=port))
+
+
 def register(group: click.Group) -> None:
     """Add this feature's commands to the root `llm-monitor` group."""
     group.add_command(run)
+    group.add_command(demo)

@@ -1,62 +1,178 @@
-"""`llm-monitor demo`: the bundled mock on a free loopback port, probed once, stored in SQLite."""
+"""`llm-monitor demo`: the bundled vLLM mock with a fault schedule, watched by the daemon on SQLite.
+
+Everything runs in this process on 127.0.0.1: the mock, the daemon (probes every second, API,
+/metrics), and a small webhook receiver that prints the notifications it gets. At a fifth of the
+run the mock starts answering HTTP 503 (as an overloaded or restarting vLLM does); at half of the
+run it recovers. The `chat-failing` alert fires on the third failure in a row and resolves on the
+first success, so a 75 s demo shows the whole life of an alert.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from contextlib import AsyncExitStack
+from typing import Any
 
+import aiohttp
 from aiohttp import web
-from rich.console import Console
 
+from monitor.daemon import Daemon
 from monitor.mock.app import create_mock_app
-from monitor.mock.config import MockConfig
-from monitor.oneshot import probe_once
-from monitor.report import print_results
-from monitor.results import ProbeResult
-from monitor.settings import DEFAULT_DB_URL, default_probes, load_settings, parse_settings
+from monitor.mock.config import DEFAULT_MODEL, MockConfig
+from monitor.settings import DEFAULT_DB_URL, Settings, parse_settings
+from monitor.store.db import censor_url
 
-# Realistic-looking latencies for a 9B model on one GPU, so the table shows TTFT and ITL.
+# Realistic-looking latencies for a 9B model on one GPU.
 DEMO_TTFT_MS = 60.0
 DEMO_ITL_MS = 12.0
+FAULT_START = 0.2
+FAULT_END = 0.5
+FAILURES_TO_FIRE = 3
+STARTUP_TIMEOUT_S = 30.0
 
 
-async def _demo(db_url: str | None, port: int) -> tuple[str, str, list[ProbeResult]]:
+def demo_settings(*, mock_url: str, hook_url: str, db_url: str | None, port: int) -> Settings:
+    """The demo's config: what `llm-monitor init` would give, shrunk to one probe and one rule."""
+    return parse_settings({
+        "storage": {"url": db_url or DEFAULT_DB_URL},
+        "targets": [{"name": "glm4", "base_url": mock_url + "/v1", "model": DEFAULT_MODEL, "timeout_s": 10}],
+        "probes": [{"name": "chat-hello", "target": "glm4", "messages": [{"role": "user", "content": "你好"}],
+                    "max_tokens": 128, "interval_s": 1}],
+        "rules": [{"name": "chat-failing", "kind": "consecutive_failures", "count": FAILURES_TO_FIRE,
+                   "scope": {"probe": "chat-hello"}, "severity": "critical",
+                   "annotations": {"summary": "{value} failures in a row"}}],
+        "receivers": [{"name": "demo-webhook", "format": "generic", "url": hook_url}],
+        "api": {"port": port},
+        "daemon": {"shutdown_grace_s": 5, "absence_eval_interval_s": 5},
+    })  # fmt: skip
+
+
+def _port_free(port: int) -> bool:
+    if port == 0:
+        return True
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def _serve(stack: AsyncExitStack, app: web.Application) -> str:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def _receiver(inbox: asyncio.Queue[dict[str, Any]]) -> web.Application:
+    async def hook(request: web.Request) -> web.Response:
+        await inbox.put(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    return app
+
+
+class _Timeline:
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self.fired = False
+        self.resolved = False
+
+    def say(self, text: str) -> None:
+        print(f"[+{time.monotonic() - self._start:5.1f} s] {text}", flush=True)
+
+
+async def _fault_schedule(http: aiohttp.ClientSession, mock_url: str, duration_s: float, line: _Timeline) -> None:
+    await asyncio.sleep(duration_s * FAULT_START)
+    async with http.post(mock_url + "/_mock/config", json={"status": 503}) as resp:
+        resp.raise_for_status()
+    line.say('fault: the mock answers HTTP 503 (POST /_mock/config {"status": 503})')
+    await asyncio.sleep(duration_s * (FAULT_END - FAULT_START))
+    async with http.post(mock_url + "/_mock/config", json={"reset": True}) as resp:
+        resp.raise_for_status()
+    line.say("fault cleared: the mock answers normally again")
+    await asyncio.sleep(duration_s * (1 - FAULT_END))
+
+
+async def _print_notifications(inbox: asyncio.Queue[dict[str, Any]], line: _Timeline) -> None:
+    while True:
+        message = await inbox.get()
+        alert = message["alert"]
+        if message["status"] == "firing":
+            line.fired = True
+        else:
+            line.resolved = True
+        summary = alert["annotations"].get("summary", "")
+        line.say(f"{message['status'].upper():8} {alert['name']} on {alert['probe']}: {summary} (webhook received it)")
+
+
+async def _demo(db_url: str | None, duration_s: float, port: int) -> tuple[_Timeline, Daemon]:
     async with AsyncExitStack() as stack:
-        runner = web.AppRunner(create_mock_app(MockConfig(ttft_ms=DEMO_TTFT_MS, itl_ms=DEMO_ITL_MS)), access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
-        sockets = runner.addresses
-        bound = sockets[0][1] if sockets else port
-        base_url = f"http://127.0.0.1:{bound}/v1"
-        settings = load_settings(base_url=base_url, model="glm-4-9b-chat", db_url=db_url)
-        # The incident's second lesson: max_tokens 7 cuts a chat reply mid-sentence.
-        raw = {
-            "storage": settings.storage.model_dump(),
-            "targets": [t.model_dump() for t in settings.targets],
-            "probes": [
-                *default_probes("default"),
-                {"name": "chat-max-tokens-7", "target": "default", "messages": [{"role": "user", "content": "你好"}],
-                 "max_tokens": 7, "stream": True},
-            ],
-        }  # fmt: skip
-        settings = parse_settings(raw)
-        return base_url, settings.storage.url, await probe_once(settings)
+        mock_url = await _serve(stack, create_mock_app(MockConfig(ttft_ms=DEMO_TTFT_MS, itl_ms=DEMO_ITL_MS)))
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        hook_url = await _serve(stack, _receiver(inbox)) + "/hook"
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        api_port = port if _port_free(port) else 0
+        settings = demo_settings(mock_url=mock_url, hook_url=hook_url, db_url=db_url, port=api_port)
+        daemon = Daemon(settings, install_signals=True)
+        serve = asyncio.create_task(daemon.serve(), name="daemon")
+        started = asyncio.create_task(daemon.started.wait())
+        await asyncio.wait({serve, started}, timeout=STARTUP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            await serve  # a startup failure raises here, with its one-line message
+        line = _Timeline()
+        _print_header(daemon, mock_url, settings, duration_s, port, api_port)
+        script = asyncio.create_task(_fault_schedule(http, mock_url, duration_s, line))
+        printer = asyncio.create_task(_print_notifications(inbox, line))
+        try:
+            await asyncio.wait({serve, script}, return_when=asyncio.FIRST_COMPLETED)
+            daemon.request_stop("demo finished" if script.done() else "interrupted")
+            await serve
+            if script.done():
+                script.result()  # a failed fault switch is an error, not a silent demo
+        finally:
+            for task in (script, printer):
+                task.cancel()
+            await asyncio.gather(script, printer, return_exceptions=True)
+        return line, daemon
 
 
-def run_demo(*, db_url: str | None, port: int) -> int:
-    """Run the demo; returns 0 (the demo shows failures on purpose, they are not errors)."""
-    console = Console()
-    base_url, url, results = asyncio.run(_demo(db_url, port))
-    console.print(f"Probed the bundled vLLM mock at {base_url} (model glm-4-9b-chat).", highlight=False)
-    print_results(console, results)
-    console.print(
-        f"\nStored {len(results)} results in {url or DEFAULT_DB_URL}.\n"
-        'The completion probes show the incident: /v1/completions applies no chat template, so "你好" gets a\n'
-        "continuation, cut at vLLM's default of 16 tokens; chat-max-tokens-7 is cut mid-sentence.\n"
-        "Next: llm-monitor mock --port 8000 --no-stop-tokens, then\n"
-        "      llm-monitor probe --base-url http://127.0.0.1:8000/v1 --model glm-4-9b-chat",
-        highlight=False,
+def _print_header(daemon: Daemon, mock_url: str, settings: Settings, duration_s: float, port: int, bound: int) -> None:
+    api = daemon.api_url
+    moved = f" (port {port} was taken)" if bound != port else ""
+    start, end = duration_s * FAULT_START, duration_s * FAULT_END
+    print(
+        f"llm-monitor demo: the daemon probes the bundled vLLM mock ({DEFAULT_MODEL}) at {mock_url}/v1 every second.\n"
+        f"  alerts   {api}/api/v1/alerts{moved}\n"
+        f"  results  {api}/api/v1/results?limit=5\n"
+        f"  metrics  {api}/metrics\n"
+        f"  health   {api}/healthz and {api}/readyz\n"
+        f"  database {censor_url(settings.storage.url)}\n"
+        f"  schedule healthy, HTTP 503 from +{start:.0f} s to +{end:.0f} s, healthy again until +{duration_s:.0f} s;\n"
+        f"           rule chat-failing fires after {FAILURES_TO_FIRE} failures in a row and resolves on a success.",
+        flush=True,
+    )
+
+
+def run_demo(*, db_url: str | None, duration_s: float, port: int) -> int:
+    """Run the demo for `duration_s`; returns 0 (its failures are on purpose). Startup errors raise."""
+    line, daemon = asyncio.run(_demo(db_url, duration_s, port))
+    summary = daemon.summary
+    runs = f"{summary.runs} probe runs ({summary.ok} ok, {summary.failed} failed)" if summary else "no probe runs"
+    if line.fired and line.resolved:
+        print(f"Done: {runs}; the alert fired and resolved, and both notifications were delivered.")
+    else:
+        print(f"Done: {runs}; the alert did not finish its cycle (try a longer --duration-s).")
+    print(
+        "Next: llm-monitor init > monitor.yaml   # point it at your server; rules and receivers: see the README\n"
+        "      llm-monitor run -c monitor.yaml   # the daemon; SIGHUP reloads the file"
     )
     return 0
