@@ -273,10 +273,10 @@ async def test_regression_delta_needs_baseline_samples(sessionmaker: async_sessi
 
 
 async def test_absence_fires_on_the_timer_and_resolves_on_a_good_result(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    any_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     rule = {"name": "silent", "kind": "absence", "absent_for_s": 300, "scope": {"target": "glm4"}, "receivers": ["ops"]}
-    h = Harness(make_settings(rule), sessionmaker)
+    h = Harness(make_settings(rule), any_sessionmaker)
     await h.engine.start()
     await h.result("chat", ago_s=1)
     h.clock.advance(200)
@@ -297,11 +297,11 @@ async def test_absence_fires_on_the_timer_and_resolves_on_a_good_result(
     assert await h.sent() == [("firing", "ops", "chat"), ("firing", "ops", "completion"), ("resolved", "ops", "chat")]
 
 
-async def test_consecutive_failures_fan_out_per_probe(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+async def test_consecutive_failures_fan_out_per_probe(any_sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     rule = {"name": "failing", "kind": "consecutive_failures", "count": 3, "scope": {"target": "glm4"},
             "labels": {"team": "llm"}, "receivers": ["ops"],
             "annotations": {"description": "last error: {error}"}}  # fmt: skip
-    h = Harness(make_settings(rule), sessionmaker)
+    h = Harness(make_settings(rule), any_sessionmaker)
     for _ in range(3):
         await h.result("chat", error="<script>alert(1)</script> upstream 500")
         await h.result("completion", error="HTTP 500")
@@ -357,14 +357,14 @@ async def test_reload_retires_alerts_of_removed_rules(sessionmaker: async_sessio
     assert h.engine.state_counts() == {("failing", "firing"): 1}
 
 
-async def test_rate_metrics_and_check_failure_rate(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+async def test_rate_metrics_and_check_failure_rate(any_sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     rules = [
         {"name": "errors", "kind": "threshold", "metric": "error_rate", "window_s": 600, "op": ">=", "value": 0.5,
          "min_samples": 4, "scope": {"probe": "chat"}},
         {"name": "leaks", "kind": "threshold", "metric": "check_failure_rate", "check": "template_leak",
          "window_s": 600, "op": ">", "value": 0.4, "scope": {"probe": "chat"}},
     ]  # fmt: skip
-    h = Harness(make_settings(*rules), sessionmaker)
+    h = Harness(make_settings(*rules), any_sessionmaker)
     leak = (CheckResult("template_leak", False, "<|user|>"), CheckResult("empty_reply", True, ""))
     clean = (CheckResult("template_leak", True, ""),)
     await h.result(error="HTTP 500")
