@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import click
 
 from monitor.cli import config_option, db_option, target_options
 from monitor.errors import ConfigError
-from monitor.settings import Settings, TargetSettings, _resolve_keys, load_settings
+from monitor.settings import Settings, TargetSettings, load_settings, resolve_keys
 
 
 def register(group: click.Group) -> None:
@@ -87,7 +86,7 @@ def doctor_settings(
         return settings, name
     try:
         # The key is read from the environment by settings.py, like every other secret.
-        return _resolve_keys(settings, os.environ), name
+        return resolve_keys(settings), name
     except ConfigError as exc:
         if api_key_env in str(exc):
             raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set") from None

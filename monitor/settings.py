@@ -297,7 +297,7 @@ def load_settings(
     if url:
         raw["storage"] = {**(raw.get("storage") or {}), "url": url}
     settings = parse_settings(raw)
-    return _resolve_keys(settings, env)
+    return resolve_keys(settings, env)
 
 
 def parse_settings(raw: Mapping[str, Any]) -> Settings:
@@ -308,7 +308,9 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
         raise ConfigError(format_validation_error(exc)) from None
 
 
-def _resolve_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
+def resolve_keys(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every secret the settings name (`api_key_env`, `api.token_env`) from the environment."""
+    env = os.environ if environ is None else environ
     token: SecretStr | None = None
     if settings.api.token_env is not None:
         value = env.get(settings.api.token_env)
