@@ -413,7 +413,8 @@ def _short(failure: Failure) -> str:
     if failure.kind == "check_failed":
         names = sorted({part.split(":", 1)[0] for part in failure.detail.split("; ")})
         return f"check_failed: {', '.join(names)}"
-    return f"{failure.kind}: {failure.detail}"
+    # The meter quotes the start of a malformed event, which holds the (unique) response id.
+    return f"{failure.kind}: {failure.detail.split('; data: ', 1)[0]}"
 
 
 def _trace(

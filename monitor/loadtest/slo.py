@@ -26,7 +26,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
 }
-_CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|==|=|<|>)\s*(\S+?)\s*$")
+_CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|==|=|<|>)\s*([^<>=\s]\S*)\s*$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,114 @@
+"""The locustfiles run as plain Locust against the real mock process (never imported here: gevent patches)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.loadtest.recorder import EventTail, RunData
+from monitor.loadtest.window import hist_percentile
+from tests.mockserver import REPO_ROOT, MockProcess
+
+pytestmark = pytest.mark.load
+
+LOCUSTFILES = REPO_ROOT / "locustfiles"
+RUN_TIMEOUT_S = 40
+
+
+def _locust(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "locust", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+
+
+def _events(path: Path) -> RunData:
+    data = RunData()
+    for line in EventTail(path).read_new():
+        data.apply(line)
+    return data
+
+
+def test_plain_locust_run_exits_0_with_llm_entries(mock: MockProcess, tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    proc = _locust(
+        "-f", str(LOCUSTFILES / "llm.py"), "--headless", "-u", "2", "-r", "2", "-t", "5s",
+        "--host", mock.root_url, "--exit-code-on-error", "1", "--llm-out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for entry in ("E2E chat", "TTFT chat", "ITL chat", "tokens/s chat", "E2E completion"):
+        assert f"LLM      {entry}" in proc.stderr, entry
+    data = _events(out)
+    assert data.t0 is not None and data.summary is not None
+    window = data.window()
+    assert window.requests > 10 and window.failures == 0
+    assert window.output_tokens > 0 and window.estimated_tokens == 0  # usage came from the server
+    locust_e2e = sum(e["requests"] for e in data.summary["locust"] if e["name"].startswith("E2E"))
+    assert locust_e2e == window.requests  # Locust's table and llm-monitor's windows count the same requests
+
+
+def test_host_with_v1_and_per_chunk_usage(mock: MockProcess, tmp_path: Path) -> None:
+    """`--host .../v1` works too; with continuous usage every gap of a multi-token chunk is counted."""
+    trace = tmp_path / "trace.jsonl"
+    proc = _locust(
+        "-f", str(LOCUSTFILES / "llm.py"), "--headless", "-u", "1", "-r", "1", "-t", "2s",
+        "--host", mock.base_url, "--llm-endpoint", "completion", "--llm-max-tokens", "16", "--llm-trace", str(trace),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert records and all(r["error"] is None for r in records)
+    # The mock writes all 16 tokens at once (itl 0): 16 tokens, 15 gaps, whatever the reads.
+    assert all(r["tokens"] == 16 and len(r["itl_ms"]) == 15 for r in records)
+
+
+def test_open_loop_latency_includes_client_queueing(mock: MockProcess, tmp_path: Path) -> None:
+    """20 req/s offered, the server takes 200 ms, 2 in flight: at most 10 req/s get served.
+
+    Latency counted from the intended send time keeps growing with the queue, far beyond the
+    server's 200 ms; a closed-loop tool would report ~200 ms at a lower rate instead.
+    """
+    mock.configure(ttft_ms=200)
+    out = tmp_path / "events.jsonl"
+    proc = _locust(
+        "-f", str(LOCUSTFILES / "llm_open.py"), "--headless", "-u", "1", "-r", "1", "-t", "5s",
+        "--host", mock.root_url, "--llm-out", str(out), "--llm-rate", "20", "--llm-arrival", "constant",
+        "--llm-max-inflight", "2", "--llm-endpoint", "chat",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _events(out)
+    window = data.window()
+    assert window.sent > window.requests > 0
+    ttft_p95 = hist_percentile(window.ttft, 95.0)
+    lag_p95 = hist_percentile(window.lag, 95.0)
+    assert ttft_p95 is not None and ttft_p95 > 1000.0  # 200 ms of server time plus seconds of queue
+    assert lag_p95 is not None and lag_p95 > 500.0
+    assert any("behind schedule" in w for w in data.warnings)
+    assert "LLM      Lag chat" in proc.stderr
+
+
+def _summary_entries(data: RunData) -> dict[str, Any]:
+    assert data.summary is not None
+    return {e["name"]: e for e in data.summary["locust"]}
+
+
+def test_failures_are_classified_in_locust_and_windows(mock: MockProcess, tmp_path: Path) -> None:
+    mock.configure(error_rate=0.3, malformed_rate=0.3, seed=3)
+    out = tmp_path / "events.jsonl"
+    proc = _locust(
+        "-f", str(LOCUSTFILES / "llm.py"), "--headless", "-u", "2", "-r", "2", "-t", "3s",
+        "--host", mock.root_url, "--llm-out", str(out), "--llm-endpoint", "chat", "--exit-code-on-error", "0",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _events(out)
+    errors = data.window().errors
+    assert errors["http_error"] > 0 and errors["bad_response"] > 0
+    assert data.summary is not None
+    assert "HTTP 500 with an empty body" in data.summary["error_samples"]["http_error"]
+    failures = data.summary["locust_errors"]
+    assert any(key.startswith("E2E chat: http_error: HTTP 500") for key in failures)
+    assert _summary_entries(data)["E2E chat"]["failures"] == errors.total()
