@@ -24,7 +24,13 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.alerts.config import MaintenanceWindow, ReceiverSettings, RuleSettings, check_references
+from monitor.alerts.config import (
+    MaintenanceWindow,
+    ReceiverSettings,
+    RuleSettings,
+    check_references,
+    resolve_receiver_secrets,
+)
 from monitor.errors import ConfigError
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -222,6 +228,8 @@ class Settings(_Model):
     api_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
     # Resolved from api.token_env; never written anywhere.
     api_token: SecretStr | None = Field(None, exclude=True, repr=False)
+    # Resolved from each receiver's secret_env; never written anywhere.
+    receiver_secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -325,7 +333,8 @@ def resolve_keys(settings: Settings, environ: Mapping[str, str] | None = None) -
         if not value:
             raise ConfigError(f"targets[{i}].api_key_env: environment variable {target.api_key_env} is not set")
         keys[target.name] = SecretStr(value)
-    return settings.model_copy(update={"api_keys": keys, "api_token": token})
+    secrets = resolve_receiver_secrets(settings.receivers, env)
+    return settings.model_copy(update={"api_keys": keys, "api_token": token, "receiver_secrets": secrets})
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -148,3 +148,16 @@ def test_to_seconds() -> None:
     assert to_seconds("250ms") == 0.25 and to_seconds(3) == 3
     with pytest.raises(ConfigError, match="not a duration"):
         to_seconds("soon")
+
+
+def test_receiver_secret_is_read_from_the_environment() -> None:
+    raw = {
+        "receivers": [{"name": "ops", "format": "generic", "url": "http://127.0.0.1:1/hook", "secret_env": "HOOK_KEY"}]
+    }
+    from monitor.settings import resolve_keys
+
+    settings = resolve_keys(parse_settings(raw), {"HOOK_KEY": "s3cret"})
+    assert settings.receiver_secrets["ops"].get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings) and "s3cret" not in settings.model_dump_json()
+    with pytest.raises(ConfigError, match=r"^receivers\[0\]\.secret_env: environment variable HOOK_KEY is not set"):
+        resolve_keys(parse_settings(raw), {})

@@ -378,7 +378,6 @@ def plain_secrets(settings: Settings) -> dict[str, str]:
     """Receiver secrets by name as plain strings, for the Dispatcher.
 
     Reads `settings.receiver_secrets`, the field `load_settings` fills with `resolve_receiver_secrets`;
-    a Settings without it (built by `parse_settings` alone) has no secrets.
+    a Settings built by `parse_settings` alone has none.
     """
-    resolved: Mapping[str, SecretStr] = getattr(settings, "receiver_secrets", None) or {}
-    return {name: secret.get_secret_value() for name, secret in resolved.items()}
+    return {name: secret.get_secret_value() for name, secret in settings.receiver_secrets.items()}
