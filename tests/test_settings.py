@@ -8,7 +8,7 @@ import yaml
 
 from monitor.errors import ConfigError
 from monitor.example import EXAMPLE_CONFIG
-from monitor.settings import DEFAULT_DB_URL, load_settings, parse_settings, to_seconds
+from monitor.settings import DEFAULT_DB_URL, load_settings, parse_settings, resolve_keys, to_seconds
 
 ISSUE_CONFIG = """
 storage:
@@ -154,8 +154,6 @@ def test_receiver_secret_is_read_from_the_environment() -> None:
     raw = {
         "receivers": [{"name": "ops", "format": "generic", "url": "http://127.0.0.1:1/hook", "secret_env": "HOOK_KEY"}]
     }
-    from monitor.settings import resolve_keys
-
     settings = resolve_keys(parse_settings(raw), {"HOOK_KEY": "s3cret"})
     assert settings.receiver_secrets["ops"].get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings) and "s3cret" not in settings.model_dump_json()
