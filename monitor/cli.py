@@ -107,7 +107,11 @@ def init() -> None:
 def check_config(config: Path) -> None:
     """Validate a config file; exit 0 if valid, 2 with a one-line error if not."""
     settings = load_settings(config)
-    click.echo(f"{config}: ok ({len(settings.targets)} targets, {len(settings.probes)} probes)")
+    counts = {
+        "targets": len(settings.targets), "probes": len(settings.probes), "rules": len(settings.rules),
+        "receivers": len(settings.receivers), "maintenance windows": len(settings.maintenance),
+    }  # fmt: skip
+    click.echo(f"{config}: ok ({', '.join(f'{n} {name}' for name, n in counts.items())})")
 
 
 @cli.group()

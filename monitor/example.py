@@ -52,4 +52,66 @@ probes:
   #   messages: [{role: user, content: "用一句话介绍你自己"}]
   #   stop_token_ids: [151329, 151336, 151338]
   #   extra_body: {chat_template_kwargs: {}}   # fields llm-monitor does not know go here
+
+# ---- The daemon (llm-monitor run -c monitor.yaml) ----
+api:
+  host: 127.0.0.1                        # a non-loopback host needs token_env
+  port: 9464                             # /healthz /readyz /metrics /api/v1/... and the dashboard
+  # token_env: MONITOR_API_TOKEN         # bearer token for writes (silences)
+
+retention:
+  raw_days: 14                           # raw results; per-minute and per-hour rollups are kept longer
+  minute_rollup_days: 30
+  hour_rollup_days: 400
+
+rules:
+  - name: high-ttft                      # threshold: p95 TTFT over 5 minutes
+    kind: threshold
+    scope: {probe: chat-hello}           # or {target: glm4}, or all (the default): one alert per probe
+    metric: ttft_ms                      # latency_ms ttft_ms itl_ms completion_tokens error_rate truncation_rate check_failure_rate
+    agg: p95                             # mean p50 p95 p99 max (rate for the *_rate metrics)
+    window: 5m
+    op: ">"
+    value: 2000
+    min_samples: 3
+    for: 2m                              # pending this long before firing
+    keep_firing_for: 5m                  # hysteresis after the condition clears
+    severity: critical                   # info | warning | critical
+    annotations:
+      summary: "p95 TTFT {value} ms > {threshold} ms on {probe} ({target})"
+  - name: ttft-creep                     # regression: the last hour against the 7 days before
+    kind: regression
+    metric: ttft_ms
+    agg: p95
+    window: 1h
+    baseline_window: 7d
+    ratio: 1.5
+    min_samples: 10
+    baseline_min_samples: 100
+  - name: replies-run-on                 # the incident: replies that write the user's next turn
+    kind: threshold
+    metric: check_failure_rate
+    check: run_on
+    window: 15m
+    op: ">="
+    value: 0.2
+  - name: probe-silent                   # absence: no ok result for 10 minutes
+    kind: absence
+    absent_for: 10m
+  - name: probe-failing                  # three failed results in a row
+    kind: consecutive_failures
+    count: 3
+
+receivers:
+  - name: ops-webhook
+    format: generic                      # generic alertmanager slack feishu dingtalk wecom
+    url: http://127.0.0.1:9099/hook
+    # secret_env: OPS_WEBHOOK_SECRET     # HMAC-SHA256 signature headers (and Feishu/DingTalk signing)
+    send_resolved: true
+
+maintenance:
+  - name: nightly-deploys
+    cron: "0 2 * * *"                    # 5-field crontab; notifications are held during the window
+    duration: 30m
+    scope: {target: glm4}
 """
