@@ -68,7 +68,8 @@ rules:
   - name: high-ttft                      # threshold: p95 TTFT over 5 minutes
     kind: threshold
     scope: {probe: chat-hello}           # or {target: glm4}, or all (the default): one alert per probe
-    metric: ttft_ms                      # latency_ms ttft_ms itl_ms completion_tokens error_rate truncation_rate check_failure_rate
+    # metric: latency_ms ttft_ms itl_ms completion_tokens error_rate truncation_rate check_failure_rate
+    metric: ttft_ms
     agg: p95                             # mean p50 p95 p99 max (rate for the *_rate metrics)
     window: 5m
     op: ">"
