@@ -1,0 +1,351 @@
+"""The overview and probe pages (HTML bodies; `layout.page` wraps them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from monitor.alerts.config import RuleSettings
+from monitor.alerts.model import AlertView
+from monitor.dashboard.fmt import DASH, alert_value, fmt_count, fmt_duration_s, fmt_ms, fmt_pct
+from monitor.dashboard.layout import badge, probe_url, section, stat, time_el
+from monitor.dashboard.markup import Child, Markup, el
+from monitor.dashboard.queries import WINDOWS, Overview, OverviewRow, ProbeDetail, Stats, TrendStep, result_status
+from monitor.dashboard.svg import Marker, Series, line_chart, sparkline
+from monitor.results import CheckResult
+from monitor.store.repo import StoredResult
+
+__all__ = ["alert_list", "overview_body", "probe_body", "reply_card"]
+
+_STATUS_LABEL = {"firing": "firing", "error": "error", "failed": "check failed", "ok": "OK", "none": "no data"}
+
+
+def _pair(hour: str, day: str) -> Markup:
+    """A 1 h value with the 24 h value under it."""
+    return el("td", {"class": "num"}, el("span", {"class": "v"}, hour), el("span", {"class": "sub"}, day))
+
+
+def _rate_class(rate: float | None, *, alarming: bool) -> str:
+    if rate is None or rate == 0:
+        return "v"
+    return "v bad" if alarming and rate >= 0.05 else "v warn"
+
+
+def _rates(hour: float | None, day: float | None, *, alarming: bool = True) -> Markup:
+    """A rate cell; truncation is not `alarming` (completion probes are cut by max_tokens on purpose)."""
+    return el(
+        "td",
+        {"class": "num"},
+        el("span", {"class": _rate_class(hour, alarming=alarming)}, fmt_pct(hour)),
+        el("span", {"class": "sub"}, fmt_pct(day)),
+    )
+
+
+def alert_list(alerts: Sequence[AlertView], rules: Mapping[str, RuleSettings], *, empty: str) -> Markup:
+    """Alerts as a compact list: severity, rule, probe, value against threshold, since when."""
+    if not alerts:
+        return el("p", {"class": "all-clear"}, el("span", {"class": "dot-ok", "aria-hidden": "true"}), empty)
+    items = []
+    for a in alerts:
+        probe, target = a.labels.get("probe"), a.labels.get("target")
+        where: Child = (
+            el("a", {"href": probe_url(target, probe)}, f"{target} / {probe}")
+            if probe and target
+            else a.labels.get("target", "")
+        )
+        since = a.fired_at if a.state == "firing" else a.active_since
+        value = alert_value(a.value, a.threshold, rules.get(a.rule))
+        items.append(
+            el(
+                "li",
+                {"class": f"alert {a.state}"},
+                badge(a.state),
+                badge(a.severity) if a.severity else None,
+                el("strong", {"class": "rule"}, a.rule),
+                el("span", {"class": "where"}, where),
+                el("span", {"class": "value"}, value) if value else None,
+                el("span", {"class": "since"}, "since ", time_el(since, relative=True)),
+                badge("silenced", a.muted_by or "silenced") if a.silenced else None,
+                el("div", {"class": "summary"}, a.annotations.get("summary")) if a.annotations.get("summary") else None,
+            )
+        )
+    return el("ul", {"class": "alerts"}, items)
+
+
+def _last_cell(row: OverviewRow) -> Markup:
+    last = row.last
+    if last is None:
+        return el("td", None, el("span", {"class": "muted"}, "never"))
+    detail = last.error_kind or (", ".join(last.failed_checks) if last.failed_checks else fmt_ms(last.latency_ms))
+    return el(
+        "td",
+        {"class": "last"},
+        time_el(last.started_at, relative=True),
+        el("span", {"class": "sub"}, detail),
+    )
+
+
+def _row(row: OverviewRow) -> Markup:
+    status = row.status
+    h, d = row.hour, row.day
+    endpoint = row.settings.endpoint if row.settings else (row.last.endpoint if row.last else "")
+    stream = row.settings.stream if row.settings else (row.last.stream if row.last else False)
+    name = el(
+        "td",
+        {"class": "name"},
+        el("a", {"href": probe_url(row.target, row.probe)}, row.probe),
+        el(
+            "span",
+            {"class": "sub"},
+            f"{endpoint}{' · stream' if stream else ''}",
+            " · not in config" if row.settings is None else None,
+        ),
+    )
+    return el(
+        "tr",
+        {"class": f"row-{status}"},
+        el("td", None, badge(status, _STATUS_LABEL.get(status))),
+        name,
+        el("td", None, row.target),
+        _last_cell(row),
+        _pair(fmt_ms(h.latency_p95_ms), fmt_ms(d.latency_p95_ms)),
+        _pair(fmt_ms(h.ttft_p95_ms), fmt_ms(d.ttft_p95_ms)),
+        _rates(h.error_rate, d.error_rate),
+        _rates(h.truncation_rate, d.truncation_rate, alarming=False),
+        el(
+            "td",
+            {"class": "spark-cell"},
+            sparkline(row.spark_latency_p95_ms, label=f"p95 latency of {row.probe}, last hour"),
+        ),
+    )
+
+
+def overview_body(data: Overview, rules: Mapping[str, RuleSettings]) -> Markup:
+    rows = data.rows
+    counts = {s: sum(1 for r in rows if r.status == s) for s in ("ok", "failed", "error", "firing", "none")}
+    firing = [a for a in data.alerts if a.state == "firing"]
+    pending = [a for a in data.alerts if a.state == "pending"]
+    tiles = el(
+        "div",
+        {"class": "stats"},
+        stat("Probes", len(rows)),
+        stat("Healthy", counts["ok"], kind="good" if counts["ok"] else None),
+        stat("Failing", counts["failed"] + counts["error"], kind="bad" if counts["failed"] + counts["error"] else None),
+        stat(
+            "Alerts firing",
+            len(firing),
+            sub=f"{len(pending)} pending" if pending else None,
+            kind="bad" if firing else None,
+        ),
+    )
+    head = el(
+        "tr",
+        None,
+        [
+            el("th", {"class": c} if c else None, t)
+            for t, c in (
+                ("Status", None),
+                ("Probe", None),
+                ("Target", None),
+                ("Last result", None),
+                ("p95 latency", "num"),
+                ("p95 TTFT", "num"),
+                ("Errors", "num"),
+                ("Truncated", "num"),
+                ("Latency, last hour", None),
+            )
+        ],
+    )
+    table = el(
+        "div",
+        {"class": "table-scroll"},
+        el("table", {"class": "grid overview"}, el("thead", None, head), el("tbody", None, [_row(r) for r in rows])),
+    )
+    if not rows:
+        table = el("p", {"class": "muted"}, "No probes configured and no results stored yet.")
+    return el(
+        "div",
+        None,
+        el("h1", None, "Overview"),
+        tiles,
+        section("Firing alerts", alert_list([*firing, *pending], rules, empty="No alerts firing."), id_="firing"),
+        section("Probes", table, extra=el("span", {"class": "hint"}, "last hour, with the last 24 h below")),
+    )
+
+
+# --- probe page ---------------------------------------------------------------------------------------------
+
+
+def _chart(
+    title: str,
+    detail: ProbeDetail,
+    lines: Sequence[tuple[str, Callable[[TrendStep], float | None]]],
+    unit: str,
+    y_max: float | None = None,
+) -> Markup:
+    x_min, x_max = detail.since.timestamp(), detail.until.timestamp()
+    half = detail.step_s / 2  # a step's point sits in its middle
+    series = [
+        Series(name, [(s.start.timestamp() + half, get(s)) for s in detail.steps], style=i)
+        for i, (name, get) in enumerate(lines)
+    ]
+    markers = [
+        Marker(m.start.timestamp(), None if m.end is None else m.end.timestamp(), f"{m.rule}: {m.state}", m.state)
+        for m in detail.marks
+    ]
+    svg = line_chart(
+        series,
+        x_min=x_min,
+        x_max=x_max,
+        unit=unit,
+        label=title,
+        markers=markers,
+        gap_x=detail.step_s * 2.5,
+        y_max=y_max,
+    )
+    legend = el(
+        "ul",
+        {"class": "legend"},
+        [el("li", None, el("span", {"class": f"swatch s{i}"}), name) for i, (name, _) in enumerate(lines)],
+        el("li", None, el("span", {"class": "swatch alert"}), "alert") if markers else None,
+    )
+    return el("figure", {"class": "chart-box"}, el("figcaption", None, title, legend), svg)
+
+
+def _window_picker(detail: ProbeDetail) -> Markup:
+    links = [
+        el(
+            "a",
+            {
+                "href": probe_url(detail.target, detail.probe, name),
+                "class": "active" if name == detail.window else None,
+                "aria-current": "true" if name == detail.window else None,
+            },
+            name,
+        )
+        for name in WINDOWS
+    ]
+    return el("div", {"class": "segmented", "role": "group", "aria-label": "time window"}, links)
+
+
+def _checks(checks: Sequence[CheckResult]) -> Markup:
+    """Failed checks in full (name and detail); passed ones folded into one chip naming them on hover."""
+    passed = [c.name for c in checks if c.passed]
+    chips = [
+        el("li", {"class": "chip bad"}, "✗ ", c.name, el("span", {"class": "chip-detail"}, c.detail))
+        for c in checks
+        if not c.passed
+    ]
+    if passed:
+        label = f"✓ {len(passed)} checks passed" if len(passed) > 1 else f"✓ {passed[0]}"
+        chips.append(el("li", {"class": "chip good", "title": ", ".join(passed)}, label))
+    return el("ul", {"class": "chips"}, chips)
+
+
+def reply_card(r: StoredResult) -> Markup:
+    """One stored reply: its numbers, its checks, and its text (escaped: model output is untrusted)."""
+    status = result_status(r)
+    facts = [
+        ("latency", fmt_ms(r.latency_ms)),
+        ("TTFT", fmt_ms(r.ttft_ms)),
+        (
+            "tokens",
+            fmt_count(r.completion_tokens) + (" (est.)" if r.tokens_estimated else "")
+            if r.completion_tokens is not None
+            else DASH,
+        ),
+        ("finish", r.finish_reason or DASH),
+        ("HTTP", str(r.http_status) if r.http_status is not None else DASH),
+    ]
+    body: list[Child] = []
+    if r.error_kind:
+        phase = f" ({r.timeout_phase})" if r.timeout_phase else ""
+        body.append(el("p", {"class": "error-detail"}, f"{r.error_kind}{phase}: ", r.error_detail or ""))
+    if r.checks:
+        body.append(_checks(r.checks))
+    if r.text_sample is not None:
+        body.append(el("pre", {"class": "reply"}, r.text_sample if r.text_sample else "(empty reply)"))
+    return el(
+        "article",
+        {"class": f"reply-card {status}"},
+        el(
+            "header",
+            None,
+            badge(status, _STATUS_LABEL.get(status)),
+            time_el(r.started_at),
+            el("dl", {"class": "facts"}, [(el("dt", None, k), el("dd", None, v)) for k, v in facts]),
+        ),
+        body,
+    )
+
+
+def _tiles(totals: Stats, window: str) -> Markup:
+    return el(
+        "div",
+        {"class": "stats"},
+        stat(f"Results ({window})", fmt_count(totals.results)),
+        stat("Latency p50 / p95", f"{fmt_ms(totals.latency_p50_ms)} / {fmt_ms(totals.latency_p95_ms)}"),
+        stat("TTFT p95", fmt_ms(totals.ttft_p95_ms)),
+        stat("Error rate", fmt_pct(totals.error_rate), kind="bad" if totals.errors else None),
+        stat("Truncation rate", fmt_pct(totals.truncation_rate), kind="warn" if totals.truncated else None),
+    )
+
+
+def probe_body(detail: ProbeDetail, rules: Mapping[str, RuleSettings]) -> Markup:
+    ps = detail.settings
+    meta: list[Child] = [el("span", None, "target ", el("strong", None, detail.target))]
+    if detail.target_url:
+        meta.append(el("code", None, detail.target_url))
+    if ps is not None:
+        meta += [
+            el("span", None, f"{ps.endpoint}{' · stream' if ps.stream else ''}"),
+            el("span", None, f"every {fmt_duration_s(ps.interval_s)}" if ps.cron is None else f"cron {ps.cron}"),
+            el("span", None, f"max_tokens {ps.max_tokens}" if ps.max_tokens is not None else "max_tokens unset"),
+        ]
+    else:
+        meta.append(el("span", {"class": "muted"}, "not in the running config"))
+    status = result_status(detail.recent[0] if detail.recent else None)
+    if any(a.state == "firing" for a in detail.alerts):
+        status = "firing"
+    charts = el(
+        "div",
+        {"class": "charts"},
+        _chart("Latency", detail, [("p50", lambda s: s.latency.p50), ("p95", lambda s: s.latency.p95)], "ms"),
+        _chart("Time to first token", detail, [("p50", lambda s: s.ttft.p50), ("p95", lambda s: s.ttft.p95)], "ms"),
+        _chart("Inter-token latency", detail, [("p50", lambda s: s.itl.p50), ("p95", lambda s: s.itl.p95)], "ms"),
+        _chart("Completion tokens", detail, [("mean", lambda s: s.tokens.mean), ("max", lambda s: s.tokens.max)], ""),
+        _chart(
+            "Errors and truncation",
+            detail,
+            [("error rate", lambda s: s.error_rate), ("truncation rate", lambda s: s.truncation_rate)],
+            "%",
+            y_max=1.0,
+        ),
+    )
+    replies = [reply_card(r) for r in detail.recent] or [el("p", {"class": "muted"}, "No results stored yet.")]
+    return el(
+        "div",
+        None,
+        el("p", {"class": "crumbs"}, el("a", {"href": "/"}, "Overview"), " / ", detail.target, " / ", detail.probe),
+        el(
+            "div",
+            {"class": "title-row"},
+            el("h1", None, detail.probe, " ", badge(status, _STATUS_LABEL.get(status))),
+            _window_picker(detail),
+        ),
+        el("p", {"class": "meta"}, meta),
+        _tiles(detail.totals, detail.window),
+        section(
+            "Alerts on this probe",
+            alert_list(
+                [a for a in detail.alerts if a.state != "resolved"], rules, empty="No alerts firing on this probe."
+            ),
+        )
+        if detail.alerts
+        else None,
+        section(
+            f"Trends, last {detail.window}",
+            charts,
+            extra=el("span", {"class": "hint"}, f"one point per {fmt_duration_s(detail.step_s)}"),
+        ),
+        section("Latest replies", el("div", {"class": "replies"}, replies)),
+    )

@@ -1,0 +1,441 @@
+"""Read-only data for the dashboard pages: the overview, a probe's trends and replies, alerts.
+
+Every function takes `now`, so tests can pin the clock. Statistics come from the rollups plus a
+raw tail (`monitor.dashboard.buckets`); latest replies come from `Store.recent_results`; alerts
+and silences from the alert engine when the daemon runs one, else straight from its tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from monitor.alerts import repo as alert_repo
+from monitor.alerts.model import AlertView, SilenceView, iso, parse_iso
+from monitor.dashboard.buckets import merged, read_buckets
+from monitor.settings import ProbeSettings, Settings
+from monitor.store.models_alerts import OutboxRow
+from monitor.store.repo import Store, StoredResult
+from monitor.store.rollups import Bucket, MetricSummary, floor_time
+
+__all__ = [
+    "WINDOWS",
+    "AlertMark",
+    "AlertSource",
+    "DashboardData",
+    "Overview",
+    "OverviewRow",
+    "ProbeDetail",
+    "Stats",
+    "TrendStep",
+    "public_url",
+]
+
+# Probe page windows: name -> (length, step). Steps that are whole hours read hour rollups.
+WINDOWS: dict[str, tuple[int, int]] = {
+    "1h": (3600, 60),
+    "24h": (86400, 900),
+    "7d": (7 * 86400, 3600),
+    "30d": (30 * 86400, 4 * 3600),
+}
+SPARK_STEPS = 60  # one point per minute over the last hour
+RECENT_REPLIES = 10
+ALERT_HISTORY_ROWS = 1000
+
+
+class AlertSource(Protocol):
+    """What the pages read from the alert engine (`monitor.alerts.engine.AlertEngine`)."""
+
+    async def alerts(self) -> Sequence[AlertView]: ...
+
+    async def silences(self, *, include_expired: bool = False) -> Sequence[SilenceView]: ...
+
+
+def public_url(url: str) -> str:
+    """A target URL safe to show: no user name or password, no query string."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _summary(bucket: Bucket, name: str) -> MetricSummary:
+    return MetricSummary.of(bucket.metrics.get(name))
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counts and percentiles of one probe over one window."""
+
+    results: int
+    errors: int
+    truncated: int
+    answered: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    ttft_p95_ms: float | None
+
+    @classmethod
+    def of(cls, bucket: Bucket) -> Stats:
+        latency = _summary(bucket, "latency_ms")
+        return cls(
+            results=bucket.results,
+            errors=bucket.errors,
+            truncated=bucket.truncated,
+            answered=bucket.answered,
+            latency_p50_ms=latency.p50,
+            latency_p95_ms=latency.p95,
+            ttft_p95_ms=_summary(bucket, "ttft_ms").p95,
+        )
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.results if self.results else None
+
+    @property
+    def truncation_rate(self) -> float | None:
+        # Like the rollups and alert rules: truncation counts only requests that got an answer.
+        return self.truncated / self.answered if self.answered else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "results": self.results,
+            "errors": self.errors,
+            "truncated": self.truncated,
+            "error_rate": self.error_rate,
+            "truncation_rate": self.truncation_rate,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p95_ms": self.latency_p95_ms,
+            "ttft_p95_ms": self.ttft_p95_ms,
+        }
+
+
+def result_status(result: StoredResult | None) -> str:
+    """`ok`, `error` (the request failed), `failed` (a check failed) or `none`."""
+    if result is None:
+        return "none"
+    if result.error_kind is not None:
+        return "error"
+    return "ok" if result.ok else "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewRow:
+    probe: str
+    target: str
+    settings: ProbeSettings | None  # None: results exist but the probe is no longer configured
+    last: StoredResult | None
+    hour: Stats
+    day: Stats
+    spark_latency_p95_ms: list[float | None]
+    alerts: list[AlertView]
+
+    @property
+    def status(self) -> str:
+        """`firing`, then the last result's status (`ok`, `error`, `failed`, `none`)."""
+        if any(a.state == "firing" for a in self.alerts):
+            return "firing"
+        return result_status(self.last)
+
+    def to_json(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "probe": self.probe,
+            "target": self.target,
+            "configured": self.settings is not None,
+            "endpoint": self.settings.endpoint if self.settings else (last.endpoint if last else None),
+            "status": self.status,
+            "last": None
+            if last is None
+            else {
+                "started_at": iso(last.started_at),
+                "ok": last.ok,
+                "error_kind": last.error_kind,
+                "latency_ms": last.latency_ms,
+                "ttft_ms": last.ttft_ms,
+                "finish_reason": last.finish_reason,
+                "failed_checks": list(last.failed_checks),
+            },
+            "hour": self.hour.to_json(),
+            "day": self.day.to_json(),
+            "spark_latency_p95_ms": self.spark_latency_p95_ms,
+            "alerts": [a.to_json() for a in self.alerts],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    generated_at: datetime
+    rows: list[OverviewRow]
+    alerts: list[AlertView]  # firing and pending, firing first
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generated_at": iso(self.generated_at),
+            "alerts": [a.to_json() for a in self.alerts],
+            "rows": [r.to_json() for r in self.rows],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrendStep:
+    """One chart step: `start` for `step_s` seconds."""
+
+    start: datetime
+    results: int
+    errors: int
+    truncated: int
+    answered: int
+    latency: MetricSummary
+    ttft: MetricSummary
+    itl: MetricSummary
+    tokens: MetricSummary
+
+    @classmethod
+    def of(cls, start: datetime, bucket: Bucket) -> TrendStep:
+        return cls(
+            start=start,
+            results=bucket.results,
+            errors=bucket.errors,
+            truncated=bucket.truncated,
+            answered=bucket.answered,
+            latency=_summary(bucket, "latency_ms"),
+            ttft=_summary(bucket, "ttft_ms"),
+            itl=_summary(bucket, "itl_ms"),
+            tokens=_summary(bucket, "completion_tokens"),
+        )
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.results if self.results else None
+
+    @property
+    def truncation_rate(self) -> float | None:
+        return self.truncated / self.answered if self.answered else None
+
+    def to_json(self) -> dict[str, Any]:
+        def summary(s: MetricSummary) -> dict[str, Any]:
+            return {"count": s.count, "mean": s.mean, "p50": s.p50, "p95": s.p95, "max": s.max}
+
+        return {
+            "start": iso(self.start),
+            "results": self.results,
+            "errors": self.errors,
+            "truncated": self.truncated,
+            "error_rate": self.error_rate,
+            "truncation_rate": self.truncation_rate,
+            "latency_ms": summary(self.latency),
+            "ttft_ms": summary(self.ttft),
+            "itl_ms": summary(self.itl),
+            "completion_tokens": summary(self.tokens),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMark:
+    """One alert episode on a probe's time axis (end None: still pending or firing)."""
+
+    rule: str
+    state: str
+    start: datetime
+    end: datetime | None
+    severity: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "state": self.state,
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "severity": self.severity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeDetail:
+    probe: str
+    target: str
+    settings: ProbeSettings | None
+    target_url: str | None
+    window: str
+    since: datetime
+    until: datetime
+    step_s: int
+    steps: list[TrendStep]
+    totals: Stats
+    recent: list[StoredResult]
+    marks: list[AlertMark]
+    alerts: list[AlertView]
+    known: bool = field(default=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "probe": self.probe,
+            "target": self.target,
+            "target_url": self.target_url,
+            "window": self.window,
+            "since": iso(self.since),
+            "until": iso(self.until),
+            "step_s": self.step_s,
+            "totals": self.totals.to_json(),
+            "steps": [s.to_json() for s in self.steps],
+            "alert_marks": [m.to_json() for m in self.marks],
+            "alerts": [a.to_json() for a in self.alerts],
+            "recent": [_reply_json(r) for r in self.recent],
+        }
+
+
+def _reply_json(r: StoredResult) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "started_at": iso(r.started_at),
+        "ok": r.ok,
+        "error_kind": r.error_kind,
+        "error_detail": r.error_detail,
+        "http_status": r.http_status,
+        "latency_ms": r.latency_ms,
+        "ttft_ms": r.ttft_ms,
+        "completion_tokens": r.completion_tokens,
+        "finish_reason": r.finish_reason,
+        "text": r.text_sample,
+        "checks": [c.to_json() for c in r.checks],
+    }
+
+
+class DashboardData:
+    """The pages' read model over a session factory, a store and an alert source it does not own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        store: Store,
+        alerts: AlertSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sessionmaker = sessionmaker
+        self._store = store
+        self._alerts = alerts
+
+    async def alerts(self, now: datetime) -> list[AlertView]:
+        """Every non-inactive alert, firing first."""
+        if self._alerts is not None:
+            return list(await self._alerts.alerts())
+        async with self._sessionmaker() as session:
+            return await alert_repo.alert_views(session, now=now, windows=self.settings.maintenance)
+
+    async def silences(self, now: datetime, *, include_expired: bool = True) -> list[SilenceView]:
+        if self._alerts is not None:
+            return list(await self._alerts.silences(include_expired=include_expired))
+        async with self._sessionmaker() as session:
+            return await alert_repo.list_silences(session, now=now, include_expired=include_expired)
+
+    def _probe_keys(self, seen: Sequence[tuple[str, str]]) -> list[tuple[str, str, ProbeSettings | None]]:
+        configured = {(p.name, p.target): p for p in self.settings.probes}
+        keys: list[tuple[str, str, ProbeSettings | None]] = [(p.name, p.target, p) for p in self.settings.probes]
+        keys += sorted((probe, target, None) for probe, target in set(seen) if (probe, target) not in configured)
+        return keys
+
+    async def overview(self, now: datetime) -> Overview:
+        hour_since = now - timedelta(hours=1)
+        minutes = await read_buckets(self._sessionmaker, since=hour_since, until=now, step_s=60)
+        days = await read_buckets(self._sessionmaker, since=now - timedelta(hours=24), until=now, step_s=3600)
+        alerts = await self.alerts(now)
+        spark_start = floor_time(hour_since, 60)
+        rows: list[OverviewRow] = []
+        for probe, target, probe_settings in self._probe_keys([*minutes, *days]):
+            steps = minutes.get((probe, target), {})
+            spark: list[float | None] = []
+            for i in range(1, SPARK_STEPS + 1):
+                bucket = steps.get(spark_start + timedelta(seconds=60 * i))
+                spark.append(_summary(bucket, "latency_ms").p95 if bucket is not None else None)
+            last = await self._store.recent_results(probe=probe, target=target, limit=1)
+            rows.append(
+                OverviewRow(
+                    probe=probe,
+                    target=target,
+                    settings=probe_settings,
+                    last=last[0] if last else None,
+                    hour=Stats.of(merged(steps)),
+                    day=Stats.of(merged(days.get((probe, target), {}))),
+                    spark_latency_p95_ms=spark,
+                    alerts=[a for a in alerts if _covers(a, probe, target) and a.state in ("firing", "pending")],
+                )
+            )
+        active = [a for a in alerts if a.state in ("firing", "pending")]
+        return Overview(generated_at=now, rows=rows, alerts=active)
+
+    async def probe_detail(self, probe: str, target: str, window: str, now: datetime) -> ProbeDetail:
+        length_s, step_s = WINDOWS[window]
+        since = floor_time(now - timedelta(seconds=length_s), step_s) + timedelta(seconds=step_s)
+        buckets = await read_buckets(
+            self._sessionmaker, since=since, until=now, step_s=step_s, probe=probe, target=target
+        )
+        steps_by_start = buckets.get((probe, target), {})
+        steps = [TrendStep.of(start, b) for start, b in sorted(steps_by_start.items())]
+        recent = await self._store.recent_results(probe=probe, target=target, limit=RECENT_REPLIES)
+        alerts = [a for a in await self.alerts(now) if _covers(a, probe, target)]
+        marks = await self._alert_marks(probe, target, since, alerts)
+        probe_settings = next((p for p in self.settings.probes if p.name == probe and p.target == target), None)
+        target_url = next((public_url(t.base_url) for t in self.settings.targets if t.name == target), None)
+        known = probe_settings is not None or bool(steps) or bool(recent)
+        return ProbeDetail(
+            probe=probe,
+            target=target,
+            settings=probe_settings,
+            target_url=target_url,
+            window=window,
+            since=since,
+            until=now,
+            step_s=step_s,
+            steps=steps,
+            totals=Stats.of(merged(steps_by_start)),
+            recent=recent,
+            marks=marks,
+            alerts=alerts,
+            known=known,
+        )
+
+    async def _alert_marks(
+        self, probe: str, target: str, since: datetime, alerts: Sequence[AlertView]
+    ) -> list[AlertMark]:
+        """Episodes from the current alert states plus past ones from the notification outbox."""
+        marks: dict[tuple[str, int], AlertMark] = {}
+        query = (
+            select(OutboxRow.rule, OutboxRow.fingerprint, OutboxRow.alert)
+            .where(OutboxRow.created_at >= since)
+            .order_by(OutboxRow.id.desc())
+            .limit(ALERT_HISTORY_ROWS)
+        )
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(query)).all()
+        for rule, fp, alert in rows:
+            labels = alert.get("labels") or {}
+            start = parse_iso(alert.get("started_at"))
+            if labels.get("probe") != probe or labels.get("target") != target or start is None:
+                continue
+            end = parse_iso(alert.get("ended_at"))
+            key = (fp, int(start.timestamp()))
+            if key not in marks or (end is not None and marks[key].end is None):
+                state = "resolved" if end is not None else "firing"
+                marks[key] = AlertMark(rule, state, start, end, str(alert.get("severity", "")))
+        for a in alerts:
+            start = a.fired_at if a.state in ("firing", "resolved") else a.active_since
+            if start is None:
+                continue
+            end = a.resolved_at if a.state == "resolved" else None
+            marks[(a.fingerprint, int(start.timestamp()))] = AlertMark(a.rule, a.state, start, end, a.severity)
+        return sorted(marks.values(), key=lambda m: m.start)
+
+
+def _covers(alert: AlertView, probe: str, target: str) -> bool:
+    return alert.labels.get("probe") == probe and alert.labels.get("target") == target
