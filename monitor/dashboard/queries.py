@@ -13,13 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo as alert_repo
 from monitor.alerts.model import AlertView, SilenceView, iso, parse_iso
-from monitor.dashboard.buckets import merged, read_buckets
+from monitor.dashboard.buckets import OverviewBuckets, merged, read_buckets, read_overview
 from monitor.settings import ProbeSettings, Settings
+from monitor.store.models import ProbeResultRow
 from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store, StoredResult
 from monitor.store.rollups import Bucket, MetricSummary, floor_time
@@ -118,7 +119,15 @@ class Stats:
         }
 
 
-def result_status(result: StoredResult | None) -> str:
+class _Outcome(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def error_kind(self) -> str | None: ...
+
+
+def result_status(result: _Outcome | None) -> str:
     """`ok`, `error` (the request failed), `failed` (a check failed) or `none`."""
     if result is None:
         return "none"
@@ -128,11 +137,67 @@ def result_status(result: StoredResult | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class LastResult:
+    """The newest result of one probe, as the overview shows it."""
+
+    started_at: datetime
+    endpoint: str
+    stream: bool
+    ok: bool
+    error_kind: str | None
+    latency_ms: float | None
+    ttft_ms: float | None
+    finish_reason: str | None
+    failed_checks: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": iso(self.started_at), "ok": self.ok, "error_kind": self.error_kind,
+            "latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms, "finish_reason": self.finish_reason,
+            "failed_checks": list(self.failed_checks),
+        }  # fmt: skip
+
+
+_LAST_COLUMNS = (
+    ProbeResultRow.started_at, ProbeResultRow.endpoint, ProbeResultRow.stream, ProbeResultRow.ok,
+    ProbeResultRow.error_kind, ProbeResultRow.latency_ms, ProbeResultRow.ttft_ms, ProbeResultRow.finish_reason,
+    ProbeResultRow.failed_checks,
+)  # fmt: skip
+
+
+def _last(row: Sequence[Any]) -> LastResult:
+    started_at, endpoint, stream, ok, kind, latency, ttft, finish, failed = row
+    return LastResult(
+        started_at=started_at, endpoint=endpoint, stream=bool(stream), ok=bool(ok), error_kind=kind,
+        latency_ms=latency, ttft_ms=ttft, finish_reason=finish,
+        failed_checks=tuple(failed.split(",")) if failed else (),
+    )  # fmt: skip
+
+
+_LAST_QUERY = (
+    select(*_LAST_COLUMNS)
+    .where(ProbeResultRow.probe == bindparam("probe"), ProbeResultRow.target == bindparam("target"))
+    .order_by(ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc())
+    .limit(1)
+)
+
+
+async def last_results(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LastResult]:
+    """The newest result of each (probe, target): an indexed LIMIT 1 lookup each, one statement compiled once."""
+    out: dict[tuple[str, str], LastResult] = {}
+    for key in keys:
+        row = (await session.execute(_LAST_QUERY, {"probe": key[0], "target": key[1]})).first()
+        if row is not None:
+            out[key] = _last(row)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class OverviewRow:
     probe: str
     target: str
     settings: ProbeSettings | None  # None: results exist but the probe is no longer configured
-    last: StoredResult | None
+    last: LastResult | None
     hour: Stats
     day: Stats
     spark_latency_p95_ms: list[float | None]
@@ -153,17 +218,7 @@ class OverviewRow:
             "configured": self.settings is not None,
             "endpoint": self.settings.endpoint if self.settings else (last.endpoint if last else None),
             "status": self.status,
-            "last": None
-            if last is None
-            else {
-                "started_at": iso(last.started_at),
-                "ok": last.ok,
-                "error_kind": last.error_kind,
-                "latency_ms": last.latency_ms,
-                "ttft_ms": last.ttft_ms,
-                "finish_reason": last.finish_reason,
-                "failed_checks": list(last.failed_checks),
-            },
+            "last": None if last is None else last.to_json(),
             "hour": self.hour.to_json(),
             "day": self.day.to_json(),
             "spark_latency_p95_ms": self.spark_latency_p95_ms,
@@ -346,31 +401,27 @@ class DashboardData:
         return keys
 
     async def overview(self, now: datetime) -> Overview:
-        hour_since = now - timedelta(hours=1)
-        minutes = await read_buckets(self._sessionmaker, since=hour_since, until=now, step_s=60)
-        days = await read_buckets(self._sessionmaker, since=now - timedelta(hours=24), until=now, step_s=3600)
+        buckets = await read_overview(
+            self._sessionmaker, now, metrics=("latency_ms", "ttft_ms"), spark_steps=SPARK_STEPS,
+            last_columns=_LAST_COLUMNS,
+        )  # fmt: skip
+        keys = self._probe_keys(list(buckets))
+        last = {key: _last(b.last) for key, b in buckets.items() if b.last is not None}
+        async with self._sessionmaker() as session:
+            last |= await last_results(session, [(p, t) for p, t, _ in keys if (p, t) not in last])
         alerts = await self.alerts(now)
-        spark_start = floor_time(hour_since, 60)
         rows: list[OverviewRow] = []
-        for probe, target, probe_settings in self._probe_keys([*minutes, *days]):
-            steps = minutes.get((probe, target), {})
-            spark: list[float | None] = []
-            for i in range(1, SPARK_STEPS + 1):
-                bucket = steps.get(spark_start + timedelta(seconds=60 * i))
-                spark.append(_summary(bucket, "latency_ms").p95 if bucket is not None else None)
-            last = await self._store.recent_results(probe=probe, target=target, limit=1)
+        for probe, target, probe_settings in keys:
+            data = buckets.get((probe, target))
+            if data is None:
+                data = OverviewBuckets(spark_latency_p95_ms=[None] * SPARK_STEPS)
             rows.append(
                 OverviewRow(
-                    probe=probe,
-                    target=target,
-                    settings=probe_settings,
-                    last=last[0] if last else None,
-                    hour=Stats.of(merged(steps)),
-                    day=Stats.of(merged(days.get((probe, target), {}))),
-                    spark_latency_p95_ms=spark,
+                    probe=probe, target=target, settings=probe_settings, last=last.get((probe, target)),
+                    hour=Stats.of(data.hour), day=Stats.of(data.day), spark_latency_p95_ms=data.spark_latency_p95_ms,
                     alerts=[a for a in alerts if _covers(a, probe, target) and a.state in ("firing", "pending")],
                 )
-            )
+            )  # fmt: skip
         active = [a for a in alerts if a.state in ("firing", "pending")]
         return Overview(generated_at=now, rows=rows, alerts=active)
 
