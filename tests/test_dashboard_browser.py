@@ -128,10 +128,10 @@ class DevTools:
             "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile
         )
 
-    async def screenshot(self, path: Path, *, width: int) -> None:
+    async def screenshot(self, path: Path, *, width: int, max_height: int = 20_000) -> None:
         """A PNG of the whole page (not only the viewport), from the top."""
         await self.eval("window.scrollTo(0, 0)")
-        height = int(await self.eval("document.documentElement.scrollHeight"))
+        height = min(int(await self.eval("document.documentElement.scrollHeight")), max_height)
         shot = await self.send(
             "Page.captureScreenshot", format="png", captureBeyondViewport=True,
             clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
@@ -336,7 +336,10 @@ async def test_dashboard_in_headless_chromium(
 
 async def _check_overview(cdp: DevTools, base: str, tmp_path: Path) -> None:
     await cdp.viewport(1280, 900)
+    # The viewer is in Shanghai; the server knows nothing about that and sends UTC.
+    await cdp.send("Emulation.setTimezoneOverride", timezoneId="Asia/Shanghai")
     await cdp.open(base + "/")
+    assert await cdp.eval("document.getElementById('tz').textContent") == "(Asia/Shanghai)"
     assert await cdp.eval("document.querySelectorAll('table.overview tbody tr').length") == 4
     text = await cdp.eval("document.body.innerText")
     # Firing alerts come first on the page, above the probe table.
@@ -347,20 +350,35 @@ async def _check_overview(cdp: DevTools, base: str, tmp_path: Path) -> None:
     # Times are rewritten to the viewer's zone by the page script (the server writes UTC).
     assert "UTC" not in await cdp.eval("document.querySelector('table.overview time').textContent")
     assert await cdp.eval("typeof window.__xss") == "undefined"
+    await _refreshes_itself(cdp)
     await cdp.screenshot(tmp_path / "dashboard.png", width=1280)
-    await _phone_fits(cdp)
+    await _phone_fits(cdp, tmp_path / "phone-overview.png")
     await cdp.viewport(1280, 900)
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         await cdp.open(base + "/")
         await cdp.screenshot(DOCS / "dashboard.png", width=1280)
 
 
-async def _phone_fits(cdp: DevTools) -> None:
+async def _refreshes_itself(cdp: DevTools) -> None:
+    """The pause toggle stops auto-refresh (and remembers it); resuming refetches the live region at once."""
+    assert await cdp.eval("document.getElementById('live').dataset.refreshS") == "30"
+    await cdp.eval("document.querySelector('#live > div').dataset.old = '1'")
+    await cdp.eval("document.getElementById('refresh-toggle').click()")
+    assert await cdp.eval("document.getElementById('refresh-toggle').textContent") == "Auto-refresh paused"
+    assert await cdp.eval("localStorage.getItem('llm-monitor.refresh-paused')") == "1"
+    await cdp.eval("document.getElementById('refresh-toggle').click()")
+    await cdp.until("!document.querySelector('#live > div').dataset.old")
+    assert await cdp.eval("document.querySelectorAll('table.overview tbody tr').length") == 4
+    assert await cdp.eval("document.getElementById('updated-at').textContent") != "failed, retrying"
+
+
+async def _phone_fits(cdp: DevTools, shot: Path) -> None:
     """At 390 px the page itself never scrolls sideways (wide tables scroll inside their own box)."""
     await cdp.viewport(390, 844, mobile=True)
     await cdp.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     overflow = await cdp.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 2, f"the page is {overflow} px wider than a phone screen"
+    await cdp.screenshot(shot, width=390, max_height=1600)
 
 
 async def _vertices(cdp: DevTools) -> list[int]:
@@ -387,11 +405,19 @@ async def _check_probe_page(cdp: DevTools, base: str, tmp_path: Path) -> None:
     assert await cdp.eval("typeof window.__xss") == "undefined"
     text = await cdp.eval("document.body.innerText")
     assert "<script>window.__xss=2</script>" in text and '<img src=x onerror="window.__xss=1">' in text
+    # Reply times are shown in the viewer's zone (Shanghai, UTC+8), not as the UTC the server sent.
+    shown, shanghai, utc = await cdp.eval(
+        "(() => { const t = document.querySelector('.reply-card time'); const d = new Date(t.dateTime);"
+        " const o = {year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit'};"
+        " return [t.textContent, d.toLocaleString(undefined, {...o, timeZone: 'Asia/Shanghai'}),"
+        " d.toLocaleString(undefined, {...o, timeZone: 'UTC'})]; })()"
+    )
+    assert shown == shanghai != utc
     assert await cdp.eval("document.querySelectorAll('main img, main script').length") == 0
     await cdp.screenshot(tmp_path / "dashboard-probe.png", width=1280)
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         await cdp.screenshot(DOCS / "dashboard-probe.png", width=1280)
-    await _phone_fits(cdp)
+    await _phone_fits(cdp, tmp_path / "phone-probe.png")
     await cdp.viewport(1280, 900)
 
 
@@ -430,5 +456,5 @@ async def _check_load_runs(cdp: DevTools, base: str, baseline: int, later: int, 
     text = await cdp.eval("document.body.textContent")
     assert f"Baseline #{baseline}" in text and "Canaries during the run (6)" in text
     await cdp.screenshot(tmp_path / "dashboard-loadrun.png", width=1280)
-    await _phone_fits(cdp)
+    await _phone_fits(cdp, tmp_path / "phone-loadrun.png")
     await cdp.viewport(1280, 900)

@@ -80,8 +80,14 @@
     toggle.textContent = paused ? "Auto-refresh paused" : "Auto-refresh " + periodS + " s";
   }
 
+  function busy() {
+    // Never pull a control out from under the user (the baseline picker lives in the live region).
+    var el = document.activeElement;
+    return !!(el && live.contains(el) && el.matches("select, input, textarea"));
+  }
+
   function refresh() {
-    if (!live || inFlight) { return Promise.resolve(); }
+    if (!live || inFlight || busy()) { return Promise.resolve(); }
     inFlight = true;
     return fetch(window.location.href, { headers: { "Accept": "text/html" }, cache: "no-store", credentials: "same-origin" })
       .then(function (resp) {
