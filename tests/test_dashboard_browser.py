@@ -258,7 +258,7 @@ def _config(base_url: str, db_url: str) -> dict[str, Any]:
         "rules": [
             {"name": "slow-replies", "kind": "threshold", "scope": {"probe": "chat-hello"}, "metric": "latency_ms",
              "agg": "p95", "window": "10m", "op": ">", "value": 500, "severity": "critical",
-             "annotations": {"summary": "p95 latency above 500 ms " + XSS}},
+             "annotations": {"summary": "p95 latency above 500 ms", "description": "see the runbook " + XSS}},
             {"name": "standby-down", "kind": "consecutive_failures", "scope": {"target": "standby"}, "count": 3},
         ],
         "api": {"port": 0},

@@ -20,6 +20,8 @@ from monitor.settings import Settings
 __all__ = ["EXPIRED_SHOWN", "alerts_body", "silence_forms"]
 
 EXPIRED_SHOWN = 20
+# Annotations shown under an alert's rule name, in this order (templated by the engine; escaped here).
+ANNOTATIONS = ("summary", "description", "runbook_url")
 DURATIONS = (
     ("30m", 1800),
     ("1h", 3600),
@@ -60,9 +62,7 @@ def _alerts_table(
                     "td",
                     None,
                     el("strong", None, a.rule),
-                    el("span", {"class": "sub"}, a.annotations.get("summary"))
-                    if a.annotations.get("summary")
-                    else None,
+                    [el("span", {"class": "sub"}, a.annotations[key]) for key in ANNOTATIONS if a.annotations.get(key)],
                 ),
                 el(
                     "td",
