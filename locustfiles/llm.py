@@ -21,7 +21,7 @@ from locust import run_single_user, task
 
 import time
 
-from _common import LLMUser
+from _common import LLMUser, wait_quiet
 
 
 class LLMChatCompletionUser(LLMUser):
@@ -32,6 +32,8 @@ class LLMChatCompletionUser(LLMUser):
 
     @task
     def generate(self) -> None:
+        # In a burst of replies, reading (and timing) tokens comes before starting new requests.
+        wait_quiet()
         endpoints = self.cfg.endpoints
         self.turn += 1
         self.send(endpoints[self.turn % len(endpoints)], self.turn // len(endpoints), time.perf_counter())
