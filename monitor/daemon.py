@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 ALERT_STATES = ("pending", "firing")
 # How far back each rollup run recomputes, beyond the slowest target's timeout.
-ROLLUP_SETTLE_EXTRA_S = 120.0
+ROLLUP_SETTLE_EXTRA_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)

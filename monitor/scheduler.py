@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 # Results waiting for the writer. At 1,000 probes a minute this is a minute of results; when it is
 # full (database down or slow) probe runs wait to enqueue, and later runs are skipped as busy.
 WRITE_QUEUE_MAX = 1000
-WRITE_BATCH_MAX = 200
+WRITE_BATCH_MAX = 50
 WRITE_RETRIES = 3
 WRITE_RETRY_DELAY_S = 1.0
 # The prober enforces the target timeout itself; this outer bound only guards against a bug there.

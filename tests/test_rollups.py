@@ -115,21 +115,33 @@ async def test_rollups_bucket_by_minute_and_hour_and_are_idempotent(
     rollups = Rollups(sessionmaker)
     assert await rollups.watermark() is None
     now = T0 + timedelta(minutes=3)
-    written = await rollups.run(now)
-    assert written == 3 + 2  # minutes (chat 09:58, chat 09:59, completion 10:00) + hours (chat 09, completion 10)
+    # Minutes (chat 09:58, chat 09:59, completion 10:00); no hour has settled yet.
+    assert await rollups.run(now) == 3
+    assert await _rollup_rows(sessionmaker, HOUR_S) == []
+    hourly = await rollups.trend(since=T0 - timedelta(hours=1), until=now, step_s=HOUR_S)
+    assert [(p.start.hour, p.results) for p in hourly] == [(9, 3), (10, 1)]  # read from minutes
 
     minutes = await _rollup_rows(sessionmaker, MINUTE_S)
     first = minutes[0]
     assert (first.probe, first.bucket_start, first.results, first.ok_count) == ("chat", T0, 2, 1)
     assert (first.errors, first.truncated, first.check_failures) == (0, 1, {"expect.contains": 1})
-    assert first.metrics["latency_ms"]["count"] == 2 and first.metrics["latency_ms"]["sum"] == 400.0
+    assert first.metrics["latency_ms"]["n"] == 2 and first.metrics["latency_ms"]["s"] == 400.0
     assert (minutes[1].errors, minutes[1].metrics) == (1, {})
+
+    # Two hours later both hours have settled: each is written once, from its minutes.
+    later = T0 + timedelta(hours=2)
+    assert await rollups.run(later) == 3 + 4
     hours = await _rollup_rows(sessionmaker, HOUR_S)
-    assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [("chat", 9, 3), ("completion", 10, 1)]
+    # Each hour also gets its fleet row ("*"): every probe merged, for trends over all of them.
+    assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [
+        ("*", 9, 3), ("chat", 9, 3), ("*", 10, 1), ("completion", 10, 1),
+    ]  # fmt: skip
+    assert hours[1].metrics["latency_ms"]["n"] == 2  # the error has no latency in the distributions
+    assert await rollups.trend(since=T0 - timedelta(hours=1), until=later, step_s=HOUR_S) == hourly
 
     before = [(r.bucket_start, r.probe, r.results, r.metrics) for r in minutes + hours]
-    await rollups.run(now)
-    await rollups.rollup_range(T0 - timedelta(hours=1), now)
+    assert await rollups.run(later) == 3  # the settle window's minutes again; no hour twice
+    await rollups.rollup_range(T0 - timedelta(hours=1), later)
     after = [(r.bucket_start, r.probe, r.results, r.metrics) for r in
              await _rollup_rows(sessionmaker, MINUTE_S) + await _rollup_rows(sessionmaker, HOUR_S)]  # fmt: skip
     assert after == before
