@@ -36,6 +36,8 @@ from monitor.loadtest.shapes import Stage, level_at, parse_stages
 # An arrival that leaves later than this after its intended time counts as late.
 LATE_MS = 20.0
 WARN_INTERVAL_S = 3.0
+# Resolution at which a changing rate is followed.
+RATE_STEP_S = 0.05
 
 
 class OpenLoopScheduler(LLMUser):
@@ -68,16 +70,11 @@ class OpenLoopScheduler(LLMUser):
         worst_ms = 0.0
         warn_at = t0 + WARN_INTERVAL_S
         while True:
-            level = level_at(self.stages, next_s - t0) if self.stages else self.rate
-            if level is None:
+            at = self._next_arrival(next_s - t0, rng)
+            if at is None:
                 self.pool.join()
                 raise StopUser
-            rate = level * self.share
-            if rate <= 0:
-                gevent.sleep(0.1)
-                next_s = max(next_s, pc())
-                continue
-            next_s += rng.expovariate(rate) if self.poisson else 1.0 / rate
+            next_s = t0 + at
             delay = next_s - pc()
             if delay > 0:
                 gevent.sleep(delay)
@@ -102,6 +99,23 @@ class OpenLoopScheduler(LLMUser):
                 late = window_n = 0
                 worst_ms = 0.0
                 warn_at = pc() + WARN_INTERVAL_S
+
+    def _next_arrival(self, t_s: float, rng: random.Random) -> float | None:
+        """The intended time of the arrival after ``t_s`` (seconds into the schedule); None when it ends.
+
+        The rate may change over time (stages), so time advances until the integral of the rate
+        reaches 1 (constant arrivals) or an Exp(1) draw (Poisson), in steps of at most RATE_STEP_S.
+        """
+        need = rng.expovariate(1.0) if self.poisson else 1.0
+        while True:
+            level = level_at(self.stages, t_s) if self.stages else self.rate
+            if level is None:
+                return None
+            rate = level * self.share
+            if rate > 0 and need / rate <= RATE_STEP_S:
+                return t_s + need / rate
+            need -= rate * RATE_STEP_S
+            t_s += RATE_STEP_S
 
     def _arrival(self, endpoint: str, prompt_index: int, intended_s: float) -> None:
         lag_ms = (time.perf_counter() - intended_s) * 1000.0
