@@ -20,12 +20,12 @@ from monitor.settings import ProbeSettings, Settings, TargetSettings, load_setti
 
 __all__ = ["LoadFlags", "build_params", "register", "run_loadtest", "run_worker"]
 
-DEFAULT_MASTER_PORT = 5557
-
 
 def _host_port(value: str, option: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:
+        from monitor.loadtest.process import DEFAULT_MASTER_PORT
+
         return value, DEFAULT_MASTER_PORT
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{option}: {value!r} is not HOST or HOST:PORT")
@@ -101,6 +101,7 @@ def _target(settings: Settings, name: str | None, base_url: str | None, model: s
 @click.option("--prompts", type=click.Path(path_type=Path), help="JSONL prompts (messages, prompt or ShareGPT).")
 @click.option("--no-stream", is_flag=True, help="Send non-streaming requests (no TTFT, no ITL).")
 @click.option("--no-continuous-usage", is_flag=True, help="Do not ask for per-chunk usage (continuous_usage_stats).")
+@click.option("--extra-body", help="JSON object merged into every request, e.g. '{\"ignore_eos\": true}'.")
 @click.option(
     "--max-inflight",
     type=int,
@@ -159,6 +160,7 @@ class LoadFlags:
     prompts: Path | None
     no_stream: bool
     no_continuous_usage: bool
+    extra_body: str | None
     max_inflight: int
     timeout_s: float | None
     csv_prefix: str | None
@@ -203,12 +205,25 @@ def build_params(settings: Settings, target: TargetSettings, flags: LoadFlags) -
         stream=not flags.no_stream,
         continuous_usage=not flags.no_continuous_usage,
         max_inflight=flags.max_inflight,
+        extra_body=_checked_extra_body(flags.extra_body),
         timeout_s=flags.timeout_s if flags.timeout_s is not None else target.chunk_timeout_s,
         csv_prefix=flags.csv_prefix,
         canaries=canaries,
         canary_interval_s=max(1.0, to_seconds(flags.canary_interval)),
         baseline_id=flags.baseline,
     )
+
+
+def _checked_extra_body(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--extra-body: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--extra-body: must be a JSON object, for example '{\"ignore_eos\": true}'")
+    return text
 
 
 def _checked_prompts(path: Path | None) -> Path | None:

@@ -29,6 +29,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Seconds the master waits for workers to connect before giving up.
 WORKERS_MAX_WAIT_S = 30
 STOP_GRACE_S = 15.0
+DEFAULT_MASTER_PORT = 5557  # Locust's default, what `llm-monitor loadtest --worker` joins
 
 
 class LoadTestError(MonitorError):
@@ -111,7 +112,8 @@ def locust_args(
     if trace is not None:
         args += ["--llm-trace", str(trace)]
     if master_port is not None:
-        bind_host = params.master_bind[0] if params.master_bind else "127.0.0.1"
+        # Remote workers need the master on a reachable interface; local ones only on loopback.
+        bind_host = params.master_bind[0] if params.master_bind else ("*" if params.remote_workers else "127.0.0.1")
         args += [
             "--master", "--master-bind-host", bind_host, "--master-bind-port", str(master_port),
             "--expect-workers", str(params.workers + params.remote_workers),
@@ -174,7 +176,10 @@ class LocustProcesses:
         if not params.distributed:
             self.master = await self._spawn(locust_args(params, out, trace=trace), "locust.log")
             return
-        port = params.master_bind[1] if params.master_bind else free_port()
+        if params.master_bind is not None:
+            port = params.master_bind[1]
+        else:
+            port = DEFAULT_MASTER_PORT if params.remote_workers else free_port()
         self.master = await self._spawn(locust_args(params, out, master_port=port, trace=trace), "locust.log")
         for i in range(params.workers):
             args = worker_args("127.0.0.1", port, api_key_env=params.api_key_env, timeout_s=params.timeout_s)
