@@ -115,11 +115,11 @@ async def test_rollups_bucket_by_minute_and_hour_and_are_idempotent(
     rollups = Rollups(sessionmaker)
     assert await rollups.watermark() is None
     now = T0 + timedelta(minutes=3)
-    # Minutes (chat 09:58, chat 09:59, completion 10:00); no hour has settled yet.
-    assert await rollups.run(now) == 3
-    assert await _rollup_rows(sessionmaker, HOUR_S) == []
+    # Minutes (chat 09:58, chat 09:59, completion 10:00) and the one hour that is over (chat 09).
+    assert await rollups.run(now) == 3 + 1
+    assert [(h.probe, h.bucket_start.hour) for h in await _rollup_rows(sessionmaker, HOUR_S)] == [("chat", 9)]
     hourly = await rollups.trend(since=T0 - timedelta(hours=1), until=now, step_s=HOUR_S)
-    assert [(p.start.hour, p.results) for p in hourly] == [(9, 3), (10, 1)]  # read from minutes
+    assert [(p.start.hour, p.results) for p in hourly] == [(9, 3), (10, 1)]  # 10:00 read from minutes
 
     minutes = await _rollup_rows(sessionmaker, MINUTE_S)
     first = minutes[0]
@@ -128,19 +128,16 @@ async def test_rollups_bucket_by_minute_and_hour_and_are_idempotent(
     assert first.metrics["latency_ms"]["n"] == 2 and first.metrics["latency_ms"]["s"] == 400.0
     assert (minutes[1].errors, minutes[1].metrics) == (1, {})
 
-    # Two hours later both hours have settled: each is written once, from its minutes.
+    # Two hours later both hours are over.
     later = T0 + timedelta(hours=2)
-    assert await rollups.run(later) == 3 + 4
+    assert await rollups.run(later) == 3 + 2
     hours = await _rollup_rows(sessionmaker, HOUR_S)
-    # Each hour also gets its fleet row ("*"): every probe merged, for trends over all of them.
-    assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [
-        ("*", 9, 3), ("chat", 9, 3), ("*", 10, 1), ("completion", 10, 1),
-    ]  # fmt: skip
-    assert hours[1].metrics["latency_ms"]["n"] == 2  # the error has no latency in the distributions
+    assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [("chat", 9, 3), ("completion", 10, 1)]
+    assert hours[0].metrics["latency_ms"]["n"] == 2  # the error has no latency in the distributions
     assert await rollups.trend(since=T0 - timedelta(hours=1), until=later, step_s=HOUR_S) == hourly
 
     before = [(r.bucket_start, r.probe, r.results, r.metrics) for r in minutes + hours]
-    assert await rollups.run(later) == 3  # the settle window's minutes again; no hour twice
+    assert await rollups.run(later) == 3 + 2  # the settle window's minutes and their hours, again
     await rollups.rollup_range(T0 - timedelta(hours=1), later)
     after = [(r.bucket_start, r.probe, r.results, r.metrics) for r in
              await _rollup_rows(sessionmaker, MINUTE_S) + await _rollup_rows(sessionmaker, HOUR_S)]  # fmt: skip

@@ -1,7 +1,6 @@
 """Tables of the rollups feature: per-minute and per-hour summaries of `probe_results`.
 
-One row per (resolution, probe, target, bucket); each hour also has a fleet row (probe and target
-`*`) merging every probe, so trends over all probes read one row per hour. Counts are plain columns so rates can be
+One row per (resolution, probe, target, bucket). Counts are plain columns so rates can be
 summed in SQL; the distributions of latency, TTFT, ITL and completion tokens live in `metrics`
 as mergeable log-bucket histograms (see `monitor.store.rollups.Histogram`), so percentiles over
 any span of buckets are exact to the histogram's relative accuracy.

@@ -26,7 +26,6 @@ from monitor.store.models import ProbeResultRow
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
 
 __all__ = [
-    "FLEET",
     "ROLLED_METRICS",
     "Bucket",
     "Histogram",
@@ -223,7 +222,7 @@ class Bucket:
             self.histogram(name).merge(hist)
 
     def merge_row(self, row: ProbeRollupRow | Row[Any]) -> None:
-        """Merge a stored rollup row (what `merge(Bucket.from_row(row))` does, with less copying)."""
+        """Merge a stored rollup row (its histograms in their JSON form, without building them first)."""
         self.results += row.results
         self.ok_count += row.ok_count
         self.errors += row.errors
@@ -232,14 +231,6 @@ class Bucket:
             self.check_failures.update(row.check_failures)
         for name, data in row.metrics.items():
             self.histogram(name).merge_json(data)
-
-    @classmethod
-    def from_row(cls, row: ProbeRollupRow | Row[Any]) -> Bucket:
-        return cls(
-            results=row.results, ok_count=row.ok_count, errors=row.errors, truncated=row.truncated,
-            check_failures=Counter(row.check_failures),
-            metrics={name: Histogram.from_json(data) for name, data in row.metrics.items()},
-        )  # fmt: skip
 
     def to_values(self) -> dict[str, Any]:
         return {
@@ -292,8 +283,6 @@ class TrendPoint:
 _Key = tuple[str, str, datetime]
 _K = TypeVar("_K")
 _HOUR = timedelta(seconds=HOUR_S)
-# Probe and target of the hour rows that merge every probe; configured names cannot start with "*".
-FLEET = "*"
 # Rows per fetch while streaming, and per INSERT statement: each bounds how long the loop is held.
 _PARTITION_ROWS = 500
 _UPSERT_ROWS = 200
@@ -309,9 +298,10 @@ class Rollups:
 
     Minute buckets are recomputed from raw rows for the last `settle_s` on every run: a result is
     stored when its request ends, up to a target timeout after the `started_at` that places it in
-    a bucket. An hour bucket is written once, from its minute buckets, when the hour has settled;
-    until then, queries read the hour's minutes. Rows are read in partitions and merged in a worker
-    thread, so a big backfill or trend never holds up the event loop (and the probe schedule).
+    a bucket. An hour bucket is written from its minute buckets once the hour is over, and rewritten
+    while its minutes may still change; queries read the current hour from minutes. Rows are read
+    in partitions and merged in a worker thread, so a big backfill or trend never holds up the
+    event loop (and with it the probe schedule).
     """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, settle_s: float = 180.0) -> None:
@@ -337,17 +327,22 @@ class Rollups:
         else:
             async with self._sessionmaker() as session:
                 start = (await session.execute(select(func.min(ProbeResultRow.started_at)))).scalar_one()
-        written = await self._roll_minutes(start, now) if start is not None else 0
+        if start is None:
+            return 0
+        written = await self._roll_minutes(start, now)
+        # Complete hours whose minutes were just recomputed, and any complete hour never written.
+        first = floor_time(start, HOUR_S)
         hour_mark = await self._newest(HOUR_S)
-        first = await self._first_minute_after(hour_mark + timedelta(seconds=HOUR_S) if hour_mark else None)
-        if first is not None:
-            written += await self._roll_hours(floor_time(first, HOUR_S), now)
-        return written
+        if hour_mark is None or hour_mark + _HOUR < first:
+            unwritten = await self._first_minute_after(hour_mark + _HOUR if hour_mark is not None else None)
+            if unwritten is not None:
+                first = min(first, floor_time(unwritten, HOUR_S))
+        return written + await self._roll_hours(first, now)
 
     async def rollup_range(self, since: datetime, until: datetime) -> int:
-        """Recompute the minute buckets touching [since, until), then the settled hours containing them."""
+        """Recompute the minute buckets touching [since, until), then the complete hours among them."""
         written = await self._roll_minutes(since, until)
-        return written + await self._roll_hours(floor_time(since, HOUR_S), until, until=until)
+        return written + await self._roll_hours(floor_time(since, HOUR_S), until)
 
     async def _roll_minutes(self, since: datetime, until: datetime) -> int:
         start = floor_time(since, MINUTE_S)
@@ -358,15 +353,13 @@ class Rollups:
             start = end
         return written
 
-    async def _roll_hours(self, first: datetime, now: datetime, *, until: datetime | None = None) -> int:
-        """Write every hour from `first` that ended `settle_s` before `now` (and starts before `until`)."""
-        settled = floor_time(now - timedelta(seconds=self.settle_s), HOUR_S)
-        stop = min(settled, until) if until is not None else settled
+    async def _roll_hours(self, first: datetime, until: datetime) -> int:
+        """Write every hour from `first` that is over by `until`, each from its minute buckets."""
         written = 0
         hour = first
-        while hour < stop:
+        while hour + _HOUR <= until:
             written += await self._upsert(HOUR_S, await self._hour_buckets(hour))
-            hour += timedelta(seconds=HOUR_S)
+            hour += _HOUR
         return written
 
     async def _first_minute_after(self, since: datetime | None) -> datetime | None:
@@ -391,15 +384,9 @@ class Rollups:
         return buckets
 
     async def _hour_buckets(self, hour: datetime) -> dict[_Key, Bucket]:
-        """One bucket per (probe, target) from the hour's minutes, plus the fleet bucket (all of them)."""
+        """One bucket per (probe, target), merged from the hour's minutes."""
         condition = and_(ProbeRollupRow.resolution_s == MINUTE_S, *_span(MINUTE_S, hour, hour + _HOUR))
-        buckets = await self._merged([condition], None, None, lambda row: (row.probe, row.target, hour))
-        if buckets:
-            fleet = Bucket()
-            for bucket in buckets.values():
-                fleet.merge(bucket)
-            buckets[(FLEET, FLEET, hour)] = fleet
-        return buckets
+        return await self._merged([condition], None, None, lambda row: (row.probe, row.target, hour))
 
     async def _upsert(self, resolution_s: int, buckets: dict[_Key, Bucket]) -> int:
         """Write `buckets` in one transaction (statements of `_UPSERT_ROWS` rows)."""
@@ -423,7 +410,7 @@ class Rollups:
             spans = [(MINUTE_S, since, first_hour), (HOUR_S, first_hour, last_hour), (MINUTE_S, last_hour, until)]
         else:
             spans = [(MINUTE_S, since, until)]
-        merged = await self._merged(_conditions(spans, probe, target), probe, target, lambda row: None)
+        merged = await self._merged(_conditions(spans), probe, target, lambda row: None)
         return merged.get(None, Bucket())
 
     async def settled_window(self, *, since: datetime, until: datetime, probe: str | None = None) -> Bucket:
@@ -450,7 +437,7 @@ class Rollups:
         if step_s % HOUR_S == 0:
             hours_end = max(min(await self._hours_end() or since, until), since)
             spans = [(HOUR_S, since, hours_end), (MINUTE_S, hours_end, until)]
-        conditions = _conditions(spans, probe, target)
+        conditions = _conditions(spans)
         steps = await self._merged(conditions, probe, target, lambda row: floor_time(row.bucket_start, step_s))
         return [_point(start, bucket) for start, bucket in sorted(steps.items())]
 
@@ -488,21 +475,10 @@ class Rollups:
                 yield part
 
 
-def _conditions(
-    spans: Sequence[tuple[int, datetime, datetime]], probe: str | None, target: str | None
-) -> list[ColumnElement[bool]]:
-    conditions = []
-    for resolution_s, start, end in spans:
-        if start >= end:
-            continue
-        clauses = [ProbeRollupRow.resolution_s == resolution_s, *_span(resolution_s, start, end)]
-        if resolution_s == HOUR_S and probe is None and target is None:
-            # A query over every probe reads the hour's fleet row alone (~170 rows for a week).
-            clauses.append(ProbeRollupRow.probe == FLEET)
-        elif resolution_s == HOUR_S:
-            clauses.append(ProbeRollupRow.probe != FLEET)
-        conditions.append(and_(*clauses))
-    return conditions
+def _conditions(spans: Sequence[tuple[int, datetime, datetime]]) -> list[ColumnElement[bool]]:
+    return [
+        and_(ProbeRollupRow.resolution_s == res, *_span(res, start, end)) for res, start, end in spans if start < end
+    ]
 
 
 def _add_raw_rows(buckets: dict[_Key, Bucket], rows: Sequence[Any]) -> None:
