@@ -114,6 +114,18 @@ def check_config(config: Path) -> None:
     click.echo(f"{config}: ok ({', '.join(f'{n} {name}' for name, n in counts.items())})")
 
 
+@cli.command()
+@config_option()
+@click.option("--url", help="Readiness URL to ask (default: /readyz of the config's api.host and api.port).")
+@click.option("--timeout-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Give up after this.")
+def check(config: Path | None, url: str | None, timeout_s: float) -> None:
+    """Exit 0 if the running daemon is ready, 1 if not (for container healthchecks)."""
+    from monitor.health import check_health
+
+    settings = load_settings(config) if config is not None else None
+    sys.exit(check_health(settings, url=url, timeout_s=timeout_s))
+
+
 @cli.group()
 def db() -> None:
     """Database schema migrations."""

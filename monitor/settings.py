@@ -39,6 +39,9 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///llm-monitor.db"
 ENV_PREFIX = "MONITOR_"
+# Every fixed variable llm-monitor reads: MONITOR_DB_URL here, the other two as CLI option fallbacks.
+# Secrets are read from the variables a config names (see `named_env_vars`).
+ENV_VARS = frozenset({f"{ENV_PREFIX}DB_URL", f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}LOG_LEVEL"})
 
 # Request fields a probe may set at its top level; they are sent as-is. OpenAI's names plus
 # vLLM's extras (wire reference §5). Anything else goes under `extra_body`, so a typo such as
@@ -314,6 +317,15 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+
+
+def named_env_vars(settings: Settings) -> set[str]:
+    """The environment variables a config names for its secrets (api_key_env, token_env, secret_env)."""
+    names = {t.api_key_env for t in settings.targets if t.api_key_env}
+    names |= {r.secret_env for r in settings.receivers if r.secret_env}
+    if settings.api.token_env:
+        names.add(settings.api.token_env)
+    return names
 
 
 def resolve_keys(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
