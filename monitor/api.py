@@ -1,6 +1,7 @@
 """The daemon's HTTP API: health, readiness, Prometheus metrics and the JSON API (aiohttp.web).
 
-`create_app` is the only place routes and middlewares are registered. The daemon owns every
+`create_app` is the only place routes and middlewares are registered (the dashboard's pages
+through `monitor.dashboard.routes.setup_dashboard`). The daemon owns every
 resource handed in (store, engine, alert engine) and closes them itself; the app never does.
 
 Writes (POST, DELETE) need `Authorization: Bearer <token>` when `api.token_env` is set. Without a
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.alerts.model import AlertView, SilenceView
+from monitor.dashboard.routes import setup_dashboard
 from monitor.errors import ConfigError, StoreError
 from monitor.metrics import CONTENT_TYPE, GaugeFamily, ProbeMetrics
 from monitor.settings import Settings, to_seconds
@@ -48,20 +51,16 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _dumps = partial(json.dumps, ensure_ascii=False)
 
 
-class JsonView(Protocol):
-    def to_json(self) -> dict[str, Any]: ...
-
-
 class AlertsBackend(Protocol):
-    """What the API needs from the alert engine (`monitor.alerts.engine.AlertEngine`)."""
+    """What the API (and the dashboard) need from the alert engine (`monitor.alerts.engine.AlertEngine`)."""
 
-    async def alerts(self) -> Sequence[JsonView]: ...
+    async def alerts(self) -> Sequence[AlertView]: ...
 
-    async def silences(self, *, include_expired: bool = False) -> Sequence[JsonView]: ...
+    async def silences(self, *, include_expired: bool = False) -> Sequence[SilenceView]: ...
 
     async def add_silence(
         self, *, matchers: dict[str, str], duration_s: float, comment: str, created_by: str
-    ) -> JsonView: ...
+    ) -> SilenceView: ...
 
     async def expire_silence(self, silence_id: int) -> bool: ...
 
@@ -130,6 +129,9 @@ def create_app(
     app.router.add_get("/api/v1/silences", silences_handler)
     app.router.add_post("/api/v1/silences", create_silence)
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
+    if db is not None:
+        # The dashboard's pages read the same database and alert engine; it only adds GET routes.
+        setup_dashboard(app, settings=settings, db=db, store=store, alerts=alerts)
     return app
 
 
