@@ -254,9 +254,15 @@ def profile(mock: Mock, workdir: Path, duration_s: float, users: int, continuous
         return "py-spy not installed (pip install py-spy)"
     raw = workdir / f"profile-{int(continuous_usage)}.txt"
     extra = [] if continuous_usage else ["--llm-no-continuous-usage"]
-    prefix = [py_spy, "record", "-r", "200", "--format", "raw", "-o", str(raw), "--"]
-    proc, _ = _locust(mock, workdir, users, duration_s, extra, prefix=prefix)
-    proc.wait(timeout=duration_s + 60)
+    # --gil: only the thread running Python code, not gevent's idle resolver threads.
+    prefix = [py_spy, "record", "--gil", "-r", "200", "--format", "raw", "-o", str(raw), "--"]
+    saved = REALTIME[:]
+    REALTIME.clear()  # py-spy follows the exec chain more reliably without chrt
+    try:
+        proc, _ = _locust(mock, workdir, users, duration_s, extra, prefix=prefix)
+        proc.wait(timeout=duration_s + 60)
+    finally:
+        REALTIME[:] = saved
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -289,6 +295,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="Seconds per Locust run (each phase runs 2).")
     parser.add_argument("--users", type=int, default=64, help="Concurrent streams in the ceiling phase.")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="Accuracy runs with 256 streams (median reported).")
     parser.add_argument("--profile", action="store_true", help="Also profile the ceiling phase with py-spy.")
     parser.add_argument(
         "--realtime", action="store_true",
@@ -327,7 +334,7 @@ def main() -> int:
         print("\n2. accuracy: mock TTFT 50 ms, ITL 10 ms; error = client reading - server send time")
         mock = Mock(ttft_ms=50, itl_ms=10, record_timings=True)
         try:
-            for streams in (32, 256):
+            for streams in [32] + [256] * args.repeat:
                 r = accuracy(mock, workdir, args.duration, streams)
                 results["accuracy"].append(r)
                 t, k, g = r["ttft_err_ms"], r["token_err_ms"], r["itl_err_ms"]
@@ -346,10 +353,13 @@ def main() -> int:
         ok = default["rps_per_client_core"] >= 1500
         print(f"   >= 1,500 req/s per client core (default options): {default['rps_per_client_core']:,.0f} "
               f"-> {'met' if ok else 'MISSED'}; best configuration {best:,.0f}")  # fmt: skip
-    acc256 = next((r for r in results["accuracy"] if r["streams"] == 256), None)
-    if acc256 is not None:
-        p99 = acc256["ttft_err_ms"]["p99"]
-        print(f"   TTFT error p99 <= 5 ms at 256 streams: {p99:.2f} ms -> {'met' if p99 <= 5 else 'MISSED'}")
+    runs256 = sorted(r["ttft_err_ms"]["p99"] for r in results["accuracy"] if r["streams"] == 256)
+    if runs256:
+        p99 = runs256[len(runs256) // 2]
+        print(
+            f"   TTFT error p99 <= 5 ms at 256 streams: median of {len(runs256)} runs {p99:.2f} ms "
+            f"(runs: {', '.join(f'{v:.2f}' for v in runs256)}) -> {'met' if p99 <= 5 else 'MISSED'}"
+        )
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nraw results: {workdir / 'results.json'}")
     return 0
