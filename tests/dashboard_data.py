@@ -1,7 +1,6 @@
 """Test data for the dashboard tests: probe results with chosen times and numbers, and the app factory.
 
-`dashboard_app` builds the API app exactly as the daemon does (`monitor.api.create_app`) and mounts
-the dashboard on it unless `create_app` already did.
+`dashboard_app` builds the API app exactly as the daemon does (`monitor.api.create_app`).
 """
 
 from __future__ import annotations
@@ -10,15 +9,14 @@ import math
 import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from monitor.api import ALERTS_KEY, DB_KEY, SETTINGS_KEY, STORE_KEY, create_app
+from monitor.api import create_app
 from monitor.checks import run_checks
-from monitor.dashboard.queries import AlertSource
-from monitor.dashboard.routes import DASHBOARD_KEY, setup_dashboard
+from monitor.dashboard.routes import DASHBOARD_KEY
 from monitor.loadtest.repo import LoadStore, SeriesPoint
 from monitor.meter import StreamMeasurement
 from monitor.results import ProbeResult
@@ -29,20 +27,11 @@ XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 GREETING = "你好！我是人工智能助手，很高兴见到你，有什么可以帮你的吗？"
 
 
-def mount(app: web.Application) -> web.Application:
-    """Mount the dashboard on a `create_app` app from the resources the API already holds.
-
-    Transitional, until `create_app` mounts the dashboard itself; then this does nothing.
-    """
-    if DASHBOARD_KEY not in app:
-        alerts = cast(AlertSource | None, app.get(ALERTS_KEY))
-        setup_dashboard(app, settings=app[SETTINGS_KEY], db=app[DB_KEY], store=app[STORE_KEY], alerts=alerts)
-    return app
-
-
 def dashboard_app(settings: Settings, engine: AsyncEngine, *, alerts: Any = None) -> web.Application:
-    """The daemon's API app (same factory) with the dashboard on it."""
-    return mount(create_app(settings, store=Store.from_engine(engine), db=engine, alerts=alerts))
+    """The daemon's API app, built by the production factory (which mounts the dashboard)."""
+    app = create_app(settings, store=Store.from_engine(engine), db=engine, alerts=alerts)
+    assert DASHBOARD_KEY in app
+    return app
 
 
 def measurement(

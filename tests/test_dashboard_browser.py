@@ -30,12 +30,11 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from monitor.api import create_app
 from monitor.daemon import Daemon
 from monitor.settings import Settings, parse_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
-from tests.dashboard_data import XSS, history, mount, result, seed_load_run
+from tests.dashboard_data import XSS, history, result, seed_load_run
 from tests.mockserver import REPO_ROOT, MockProcess
 
 CHROMIUM_FLAGS = (
@@ -302,13 +301,9 @@ async def _seed(db_url: str, settings: Settings) -> tuple[int, int]:
         await engine.dispose()
 
 
-async def test_dashboard_in_headless_chromium(
-    mock: MockProcess, sqlite_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_dashboard_in_headless_chromium(mock: MockProcess, sqlite_db_url: str, tmp_path: Path) -> None:
     raw = _config(mock.base_url, sqlite_db_url)
     settings = parse_settings(raw).model_copy(update={"api_token": SecretStr(TOKEN)})
-    # Until create_app mounts the dashboard itself, mount it on the daemon's app (a no-op afterwards).
-    monkeypatch.setattr("monitor.daemon.create_app", lambda *a, **kw: mount(create_app(*a, **kw)))
     baseline_run, later_run = await _seed(sqlite_db_url, settings)
     mock.configure(ttft_ms=60, itl_ms=25)
 
