@@ -22,9 +22,11 @@ from __future__ import annotations
 from locust import run_single_user, task
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import LocalRunner
 
 import random
 import time
+from typing import NoReturn
 
 import _collect
 import gevent
@@ -72,8 +74,7 @@ class OpenLoopScheduler(LLMUser):
         while True:
             at = self._next_arrival(next_s - t0, rng)
             if at is None:
-                self.pool.join()
-                raise StopUser
+                self._finish_schedule()
             next_s = t0 + at
             delay = next_s - pc()
             if delay > 0:
@@ -99,6 +100,15 @@ class OpenLoopScheduler(LLMUser):
                 late = window_n = 0
                 worst_ms = 0.0
                 warn_at = pc() + WARN_INTERVAL_S
+
+    def _finish_schedule(self) -> NoReturn:
+        """The last stage is over: wait for the replies, then end a single-process test."""
+        self.pool.join()
+        runner = self.environment.runner
+        if isinstance(runner, LocalRunner):
+            # Spawned: quitting kills every user, this one included.
+            gevent.spawn(runner.quit)
+        raise StopUser
 
     def _next_arrival(self, t_s: float, rng: random.Random) -> float | None:
         """The intended time of the arrival after ``t_s`` (seconds into the schedule); None when it ends.

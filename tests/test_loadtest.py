@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import subprocess
@@ -13,13 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.errors import ConfigError
+from monitor.loadtest.html import render_html
+from monitor.loadtest.params import LoadParams
 from monitor.loadtest.prompts import load_prompts
 from monitor.loadtest.repo import LoadRun, LoadStore, SeriesPoint
+from monitor.loadtest.report import outcome_json, print_outcome
+from monitor.loadtest.runner import run_loadtest_async
 from monitor.loadtest.shapes import build_shape, level_at, parse_stages
+from monitor.loadtest.slo import parse_slo
 from monitor.results import ProbeResult
+from monitor.settings import parse_settings
 from monitor.store import Store, create_engine, ensure_schema
 from tests.mockserver import REPO_ROOT, MockProcess
 
@@ -205,7 +213,7 @@ async def test_sweep_reports_the_highest_sustainable_rate(mock: MockProcess, sql
     proc = _loadtest(
         "--base-url", mock.base_url, "--db", sqlite_db_url, "--endpoint", "chat", "--rate", "4", "--sweep",
         "--sweep-step", "8", "--sweep-steps", "4", "--duration", "2s", "--max-inflight", "2",
-        "--arrival", "constant", "--slo", "ttft_p95_ms<=1000", "--json",
+        "--arrival", "constant", "--slo", "ttft_p95_ms<=400", "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = json.loads(proc.stdout)["summary"]["sweep"]
@@ -326,3 +334,30 @@ async def test_stale_running_runs_are_aborted_and_canaries_linked(db_url: str) -
         assert (stats.count, stats.ok, stats.ok_rate) == (1, 1, 1.0)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.load
+async def test_runner_in_process_open_loop_with_a_shape(mock: MockProcess, sqlite_db_url: str) -> None:
+    """The runner, recorder and reports in this process (Locust still runs as a child)."""
+    settings = parse_settings(
+        {"storage": {"url": sqlite_db_url}, "targets": [{"name": "m", "base_url": mock.base_url}]}
+    )
+    params = LoadParams(
+        target=settings.target("m"), api_key_env=None, endpoint="chat", rate=20.0, arrival="constant",
+        shape="~20@2s,10@2s", objectives=parse_slo("ttft_p95_ms<=5000,lag_p95_ms<=1000"), max_tokens=16,
+    )  # fmt: skip
+    progress = io.StringIO()
+    outcome = await run_loadtest_async(settings, params, progress)
+    assert outcome.status == "passed" and outcome.exit_code == 0
+    assert outcome.params["load_model"] == "open" and outcome.params["stages"] == "~20@2s,10@2s"
+    sent = sum(p.sent for p in outcome.series)
+    assert 25 <= sent <= 45  # ~20 over the ramp, ~20 over the hold; integer rounding aside
+    assert outcome.summary["metrics"]["requests"] == sent
+    console = Console(file=io.StringIO(), width=120)
+    print_outcome(console, outcome)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "load run 1: passed" in text and "SLO: pass" in text
+    page = render_html(outcome)
+    assert page.count("<svg") == 6 and "Schedule lag" in page
+    doc = json.loads(json.dumps(outcome_json(outcome)))
+    assert doc["series"][0]["t_s"] == 0 and doc["params"]["rate"] == 20.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import sys
@@ -29,6 +30,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Seconds the master waits for workers to connect before giving up.
 WORKERS_MAX_WAIT_S = 30
 STOP_GRACE_S = 15.0
+# Shapes and open-loop stages end the test themselves; -t is a backstop this much later.
+STAGES_MARGIN_S = 3
 DEFAULT_MASTER_PORT = 5557  # Locust's default, what `llm-monitor loadtest --worker` joins
 
 
@@ -102,7 +105,7 @@ def locust_args(
         "--host", params.target.base_url,
         "-u", str(users), "-r", f"{spawn_rate:g}",
         # A margin so a shape or a sweep ends by itself; the runner stops it on time anyway.
-        "-t", f"{int(params.run_s + (5 if params.stages is not None else 0))}s",
+        "-t", f"{math.ceil(params.run_s + (STAGES_MARGIN_S if params.stages is not None else 0))}s",
         "--exit-code-on-error", "0",
         "--llm-out", str(out),
         *_llm_options(params),

@@ -2,12 +2,13 @@
 
 A step is judged on the requests that finished between its start plus a warm-up and its end.
 It passes when every SLO clause holds there and the server kept up: at least
-``MIN_COMPLETION_RATIO`` of the requests sent in the step finished in it. Otherwise queues only
-grow, and a longer step would break the SLO anyway.
+``MIN_COMPLETION_RATIO`` of the requests sent in the step finished in it (give or take one
+second of arrivals). Otherwise queues only grow, and a longer step would break the SLO anyway.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from monitor.loadtest.slo import Objective, ObjectiveResult, evaluate
 __all__ = ["MIN_COMPLETION_RATIO", "StepResult", "evaluate_step", "goodput"]
 
 MIN_COMPLETION_RATIO = 0.9
+BUCKET_SLACK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +63,12 @@ def evaluate_step(
     start_s, end_s = bounds
     judged_from = data.t0 + start_s + min(warmup_s, (end_s - start_s) / 2)
     judged_to = data.t0 + end_s
-    window = data.window(judged_from, judged_to)
-    span_s = max(1.0, int(judged_to) - int(judged_from))
+    # Whole seconds that overlap the judged span (windows are per wall-clock second).
+    window = data.window(math.floor(judged_from), judged_to)
+    span_s = max(1.0, math.ceil(judged_to) - math.floor(judged_from))
     results = evaluate(objectives, lambda name: metric_value(name, window, span_s))
-    kept_up = window.sent > 0 and window.requests >= MIN_COMPLETION_RATIO * window.sent
+    # Sent counts by intended second, finished by completion second: allow a second's worth.
+    kept_up = window.sent > 0 and window.requests >= MIN_COMPLETION_RATIO * window.sent - rate * BUCKET_SLACK_S
     return StepResult(index, rate, start_s, end_s, window.sent, summarize(window, span_s), results, kept_up)
 
 
