@@ -169,10 +169,3 @@ def test_db_upgrade_command(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     with sqlite3.connect(tmp_path / "up.db") as conn:
         assert conn.execute("select version_num from alembic_version").fetchone() is not None
-
-
-def test_demo_runs_on_sqlite(tmp_path: Path) -> None:
-    out = cli("demo", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "llm-monitor probe results" in out.stdout and "chat-max-tokens-7" in out.stdout
-    assert len(_rows(tmp_path / "llm-monitor.db")) == 5
