@@ -24,12 +24,9 @@ from __future__ import annotations
 from locust import FastHttpUser, constant, events
 from locust.env import Environment
 
-import collections
-import contextlib
 import json
 import logging
 import os
-import socket
 import time
 import uuid
 from argparse import ArgumentParser
@@ -39,9 +36,8 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import _collect
-import gevent
-from gevent.hub import Waiter
-from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
+from _http import Failure, read_reply
+from _turns import wait_quiet
 
 from monitor.checks import run_checks
 from monitor.loadtest.prompts import BUILTIN_PROMPTS, Prompt, load_prompts
@@ -51,9 +47,6 @@ from monitor.settings import ProbeSettings
 logger = logging.getLogger(__name__)
 
 ENDPOINTS = ("chat", "completion")
-RECV_BYTES = 65536
-MAX_ERROR_BODY_BYTES = 64 * 1024
-MAX_DETAIL_CHARS = 200
 
 
 @events.init_command_line_parser.add_listener
@@ -229,72 +222,6 @@ def _init(environment: Environment, **kw: Any) -> None:
                 cfg.trace.close()
 
 
-class _Turns:
-    """Gives greenlets turns for per-request bookkeeping after each loop iteration's I/O.
-
-    A libev check watcher runs after the I/O callbacks of every loop iteration, so by then every
-    stream with data pending has read (and timed) it. Waiting greenlets then run one after
-    another for at most ``budget_s``; the rest wait for the next iteration. Under a burst of
-    finishing replies this keeps token timing within about one budget, and under saturation
-    bookkeeping still gets its share. (``gevent.idle()`` waits for a loop with nothing pending,
-    rare under load, and then wakes every waiter at once: a 50 ms stall for 100 of them.)
-    """
-
-    def __init__(self, budget_s: float) -> None:
-        self.budget_s = budget_s
-        self.waiters: collections.deque[Waiter[Any]] = collections.deque()
-        loop = gevent.get_hub().loop
-        self.check = loop.check()
-        self.check.start(self._run)
-        # An active idle watcher makes the loop poll without blocking while turns are pending.
-        self.idle = loop.idle()
-
-    def wait(self) -> None:
-        waiter: Waiter[Any] = Waiter()
-        self.waiters.append(waiter)
-        if not self.idle.active:
-            self.idle.start(_nothing)
-        try:
-            waiter.get()
-        finally:
-            with contextlib.suppress(ValueError):  # killed while waiting
-                self.waiters.remove(waiter)
-
-    def _run(self) -> None:
-        deadline = time.perf_counter() + self.budget_s
-        waiters = self.waiters
-        while waiters:
-            waiters.popleft().switch(None)
-            if time.perf_counter() >= deadline:
-                break
-        if not waiters and self.idle.active:
-            self.idle.stop()
-
-
-def _nothing() -> None:
-    pass
-
-
-TURN_BUDGET_S = 0.001
-_TURNS: list[_Turns] = []
-
-
-def wait_quiet() -> None:
-    """Wait for a turn: per-request bookkeeping must not delay reading another stream's tokens."""
-    if not _TURNS:
-        _TURNS.append(_Turns(TURN_BUDGET_S))
-    _TURNS[0].wait()
-
-
-class Failure(Exception):
-    """A classified failure: ``kind`` is a monitor.results ErrorKind or ``check_failed``."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
 class LLMUser(FastHttpUser):
     """Abstract base: measures one LLM request per ``send`` call."""
 
@@ -330,7 +257,7 @@ class LLMUser(FastHttpUser):
             meta = resp.request_meta
             meta["request_type"] = "LLM"
             try:
-                _read(resp, meter)
+                read_reply(resp, meter)
             except Failure as exc:
                 failure = exc
             end_s = time.perf_counter()
@@ -368,108 +295,6 @@ class LLMUser(FastHttpUser):
         if m.latency_ms > 0:
             rate = tokens * 1000.0 / m.latency_ms
             fire(request_type="LLM", name=f"tokens/s {endpoint}", response_time=rate, response_length=tokens)
-
-
-def _read(resp: Any, meter: StreamMeter) -> None:
-    """Feed the body to ``meter`` read by read; raise Failure for transport and HTTP errors."""
-    status = resp.status_code
-    if not status:
-        raise _transport_failure(getattr(resp, "error", None), started=False)
-    stream: HTTPSocketPoolResponse = resp.stream
-    if status >= 400:
-        raise Failure("http_error", _http_detail(status, stream))
-    pc = time.perf_counter
-    # geventhttpclient's read(n) waits for n bytes; a token must be timed when it arrives, so
-    # this loop receives from the socket itself and lets the response's parser de-chunk it.
-    buf = stream._body_buffer
-    if buf:
-        meter.feed(bytes(buf), pc())
-        del buf[:]
-    sock = stream._sock
-    try:
-        while not stream.message_complete:
-            if sock is None:
-                raise Failure("stream_error", "connection closed mid-stream")
-            data = sock.recv(RECV_BYTES)
-            now_s = pc()
-            if not data:
-                raise Failure("stream_error", "connection closed mid-stream (no [DONE])")
-            stream.feed(data)
-            if buf:
-                meter.feed(bytes(buf), now_s)
-                del buf[:]
-    except Failure:
-        _discard(stream)
-        raise
-    except HTTPParseError as exc:
-        _discard(stream)
-        raise Failure("bad_response", f"invalid HTTP response: {_one_line(str(exc))}") from None
-    except OSError as exc:  # socket.timeout is a TimeoutError, an OSError
-        _discard(stream)
-        raise _transport_failure(exc, started=True) from None
-
-
-def _discard(stream: HTTPSocketPoolResponse) -> None:
-    """Close a half-read connection instead of handing it back to the pool."""
-    pool, sock = getattr(stream, "_pool", None), stream._sock
-    stream._sock = None
-    if sock is not None:
-        if pool is not None:
-            pool.release_socket(sock)
-        else:
-            sock.close()
-
-
-def _transport_failure(exc: BaseException | None, *, started: bool) -> Failure:
-    text = _one_line(str(exc)) if exc is not None else "no response"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return Failure("timeout", "no data within the socket timeout" + (" (stream stalled)" if started else ""))
-    if isinstance(exc, ConnectionRefusedError):
-        return Failure("connect_error", "connection refused")
-    if isinstance(exc, socket.gaierror):
-        return Failure("connect_error", f"cannot resolve host: {text}")
-    if started:
-        return Failure("stream_error", f"connection lost mid-stream: {type(exc).__name__}: {text}")
-    return Failure("connect_error", f"{type(exc).__name__}: {text}")
-
-
-def _http_detail(status: int, stream: HTTPSocketPoolResponse) -> str:
-    try:
-        raw = stream.read(MAX_ERROR_BODY_BYTES)
-    except (OSError, HTTPParseError):
-        raw = b""
-    if not stream.message_complete:
-        _discard(stream)
-    if not raw.strip():
-        return f"HTTP {status} with an empty body"
-    return f"HTTP {status}: {_one_line(error_message(raw))}"
-
-
-def error_message(raw: bytes) -> str:
-    """The message of an error body: vLLM's nested or flat envelope, FastAPI's detail, or the text.
-
-    The same rules as ``monitor.probes.error_message``, which this process cannot import (aiohttp).
-    """
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and "message" in err:
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        for key in ("message", "detail"):
-            if key in data:
-                return str(data[key])
-    return text
-
-
-def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 1] + "…"
 
 
 def _short(failure: Failure) -> str:

@@ -21,7 +21,8 @@ from locust import run_single_user, task
 
 import time
 
-from _common import LLMUser, wait_quiet
+from _common import LLMUser
+from _turns import wait_quiet
 
 
 class LLMChatCompletionUser(LLMUser):
