@@ -49,7 +49,7 @@ from monitor.daemon import Daemon
 from monitor.settings import parse_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.models_rollups import HOUR_S, MINUTE_S
-from monitor.store.rollups import Bucket, Rollups, RollupWindowSource, floor_time
+from monitor.store.rollups import Bucket, Rollups, RollupWindowSource, floor_time, with_fleet_rows
 
 MOCK_TTFT_MS = 50.0
 MOCK_ITL_MS = 5.0
@@ -184,6 +184,7 @@ def build_trend_db(path: Path, series: int, days: int, end: datetime) -> tuple[i
     for (probe, target, start), bucket in minutes.items():
         hour = floor_time(start, HOUR_S)
         hours.setdefault((probe, target, hour), Bucket()).merge(bucket)
+    hours = with_fleet_rows(hours)  # as the rollup job writes them
     insert_rollup = (
         "INSERT INTO probe_rollups (resolution_s, probe, target, bucket_start, results, ok_count, errors, truncated,"
         " check_failures, metrics) VALUES (?,?,?,?,?,?,?,?,?,?)"

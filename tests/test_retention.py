@@ -65,11 +65,12 @@ async def test_retention_deletes_by_age_in_batches(engine: AsyncEngine) -> None:
     assert report.raw_deleted == 0 and await _counts(engine) == (120, 0, 0)
 
     await rollups.run(now)
-    assert await _counts(engine) == (120, 120, 120)
+    # Hours: one row per probe and hour, plus the hour's fleet-wide row.
+    assert await _counts(engine) == (120, 120, 2 * 120)
     report = await retention.run(now)
     # Raw: days 3-4 stay; minute rollups: days 2-4; hour rollups: days 1-4.
-    assert (report.raw_deleted, report.minute_rollups_deleted, report.hour_rollups_deleted) == (72, 48, 24)
-    assert await _counts(engine) == (48, 72, 96)
+    assert (report.raw_deleted, report.minute_rollups_deleted, report.hour_rollups_deleted) == (72, 48, 2 * 24)
+    assert await _counts(engine) == (48, 72, 2 * 96)
     async with sessionmaker() as session:
         oldest = (await session.execute(select(func.min(ProbeResultRow.started_at)))).scalar_one()
     assert oldest == DAY0 + timedelta(days=3)
@@ -96,7 +97,7 @@ async def test_database_size_stays_bounded(engine: AsyncEngine) -> None:
         pages.append(await _sqlite_pages(engine))
     # From day 6 on every table is at its steady size.
     assert len(set(counts[6:])) == 1, counts
-    assert counts[-1] == (800, 1200, 5 * 24)
+    assert counts[-1] == (800, 1200, 2 * 5 * 24)  # hour rows: the probe's and the fleet's
     if engine.dialect.name == "sqlite":
         # Freed pages are reused: the file stops growing once retention deletes as much as is added.
         assert max(pages[6:]) <= pages[5] * 1.05, pages

@@ -15,7 +15,7 @@ from monitor.alerts.source import RawWindowSource
 from monitor.meter import StreamMeasurement
 from monitor.results import CheckResult, ProbeResult, percentile
 from monitor.store.db import connect, ensure_schema
-from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.repo import Store
 from monitor.store.rollups import (
     RELATIVE_ACCURACY,
@@ -115,9 +115,12 @@ async def test_rollups_bucket_by_minute_and_hour_and_are_idempotent(
     rollups = Rollups(sessionmaker)
     assert await rollups.watermark() is None
     now = T0 + timedelta(minutes=3)
-    # Minutes (chat 09:58, chat 09:59, completion 10:00) and the one hour that is over (chat 09).
-    assert await rollups.run(now) == 3 + 1
-    assert [(h.probe, h.bucket_start.hour) for h in await _rollup_rows(sessionmaker, HOUR_S)] == [("chat", 9)]
+    # Minutes (chat 09:58, chat 09:59, completion 10:00) and the one hour that is over (chat 09, and its fleet row).
+    assert await rollups.run(now) == 3 + 1 + 1
+    assert [(h.probe, h.bucket_start.hour) for h in await _rollup_rows(sessionmaker, HOUR_S)] == [
+        (FLEET, 9),
+        ("chat", 9),
+    ]
     hourly = await rollups.trend(since=T0 - timedelta(hours=1), until=now, step_s=HOUR_S)
     assert [(p.start.hour, p.results) for p in hourly] == [(9, 3), (10, 1)]  # 10:00 read from minutes
 
@@ -128,16 +131,23 @@ async def test_rollups_bucket_by_minute_and_hour_and_are_idempotent(
     assert first.metrics["latency_ms"]["n"] == 2 and first.metrics["latency_ms"]["s"] == 400.0
     assert (minutes[1].errors, minutes[1].metrics) == (1, {})
 
-    # Two hours later both hours are over.
+    # Two hours later both hours are over: each is written per probe plus one fleet row.
     later = T0 + timedelta(hours=2)
-    assert await rollups.run(later) == 3 + 2
+    assert await rollups.run(later) == 3 + 2 * 2
     hours = await _rollup_rows(sessionmaker, HOUR_S)
-    assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [("chat", 9, 3), ("completion", 10, 1)]
-    assert hours[0].metrics["latency_ms"]["n"] == 2  # the error has no latency in the distributions
+    assert [(h.probe, h.bucket_start.hour, h.results) for h in hours] == [
+        (FLEET, 9, 3), ("chat", 9, 3), (FLEET, 10, 1), ("completion", 10, 1),
+    ]  # fmt: skip
+    assert hours[1].metrics["latency_ms"]["n"] == 2  # the error has no latency in the distributions
+    # A fleet row is exactly the merge of that hour's probe rows.
+    fleet, chat = hours[0], hours[1]
+    assert (fleet.metrics, fleet.errors, fleet.truncated, fleet.check_failures) == (
+        chat.metrics, chat.errors, chat.truncated, chat.check_failures,
+    )  # fmt: skip
     assert await rollups.trend(since=T0 - timedelta(hours=1), until=later, step_s=HOUR_S) == hourly
 
     before = [(r.bucket_start, r.probe, r.results, r.metrics) for r in minutes + hours]
-    assert await rollups.run(later) == 3 + 2  # the settle window's minutes and their hours, again
+    assert await rollups.run(later) == 3 + 2 * 2  # the settle window's minutes and their hours, again
     await rollups.rollup_range(T0 - timedelta(hours=1), later)
     after = [(r.bucket_start, r.probe, r.results, r.metrics) for r in
              await _rollup_rows(sessionmaker, MINUTE_S) + await _rollup_rows(sessionmaker, HOUR_S)]  # fmt: skip
@@ -235,3 +245,27 @@ async def test_rollup_source_agrees_with_the_raw_source(
                                         since=now - timedelta(minutes=9), until=now)  # fmt: skip
     empty = await tiered.aggregate(metric="ttft_ms", agg="p95", probe="none", since=start, until=now)
     assert (empty.value, empty.count) == (None, 0)
+
+
+async def test_fleet_trend_reads_fleet_rows_and_equals_the_merge_of_every_probe(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    results = [
+        make_result(T0 + timedelta(minutes=m, seconds=3), latency_ms=100 + 10 * m, probe=probe)
+        for m in range(0, 150, 7)
+        for probe in ("chat", "completion", "other")
+    ]
+    await Store.from_engine(engine).add_results(results)
+    rollups = Rollups(sessionmaker)
+    later = T0 + timedelta(hours=3)
+    await rollups.run(later)
+    fleet = await rollups.trend(since=T0 - timedelta(hours=1), until=later, step_s=HOUR_S)
+    per_probe: dict[datetime, list[int]] = {}
+    for probe in ("chat", "completion", "other"):
+        for point in await rollups.trend(since=T0 - timedelta(hours=1), until=later, step_s=HOUR_S, probe=probe):
+            per_probe.setdefault(point.start, []).append(point.results)
+    assert [(p.start, p.results) for p in fleet] == [(start, sum(n)) for start, n in sorted(per_probe.items())]
+    assert sum(p.results for p in fleet) == len(results)
+    # Fleet rows never show up as a probe of their own.
+    window = await rollups.window(since=T0 - timedelta(hours=1), until=later)
+    assert window.results == len(results)

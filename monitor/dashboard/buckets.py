@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, Text, and_, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.store.models import ProbeResultRow
-from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.rollups import ROLLED_METRICS, Bucket, Histogram, floor_time
 
 __all__ = ["Key", "OverviewBuckets", "Segment", "StepBuckets", "merged", "plan", "read_buckets", "read_overview"]
@@ -116,14 +116,14 @@ async def _rollup_rows(
     """(resolution, row) for the rollup rows of `segments`, as plain tuples with the JSON left undecoded."""
     if not segments:
         return []
-    r = ProbeRollupRow
+    r = ProbeRollupRow  # fleet-wide hour rows (probe = FLEET) serve fleet trends; pages list real probes
     spans = [
         and_(r.resolution_s == s.resolution_s, r.bucket_start >= s.start, r.bucket_start < s.end) for s in segments
     ]
     query = select(
         r.resolution_s, r.probe, r.target, r.bucket_start, r.results, r.ok_count, r.errors, r.truncated,
         type_coerce(r.metrics, Text),
-    ).where(*filters, or_(*spans))  # fmt: skip
+    ).where(r.probe != FLEET, *filters, or_(*spans))  # fmt: skip
     return [(row[0], row[1:]) for row in (await session.execute(query)).all()]
 
 

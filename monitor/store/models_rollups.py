@@ -16,10 +16,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from monitor.store.models import NAME_MAX_CHARS, Base, UTCDateTime
 
-__all__ = ["MINUTE_S", "HOUR_S", "ProbeRollupRow"]
+__all__ = ["FLEET", "HOUR_S", "MINUTE_S", "ProbeRollupRow"]
 
 MINUTE_S = 60
 HOUR_S = 3600
+# Hour rows with probe = target = FLEET merge every probe of that hour, so a fleet-wide trend reads
+# one row per hour instead of one per probe. Config names cannot be empty, so it never collides.
+FLEET = ""
 
 
 class ProbeRollupRow(Base):

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts.source import Aggregate, WindowSource
 from monitor.store.models import ProbeResultRow
-from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
 
 __all__ = [
     "ROLLED_METRICS",
@@ -36,6 +36,7 @@ __all__ = [
     "TrendPoint",
     "bucket_aggregate",
     "floor_time",
+    "with_fleet_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -354,11 +355,12 @@ class Rollups:
         return written
 
     async def _roll_hours(self, first: datetime, until: datetime) -> int:
-        """Write every hour from `first` that is over by `until`, each from its minute buckets."""
+        """Write every hour from `first` that is over by `until`, each from its minute buckets, plus its fleet row."""
         written = 0
         hour = first
         while hour + _HOUR <= until:
-            written += await self._upsert(HOUR_S, await self._hour_buckets(hour))
+            buckets = await self._hour_buckets(hour)
+            written += await self._upsert(HOUR_S, with_fleet_rows(buckets))
             hour += _HOUR
         return written
 
@@ -462,7 +464,10 @@ class Rollups:
             filters.append(ProbeRollupRow.probe == probe)
         if target is not None:
             filters.append(ProbeRollupRow.target == target)
-        # Plain column rows, not ORM objects: a 7-day trend of every probe reads ~17,000 rows.
+        if probe is None and target is None:
+            # Every probe: hours come from the fleet rows (one per hour), minutes from the probes' rows.
+            filters.append(or_(ProbeRollupRow.resolution_s != HOUR_S, ProbeRollupRow.probe == FLEET))
+        # Plain column rows, not ORM objects: a 7-day per-minute trend of every probe reads many rows.
         query = select(*_ROLLUP_COLUMNS).where(*filters, or_(*conditions))
         async for part in self._partitions(query):
             await asyncio.to_thread(_merge_rollup_rows, merged, part, key)
@@ -500,6 +505,19 @@ def _merge_rollup_rows(merged: dict[_K, Bucket], rows: Sequence[Row[Any]], key: 
         if bucket is None:
             bucket = merged[k] = Bucket()
         bucket.merge_row(row)
+
+
+def with_fleet_rows(hour_buckets: dict[_Key, Bucket]) -> dict[_Key, Bucket]:
+    """Per-probe hour buckets plus, per hour, one FLEET bucket merging every probe of that hour."""
+    out = dict(hour_buckets)
+    for (probe, _target, start), bucket in hour_buckets.items():
+        if probe == FLEET:
+            raise ValueError("fleet rows are derived, not rolled from minutes")
+        fleet = out.get((FLEET, FLEET, start))
+        if fleet is None:
+            fleet = out[(FLEET, FLEET, start)] = Bucket()
+        fleet.merge(bucket)
+    return out
 
 
 def _upsert_values(resolution_s: int, buckets: dict[_Key, Bucket]) -> list[dict[str, Any]]:
