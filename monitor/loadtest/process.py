@@ -222,10 +222,11 @@ class LocustProcesses:
             for log in self._logs:
                 log.close()
 
-    def log_tail(self, lines: int = 15) -> str:
-        path = self.workdir / "locust.log"
+    def last_log_line(self) -> str:
+        """The last line Locust logged (usually the error), for a one-line message."""
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = (self.workdir / "locust.log").read_text(encoding="utf-8", errors="replace")
         except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+            return "no output"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "no output"

@@ -196,7 +196,7 @@ class _Run:
         recorder.poll()
         await recorder.flush()
         if self.data.t0 is None and self.abort_reason is None:
-            raise LoadTestError(f"Locust exited (code {code}) before the test started:\n{procs.log_tail()}")
+            raise LoadTestError(f"Locust exited (code {code}) before the test started: {procs.last_log_line()}")
         ended_at = datetime.now(UTC)
         await store.link_canaries(run_id, started_at, ended_at)
         canaries = await store.canary_stats(run_id)
