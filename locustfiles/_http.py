@@ -7,18 +7,16 @@ read the same.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from typing import Any
 
 from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
 
+from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, one_line
 from monitor.meter import StreamMeter
 
 RECV_BYTES = 65536
-MAX_ERROR_BODY_BYTES = 64 * 1024
-MAX_DETAIL_CHARS = 200
 
 
 class Failure(Exception):
@@ -100,33 +98,4 @@ def _http_detail(status: int, stream: HTTPSocketPoolResponse) -> str:
         raw = b""
     if not stream.message_complete:
         _discard(stream)
-    if not raw.strip():
-        return f"HTTP {status} with an empty body"
-    return f"HTTP {status}: {one_line(error_message(raw))}"
-
-
-def error_message(raw: bytes) -> str:
-    """The message of an error body: vLLM's nested or flat envelope, FastAPI's detail, or the text.
-
-    The same rules as ``monitor.probes.error_message``, which this process cannot import (aiohttp).
-    """
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and "message" in err:
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        for key in ("message", "detail"):
-            if key in data:
-                return str(data[key])
-    return text
-
-
-def one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 1] + "…"
+    return http_error_detail(status, raw)

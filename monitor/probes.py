@@ -18,15 +18,12 @@ from typing import Any
 import aiohttp
 
 from monitor.checks import run_checks
+from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, one_line
 from monitor.meter import StreamMeter
 from monitor.results import ErrorKind, ProbeResult, TimeoutPhase
 from monitor.settings import ProbeSettings, TargetSettings
 
 logger = logging.getLogger(__name__)
-
-# Error bodies are read only this far: enough for any server's message, bounded for a hostile one.
-MAX_ERROR_BODY_BYTES = 64 * 1024
-MAX_DETAIL_CHARS = 300
 
 
 def build_request(target: TargetSettings, probe: ProbeSettings) -> tuple[str, dict[str, Any]]:
@@ -126,11 +123,11 @@ class Prober:
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             if status is None:
                 return _failed(base, start_s, "connect_error", f"server closed the connection: {exc}")
-            return _partial(base, meter, status, f"connection closed mid-stream: {_one_line(str(exc))}")
+            return _partial(base, meter, status, f"connection closed mid-stream: {one_line(str(exc))}")
         except aiohttp.ClientResponseError as exc:
-            return _failed(base, start_s, "bad_response", f"invalid HTTP response: {_one_line(exc.message)}")
+            return _failed(base, start_s, "bad_response", f"invalid HTTP response: {one_line(exc.message)}")
         except aiohttp.ClientError as exc:
-            return _failed(base, start_s, "connect_error", f"{type(exc).__name__}: {_one_line(str(exc))}")
+            return _failed(base, start_s, "connect_error", f"{type(exc).__name__}: {one_line(str(exc))}")
         m = meter.finish(time.perf_counter())
         if m.error_kind is not None:
             return replace(
@@ -172,38 +169,9 @@ def _connect_detail(exc: aiohttp.ClientConnectorError) -> str:
     err = exc.os_error
     # asyncio puts "Connect call failed (...)" in strerror; the errno text is the useful part.
     cause = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
-    return f"cannot connect to {exc.host}:{exc.port}: {_one_line(cause)}"
+    return f"cannot connect to {exc.host}:{exc.port}: {one_line(cause)}"
 
 
 async def _error_detail(resp: aiohttp.ClientResponse) -> str:
     """`HTTP 404: <message>` from vLLM's flat or nested envelope, FastAPI's detail, or raw text."""
-    raw = await resp.content.read(MAX_ERROR_BODY_BYTES)
-    prefix = f"HTTP {resp.status}"
-    if not raw.strip():
-        return f"{prefix} with an empty body"
-    return f"{prefix}: {_one_line(error_message(raw))}"
-
-
-def error_message(raw: bytes) -> str:
-    """The human message inside an error body, whatever envelope the server uses."""
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and "message" in err:
-            return str(err["message"])  # vLLM >= 0.10.1, OpenAI
-        if isinstance(err, str):
-            return err  # vLLM --api-key: {"error": "Unauthorized"}
-        if "message" in data:
-            return str(data["message"])  # vLLM <= 0.10.0: {"object": "error", "message": ...}
-        if "detail" in data:
-            return str(data["detail"])  # FastAPI / Starlette defaults
-    return text
-
-
-def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= MAX_DETAIL_CHARS else flat[: MAX_DETAIL_CHARS - 1] + "…"
+    return http_error_detail(resp.status, await resp.content.read(MAX_ERROR_BODY_BYTES))

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from monitor.probes import Prober, build_request, error_message
+from monitor.envelope import error_message, http_error_detail, one_line
+from monitor.probes import Prober, build_request
 from monitor.results import ProbeResult
 from monitor.settings import Settings, parse_settings
 from tests.conftest import chat_probe, completion_probe
@@ -249,6 +250,9 @@ def test_error_message_envelopes() -> None:
     assert error_message(b'{"error":"Unauthorized"}') == "Unauthorized"
     assert error_message(b'{"detail":"Not Found"}') == "Not Found"
     assert error_message(b"<html>bad gateway</html>") == "<html>bad gateway</html>"
+    assert http_error_detail(500, b" \n") == "HTTP 500 with an empty body"
+    assert http_error_detail(400, b'{"error":{"message":"a   b"}}') == "HTTP 400: a b"
+    assert one_line("x" * 400) == "x" * 299 + "…"
 
 
 def test_build_request_passes_sampling_through() -> None:
