@@ -213,6 +213,9 @@ class DaemonSettings(_Model):
     max_concurrent_probes: int = Field(64, ge=1)
     misfire_grace_s: float = Field(30.0, gt=0)
     absence_eval_interval_s: float = Field(15.0, gt=0)
+    outage_buffer_max: int = Field(
+        5000, ge=1, description="results kept in memory while the database is down; beyond it the oldest are dropped"
+    )
 
 
 class Settings(_Model):
