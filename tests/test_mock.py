@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -655,3 +657,24 @@ def urllib_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+def test_client_hanging_up_mid_stream_logs_no_error() -> None:
+    """A load generator that gives up on streams must not fill the mock's log with tracebacks."""
+    body = json.dumps({"messages": [{"role": "user", "content": "你好"}], "stream": True, "max_tokens": 400})
+    request = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+    ).encode()
+    with MockProcess(itl_ms=5) as mock:
+        port = int(mock.root_url.rsplit(":", 1)[1])
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(request)
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+                # Hang up with a reset, as a client killed mid-stream does.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        time.sleep(0.5)  # the server notices on its next write
+        assert mock.configure(itl_ms=0)["itl_ms"] == 0  # still serving
+        output = "\n".join(mock.output)
+    assert "Traceback" not in output and "Error handling request" not in output, output

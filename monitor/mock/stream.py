@@ -168,24 +168,29 @@ async def send_stream(
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
     await resp.prepare(request)
     sender = _Sender(resp, config, state.metrics, record)
-    itl_s = config.itl_ms / 1000
-    if config.ttft_ms:
-        await asyncio.sleep(config.ttft_ms / 1000)
-    for step in range(max(len(gen.deltas) for gen in plan.generations)):
-        fault = _fault_at(step, config)
-        if fault is not None:
-            await _fire(fault, step, request, state, sender, renderer)
-            return resp, sender.first_token_s, False
-        if step and itl_s:
-            await sender.flush()
-            await asyncio.sleep(itl_s)
-        for event in plan.step_events(step):
-            sender.add(event)
-        sender.step_done()
-        if sender.pending >= BATCH_EVENTS:
-            await sender.flush()
-    if plan.include_usage:
-        sender.add(renderer.usage(sum(len(gen.token_ids) for gen in plan.generations)))
-    sender.add(renderer.done())
-    await sender.flush()
-    return resp, sender.first_token_s, True
+    try:
+        itl_s = config.itl_ms / 1000
+        if config.ttft_ms:
+            await asyncio.sleep(config.ttft_ms / 1000)
+        for step in range(max(len(gen.deltas) for gen in plan.generations)):
+            fault = _fault_at(step, config)
+            if fault is not None:
+                await _fire(fault, step, request, state, sender, renderer)
+                return resp, sender.first_token_s, False
+            if step and itl_s:
+                await sender.flush()
+                await asyncio.sleep(itl_s)
+            for event in plan.step_events(step):
+                sender.add(event)
+            sender.step_done()
+            if sender.pending >= BATCH_EVENTS:
+                await sender.flush()
+        if plan.include_usage:
+            sender.add(renderer.usage(sum(len(gen.token_ids) for gen in plan.generations)))
+        sender.add(renderer.done())
+        await sender.flush()
+        return resp, sender.first_token_s, True
+    except ConnectionResetError:
+        # The client left mid-stream; vLLM aborts such a request. Nothing to log above debug.
+        logger.debug("%s: client disconnected", renderer.request_id)
+        return resp, sender.first_token_s, False
