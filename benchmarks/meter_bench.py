@@ -7,6 +7,8 @@ into reads of 1-3 events as a socket would deliver them, and times:
 * the meter on that stream (raw UTF-8, as vLLM sends it);
 * the meter on the same stream with ``\\uXXXX`` escapes (ensure_ascii servers);
 * the meter on a /v1/completions stream (``"usage":null`` on every chunk);
+* the same chat and completions streams with per-chunk usage (``continuous_usage_stats``:
+  every chunk ends in its own ``"usage":{...}`` object);
 * a baseline that only splits events and ``json.loads`` each one.
 
 Run: ``python benchmarks/meter_bench.py``. It prints the best and the median of several
@@ -42,33 +44,40 @@ def _dumps(obj: object, ensure_ascii: bool) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=ensure_ascii, separators=(",", ":")).encode() + b"\n\n"
 
 
-def chat_events(seed: int = 0, ensure_ascii: bool = False) -> list[bytes]:
+def _usage(tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": 12, "total_tokens": 12 + tokens, "completion_tokens": tokens}
+
+
+def chat_events(seed: int = 0, ensure_ascii: bool = False, per_chunk_usage: bool = False) -> list[bytes]:
     rng = random.Random(seed)
     head = {**_head(seed), "object": "chat.completion.chunk"}
 
-    def chunk(delta: dict[str, str], **extra: object) -> bytes:
+    def chunk(k: int, delta: dict[str, str], **extra: object) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None, **extra}
-        return _dumps({**head, "choices": [choice]}, ensure_ascii)
+        usage = {"usage": _usage(k)} if per_chunk_usage else {}
+        return _dumps({**head, "choices": [choice], **usage}, ensure_ascii)
 
-    events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": rng.choice(PIECES)}) for _ in range(TOKENS - 1)]
-    events.append(chunk({"content": "。"}, finish_reason="length", stop_reason=None))
-    usage = {"prompt_tokens": 12, "total_tokens": 12 + TOKENS, "completion_tokens": TOKENS}
-    events.append(_dumps({**head, "choices": [], "usage": usage}, ensure_ascii))
+    events = [chunk(0, {"role": "assistant", "content": ""})]
+    events += [chunk(k, {"content": rng.choice(PIECES)}) for k in range(1, TOKENS)]
+    events.append(chunk(TOKENS, {"content": "。"}, finish_reason="length", stop_reason=None))
+    events.append(_dumps({**head, "choices": [], "usage": _usage(TOKENS)}, ensure_ascii))
     events.append(b"data: [DONE]\n\n")
     return events
 
 
-def completion_events(seed: int = 0) -> list[bytes]:
+def completion_events(seed: int = 0, per_chunk_usage: bool = False) -> list[bytes]:
     rng = random.Random(seed)
     head = {**_head(seed), "id": f"cmpl-{seed:032x}", "object": "text_completion"}
 
-    def chunk(text: str, finish: str | None) -> bytes:
+    def chunk(k: int, text: str, finish: str | None) -> bytes:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
-        return _dumps({**head, "choices": [choice], "usage": None}, False)
+        return _dumps({**head, "choices": [choice], "usage": _usage(k) if per_chunk_usage else None}, False)
 
-    events = [chunk(rng.choice(PIECES), None) for _ in range(TOKENS - 1)]
-    events += [chunk("，", "length"), b"data: [DONE]\n\n"]
+    events = [chunk(k, rng.choice(PIECES), None) for k in range(1, TOKENS)]
+    events.append(chunk(TOKENS, "，", "length"))
+    if per_chunk_usage:
+        events.append(_dumps({**head, "choices": [], "usage": _usage(TOKENS)}, False))
+    events.append(b"data: [DONE]\n\n")
     return events
 
 
@@ -133,6 +142,24 @@ def main() -> None:
         ("meter, chat, raw UTF-8", run_meter, [reads_of(chat_events(s), s) for s in seeds], "chat"),
         ("meter, chat, \\u-escaped", run_meter, [reads_of(chat_events(s, True), s) for s in seeds], "chat"),
         ("meter, completion", run_meter, [reads_of(completion_events(s), s) for s in seeds], "completion"),
+        (
+            "meter, chat, usage/chunk",
+            run_meter,
+            [reads_of(chat_events(s, per_chunk_usage=True), s) for s in seeds],
+            "chat",
+        ),
+        (
+            "meter, chat, \\u, usage/chunk",
+            run_meter,
+            [reads_of(chat_events(s, True, per_chunk_usage=True), s) for s in seeds],
+            "chat",
+        ),
+        (
+            "meter, completion, usage/chunk",
+            run_meter,
+            [reads_of(completion_events(s, per_chunk_usage=True), s) for s in seeds],
+            "completion",
+        ),
         ("baseline json.loads, chat", run_baseline, [reads_of(chat_events(s), s) for s in seeds], "chat"),
     ]
     print(f"{STREAMS} distinct streams per run; us per stream (best / median), us per event (best)")
@@ -142,7 +169,7 @@ def main() -> None:
         events = sum(read.count(b"\n\n") for read in streams[0])
         reads = sum(len(s) for s in streams) / len(streams)
         print(
-            f"{name:27} {best:6.1f} / {median:6.1f} us/stream  {best / events:5.2f} us/event"
+            f"{name:31} {best:6.1f} / {median:6.1f} us/stream  {best / events:5.2f} us/event"
             f"  ({events} events in ~{reads:.0f} reads)"
         )
 

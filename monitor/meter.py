@@ -27,9 +27,10 @@ body with no ``data:`` line that is a JSON object (a server that ignored ``strea
 measured like a non-streaming reply (``ttft_ms`` None).
 
 Locust feeds thousands of streams per second per core, so the common vLLM chunk shapes
-take a fast path: the first content event of each layout is fully parsed, and later events
-that differ only in the content string are matched by bytes. Anything unusual goes through
-``json.loads``; both paths give identical measurements (see tests/test_meter.py).
+take a fast path (``monitor.meter_layout``): the first content event of each layout is fully
+parsed, and later events that differ only in the content string and the per-chunk usage
+numbers are read from those slots. Anything unusual goes through ``json.loads``; both paths
+give identical measurements (see tests/test_meter.py).
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ import logging
 import operator
 import re
 from _json import scanstring
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice, pairwise
-from typing import Any, Literal, NamedTuple
+from itertools import islice
+from typing import Any, Literal
+
+from monitor.meter_layout import Chunk as _Chunk, Layout, Usage as _Usage, find_string, learn_layout
 
 __all__ = ["Endpoint", "MeterErrorKind", "StreamMeasurement", "StreamMeter", "estimate_tokens"]
 
@@ -76,29 +80,10 @@ class StreamMeasurement:
     error_detail: str | None
 
 
-_Usage = tuple[int | None, int | None]
-
-
-class _Chunk(NamedTuple):
-    content: str
-    finish_reason: str | None
-    stop_reason: str | int | None
-    usage: _Usage | None
-
-
-class _Layout(NamedTuple):
-    """An event's bytes around its content string (``pre + <JSON string body> + post``) and meaning."""
-
-    pre: bytes
-    post: bytes
-    chunk: _Chunk
-
-
-# Bytes JSON forbids raw inside a string, plus the escape character.
-_SLOT_SPECIAL = re.compile(rb'["\\\x00-\x1f]')
-_CONTROL = re.compile(rb"[\x00-\x1f]")
-# Substituted into a learned layout to prove its string slot is choice 0's content.
-_SENTINEL = "\x7fllm-monitor-slot\x7f"
+# The hot layout, unpacked for _scan: pre, rest.match, len(pre), prompt and completion groups,
+# and the constant prompt_tokens when only completion_tokens has a slot.
+_Hot = tuple[bytes, Callable[[bytes, int], re.Match[bytes] | None], int, int, int, int | None]
+_COLD: _Hot = (b"", re.compile(b"(?!)").match, 0, 0, 0, None)  # before a layout is learned: never matches
 _CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0003134f]")
 # A server claiming absurd per-chunk token counts must not make us allocate gigabytes.
 _MAX_EXACT_ITL_GAPS = 1 << 17
@@ -132,9 +117,8 @@ class StreamMeter:
         self._start_s = start_s
         self._last_s = start_s
         self._marker = b'"content":"' if endpoint == "chat" else b'"text":"'  # where _learn looks
-        self._layouts: list[_Layout] = []
-        # The latest plain layout (no finish, stop or usage): (pre, post + "\n\n", their lengths).
-        self._hot: tuple[bytes, bytes, int, int] | None = None
+        self._layouts: list[Layout] = []
+        self._hot: _Hot = _COLD  # the latest plain layout: no finish or stop, usage from slots
         self._learn_budget = self._LEARN_ATTEMPTS
         self._pend: list[bytes] = []  # non-stream: the body; stream: bytes of an unfinished event
         self._cr = False  # a read ended in "\r": it may be half of "\r\n"
@@ -197,36 +181,30 @@ class StreamMeter:
         This runs once per token, so events of the hot layout are matched in place, without
         splitting ``data`` first; any other event goes through ``_event``.
         """
-        hot = self._hot
-        pre, post_nn, len_pre, len_post_nn = hot or (b"", b"", 0, 0)
+        pre, match, len_pre, pg, cg, prompt = self._hot
         add_part, add_time, now_ms = self._parts.append, self._content_ms.append, now_s * 1000.0
+        cts = self._content_ct
         escapes = 0x5C in data  # one memchr per read spares most events a check of their own
         hits = i = 0
         while True:
-            if hot is not None and data.startswith(pre, i):
-                a = i + len_pre
-                b = data.find(b'"', a)
-                content: str | None = None
-                if b >= 0:
-                    slot = data[a:b]
-                    if escapes and 0x5C in slot:
-                        content, b = _escaped_slot(data, a, post_nn)
-                    elif data.startswith(post_nn, b):
-                        try:
-                            content = slot.decode()
-                        except UnicodeDecodeError:
-                            pass
-                        else:
-                            # Raw control characters make the JSON invalid; isprintable() is
-                            # a cheap way to rule them out for almost all text.
-                            if not content.isprintable() and _CONTROL.search(slot) is not None:
-                                content = None
-                if content is not None:
+            m = match(data, i + len_pre) if data.startswith(pre, i) else None
+            if m is not None:
+                body = m[1]
+                try:  # meter_layout.read_string, inlined
+                    content = scanstring((body + b'"').decode(), 0)[0] if escapes and 0x5C in body else body.decode()
+                except UnicodeDecodeError:
+                    pass  # the slow path reports it
+                else:
                     hits += 1
+                    if cg:  # continuous_usage_stats: the slow path's _apply, inlined
+                        completion = int(m[cg])
+                        self._usage = (int(m[pg]) if pg else prompt, completion)
+                        if content and cts is not None:
+                            cts.append(completion)
                     if content:
                         add_part(content)
                         add_time(now_ms)
-                    i = b + len_post_nn
+                    i = m.end()
                     continue
             end = data.find(b"\n\n", i)
             if end < 0:
@@ -234,6 +212,7 @@ class StreamMeter:
             self._n += hits  # keeps event numbers in error details right
             hits = 0
             self._event(data[i:end], now_s)
+            cts = self._content_ct
             i = end + 2
         self._n += hits
         return data[i:] if i else data
@@ -267,15 +246,17 @@ class StreamMeter:
         self._n += 1
         chunk = self._parse_event(payload)
         if chunk is not None:
-            self._apply(chunk.content, chunk, now_s)
+            self._apply(chunk, now_s)
 
     def _match(self, blk: bytes, now_s: float) -> bool:
-        for pre, post, chunk in self._layouts:
-            if len(blk) >= len(pre) + len(post) and blk.startswith(pre) and blk.endswith(post):
-                content = _read_slot(blk[len(pre) : len(blk) - len(post)])
-                if content is not None:
+        event = blk + b"\n\n"
+        for layout in self._layouts:
+            if blk.startswith(layout.pre):
+                m = layout.rest.fullmatch(event, len(layout.pre))
+                chunk = None if m is None else layout.read(m)
+                if chunk is not None:
                     self._n += 1
-                    self._apply(content, chunk, now_s)
+                    self._apply(chunk, now_s)
                     return True
         return False
 
@@ -301,40 +282,27 @@ class StreamMeter:
         return chunk
 
     def _learn(self, blk: bytes) -> bool:
-        """Learn the bytes around this event's content string, so later events skip ``json.loads``.
-
-        A layout is kept only if putting a sentinel in the string yields an event whose
-        choice-0 content is the sentinel: then any valid JSON string in that slot parses to
-        the same event with that string as content, whatever else the layout holds.
-        """
-        a = blk.find(self._marker)
-        if a < 0:
+        """Learn this event's layout (see ``monitor.meter_layout``), so later events skip ``json.loads``."""
+        slot = find_string(blk, self._marker)
+        if slot is None:  # also empty content, which marks role and finish chunks: once per stream
             return False
-        a += len(self._marker)
-        try:
-            tail = blk[a:].decode()
-            end = a + len(tail[: scanstring(tail, 0)[1] - 1].encode())  # the closing quote
-        except ValueError:
-            return False
-        if end == a:  # empty content marks role and finish chunks, which come once per stream
-            return False
-        pre, post = blk[:a], blk[end:]
         self._learn_budget -= 1
-        head = pre[6:] if pre[5:6] == b" " else pre[5:]
-        try:
-            obj = json.loads(head.decode() + _SENTINEL + post.decode())
-        except (ValueError, RecursionError):
+        layout = learn_layout(blk, *slot, self._interpret)
+        if layout is None:
             return False
-        chunk = _parse_chunk(obj, self._endpoint)
-        if _error_message(obj) is not None or not isinstance(chunk, _Chunk) or chunk.content != _SENTINEL:
-            return False
-        self._layouts.append(_Layout(pre, post, chunk))
-        if chunk.finish_reason is None and chunk.stop_reason is None and chunk.usage is None:
-            # The latest plain layout: OpenAI-style servers add "role" to the first content chunk only.
-            self._hot = (pre, post + b"\n\n", len(pre), len(post) + 2)
+        self._layouts.append(layout)
+        if layout.hot:
+            # The latest one: OpenAI-style servers add "role" to the first content chunk only.
+            pg, cg, usage = layout.prompt_group, layout.completion_group, layout.chunk.usage
+            self._hot = (layout.pre, layout.rest.match, len(layout.pre), pg, cg, usage[0] if usage else None)
         return True
 
-    def _apply(self, content: str, chunk: _Chunk, now_s: float) -> None:
+    def _interpret(self, obj: object) -> _Chunk | None:
+        chunk = _parse_chunk(obj, self._endpoint)
+        return chunk if isinstance(chunk, _Chunk) and _error_message(obj) is None else None
+
+    def _apply(self, chunk: _Chunk, now_s: float) -> None:
+        content = chunk.content
         if chunk.finish_reason is not None:
             self._finish = chunk.finish_reason
         if chunk.stop_reason is not None:
@@ -396,23 +364,23 @@ class StreamMeter:
         if isinstance(parsed, str):
             self._fail("bad_response", parsed)
         else:
-            self._apply(parsed.content, parsed, self._last_s)
+            self._apply(parsed, self._last_s)
 
     def _itl(self) -> tuple[tuple[float, ...], bool]:
         ts, cts = self._content_ms, self._content_ct
-        # Exact only if every content event carried usage; hot-layout events never do.
-        if (
-            cts
-            and len(cts) == len(ts)
-            and all(c1 > c0 for c0, c1 in pairwise(cts))
-            and cts[-1] - cts[0] <= _MAX_EXACT_ITL_GAPS
-        ):
-            gaps: list[float] = []
-            for (t0, t1), (c0, c1) in zip(pairwise(ts), pairwise(cts), strict=True):
-                k = c1 - c0
-                gaps.extend([(t1 - t0) / k] * k)
-            return tuple(gaps), True
-        return tuple(map(operator.sub, islice(ts, 1, None), ts)), False
+        diffs = list(map(operator.sub, islice(ts, 1, None), ts))
+        # Exact only if every content event carried usage (a plain hot layout appends no count).
+        if not cts or len(cts) != len(ts) or cts[-1] - cts[0] > _MAX_EXACT_ITL_GAPS:
+            return tuple(diffs), False
+        steps = list(map(operator.sub, islice(cts, 1, None), cts))
+        if min(steps, default=1) <= 0:
+            return tuple(diffs), False
+        if max(steps, default=1) == 1:  # one token per event, the usual case: x / 1 == x
+            return tuple(diffs), True
+        gaps: list[float] = []
+        for gap, k in zip(diffs, steps, strict=True):
+            gaps.extend([gap / k] * k)
+        return tuple(gaps), True
 
     def _measurement(self, now_s: float, *, broken: bool = False) -> StreamMeasurement:
         text = "" if broken else "".join(self._parts)
@@ -442,37 +410,6 @@ class StreamMeter:
             error_kind=kind,
             error_detail=detail,
         )
-
-
-def _read_slot(slot: bytes) -> str | None:
-    if _SLOT_SPECIAL.search(slot) is not None:
-        return _read_escaped(slot)
-    try:
-        return slot.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-def _escaped_slot(data: bytes, a: int, post_nn: bytes) -> tuple[str | None, int]:
-    """Content and end of a hot event's string when it holds escapes (ensure_ascii servers).
-
-    The first quote may be escaped, so the slot is taken to end where ``post_nn`` would end
-    the line; ``_read_escaped`` then checks that it is exactly one JSON string body.
-    """
-    b = data.find(b"\n", a) + 2 - len(post_nn)
-    if b >= a and data.startswith(post_nn, b):
-        return _read_escaped(data[a:b]), b
-    return None, b
-
-
-def _read_escaped(slot: bytes) -> str | None:
-    """Decode a slot holding escapes, or None if it is not exactly one JSON string body."""
-    try:
-        s = (slot + b'"').decode()
-        content, end = scanstring(s, 0)
-    except ValueError:  # also UnicodeDecodeError and JSONDecodeError
-        return None
-    return content if end == len(s) else None
 
 
 def _data_field(blk: bytes) -> bytes | None:

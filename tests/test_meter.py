@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from monitor.meter import Endpoint, StreamMeasurement, StreamMeter, estimate_tokens
+from monitor.meter_layout import _INT_SENTINEL
 
 
 class SlowMeter(StreamMeter):
@@ -421,6 +423,142 @@ def test_finish_twice_gives_the_same_measurement() -> None:
     assert meter.finish(0.2) == meter.finish(0.2)
 
 
+# --- per-chunk usage (continuous_usage_stats): the learned layout's integer slots ------------
+
+
+def chat_u(content: str, k: int, prompt: int = 6, finish: str = "null", usage: str | None = None) -> bytes:
+    """A vLLM chat chunk with continuous usage; ``usage`` replaces the usage object's text."""
+    usage = usage or f'{{"prompt_tokens":{prompt},"total_tokens":{prompt + k},"completion_tokens":{k}}}'
+    choice = f'{{"index":0,"delta":{{"content":{json.dumps(content)}}},"logprobs":null,"finish_reason":{finish}}}'
+    return f'data: {{{HEAD},"choices":[{choice}],"usage":{usage}}}\n\n'.encode()
+
+
+def cmpl_u(text: str, k: int, prompt: int = 4, finish: str = "null", usage: str | None = None) -> bytes:
+    usage = usage or f'{{"prompt_tokens":{prompt},"total_tokens":{prompt + k},"completion_tokens":{k}}}'
+    choice = f'{{"index":0,"text":{json.dumps(text)},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}'
+    return f'data: {{{CMPL_HEAD},"choices":[{choice}],"usage":{usage}}}\n\n'.encode()
+
+
+def test_continuous_usage_chat_stream_is_read_from_the_layout_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = [chat_u("", 0).replace(b'"content"', b'"role":"assistant","content"')]
+    reads += [chat_u(f"t{k}", k) for k in range(1, 40)]
+    reads += [chat_u("!", 40, finish='"length"'), USAGE.encode().replace(b":14", b":40") + DONE]
+    meter = StreamMeter("chat", stream=True, start_s=0.0)
+    for i, data in enumerate(reads[:3]):
+        meter.feed(data, 0.1 * (i + 1))
+    loads: list[str] = []
+
+    def counting_loads(s: str, **kwargs: Any) -> Any:
+        loads.append(s)
+        return json.JSONDecoder(**kwargs).decode(s)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
+    for i, data in enumerate(reads[3:-2], start=3):
+        meter.feed(data, 0.1 * (i + 1))
+    assert loads == []  # 37 events, none parsed by json.loads
+    monkeypatch.undo()
+    m = both("chat", reads)
+    assert (m.text, m.prompt_tokens, m.completion_tokens, m.itl_per_token_exact) == (
+        "".join(f"t{k}" for k in range(1, 40)) + "!", 6, 40, True)  # fmt: skip
+    assert m.itl_ms == pytest.approx((100.0,) * 39)
+
+
+def test_continuous_usage_completion_stream_with_held_back_and_multi_token_events() -> None:
+    reads = [cmpl_u(" a", 1), cmpl_u("", 2), cmpl_u(" b", 3), cmpl_u(" c", 3), cmpl_u('d\\n"你', 7)]
+    m = both("completion", reads, times=[0.1, 0.2, 0.4, 0.5, 0.9])
+    assert (m.text, m.completion_tokens, m.prompt_tokens) == (' a b cd\\n"你', 7, 4)
+    assert not m.itl_per_token_exact  # " c" came with no new token: counts cannot be split into gaps
+    reads = [cmpl_u(" a", 1), cmpl_u("", 2), cmpl_u(" b", 3), cmpl_u("cd", 7)]
+    m = both("completion", reads, times=[0.1, 0.2, 0.4, 0.8])
+    assert m.itl_per_token_exact
+    assert m.itl_ms == pytest.approx((150.0, 150.0, 100.0, 100.0, 100.0, 100.0))
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        '{"completion_tokens":%d,"prompt_tokens":5,"total_tokens":99}',
+        '{"total_tokens":99, "completion_tokens": %d ,"prompt_tokens" :5}',
+        '{"completion_tokens":%d}',
+        '{"prompt_tokens":%d}',
+        '{"total_tokens":%d}',
+        '{"prompt_tokens":5,"completion_tokens":%d,"prompt_tokens_details":null}',
+        '{"prompt_tokens":5,"completion_tokens":%d,"prompt_tokens_details":{"cached_tokens":0}}',
+        '{"prompt_tokens":5,"completion_tokens":%d,"completion_tokens":3}',  # the last key wins
+        '{"prompt_tokens":5,"completion_tokens":%d.0}',
+        '{"prompt_tokens":5,"completion_tokens":%de0}',
+        '{"prompt_tokens":5,"completion_tokens":-%d}',
+        '{"prompt_tokens":5,"completion_tokens":"%d"}',
+        '{"prompt_tokens":5,"x":"\\"completion_tokens\\":%d"}',
+        '{"prompt\\u005ftokens":5,"completion_tokens":%d}',  # a key the slot finder cannot see
+        '{"prompt_tokens":%d,"completion\\u005ftokens":3}',
+        # ... holding the number the layout learner puts in the first slot
+        f'{{"prompt\\u005ftokens":{_INT_SENTINEL},"completion_tokens":%d}}',
+    ],
+)
+def test_continuous_usage_key_orders_and_odd_usage_objects(usage: str) -> None:
+    chats = [chat_u(c, k, usage=usage % k) for k, c in enumerate("abcdef", start=1)]
+    assert both("chat", chats).text == "abcdef"
+    cmpls = [cmpl_u(c, k, usage=usage % k) for k, c in enumerate("abcdef", start=1)]
+    assert both("completion", cmpls).text == "abcdef"
+    chats.insert(3, chat_u("x", 9, usage=usage.replace("%d", "1%d") % 3))  # a count with one more digit
+    assert both("chat", chats).text == "abcxdef"
+
+
+@pytest.mark.parametrize(
+    ("digits", "error"),
+    [
+        ("0", None),
+        ("999999999999999", None),  # 15 digits: the longest slot
+        ("1000000000000000", None),  # 16: parsed by json.loads instead
+        ("9" * 40, None),
+        ("9" * 5000, "malformed JSON"),  # json.loads refuses more than 4,300 digits
+        ("007", "malformed JSON"),
+        ("-0", None),
+        ("1.5", None),
+        ("", "malformed JSON"),
+        ("1 2", "malformed JSON"),
+        ("true", None),
+        ("null", None),
+    ],
+)
+def test_usage_numbers_after_the_layout_is_learned(digits: str, error: str | None) -> None:
+    for slot in range(3):  # the odd number in each of the three slots
+        usage = ['"prompt_tokens":6', '"total_tokens":9', '"completion_tokens":3']
+        usage[slot] = usage[slot].split(":")[0] + ":" + digits
+        odd = chat_u("c", 3, usage="{" + ",".join(usage) + "}")
+        m = both("chat", [chat_u("a", 1), chat_u("b", 2), odd, chat_u("d", 4)])
+        assert (m.error_detail or "").startswith(f"{error} in SSE event 3") if error else m.error_kind is None
+        assert m.text == ("abd" if error else "abcd")
+
+
+def test_usage_going_backwards_or_standing_still_is_not_exact() -> None:
+    for ks in ([1, 2, 2, 3], [1, 3, 2, 4], [5, 4, 3, 2]):
+        m = both("chat", [chat_u(c, k) for c, k in zip("abcd", ks, strict=True)])
+        assert (m.itl_per_token_exact, m.completion_tokens, len(m.itl_ms)) == (False, ks[-1], 3)
+
+
+def test_usage_null_and_missing_usage_between_usage_chunks() -> None:
+    plain = chat('{"content":"x"}')
+    reads = [chat_u("a", 1), chat_u("b", 2), plain, chat_u("c", 4), plain, chat_u("d", 6), chat_u("e", 7)]
+    m = both("chat", reads)
+    assert (m.text, m.completion_tokens, m.itl_per_token_exact) == ("abxcxde", 7, False)
+    nulls = [cmpl_u("a", 1), cmpl(" b"), cmpl_u("c", 3), cmpl(" d"), cmpl_u("e", 5), cmpl_u("f", 6, finish='"stop"')]
+    m = both("completion", nulls)
+    assert (m.text, m.completion_tokens, m.finish_reason) == ("a bc def", 6, "stop")
+
+
+def test_usage_before_choices_and_prompt_change_mid_stream() -> None:
+    def first(k: int) -> bytes:
+        usage = f'"usage":{{"prompt_tokens":2,"total_tokens":{2 + k},"completion_tokens":{k}}}'
+        return f'data: {{{usage},{HEAD},"choices":[{{"index":0,"delta":{{"content":"z"}}}}]}}\n\n'.encode()
+
+    m = both("chat", [first(k) for k in range(1, 6)])
+    assert (m.text, m.completion_tokens, m.prompt_tokens, m.itl_per_token_exact) == ("zzzzz", 5, 2, True)
+    m = both("chat", [chat_u("a", 1), chat_u("b", 2, prompt=7), chat_u("c", 3, prompt=99999)])
+    assert m.prompt_tokens == 99999
+
+
 # --- estimate_tokens -------------------------------------------------------------------------
 
 
@@ -506,6 +644,84 @@ def streams(draw: st.DrawFn) -> tuple[Endpoint, bytes]:
     return endpoint, body
 
 
+USAGE_KEYS = ("prompt_tokens", "total_tokens", "completion_tokens")
+# Token counts: small, at the 15-digit slot limit, past it, and past json's 4,300-digit limit.
+COUNTS = st.one_of(st.integers(0, 300), st.sampled_from([10**14, 10**15 - 1, 10**15, 10**19, 10**4400]))
+
+
+@st.composite
+def usage_chunks(draw: st.DrawFn, endpoint: Endpoint) -> list[dict[str, Any]]:
+    """The chunks of one stream with per-chunk usage: key order, counts and gaps vary, some lack usage."""
+    chat_ = endpoint == "chat"
+    keys = draw(st.permutations(USAGE_KEYS))
+    if draw(st.integers(0, 4)) == 0:
+        keys = keys[: draw(st.integers(0, 2))]
+    extra = draw(st.sampled_from([{}, {}, {"prompt_tokens_details": None}]))
+    prompt, k = draw(COUNTS), 0
+    head: dict[str, Any] = {"id": "chatcmpl-1" if chat_ else "cmpl-1", "object": "x", "created": 1, "model": "m"}
+
+    def chunk(text: str | None, finish: str | None = None, usage: bool | None = True) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": text}} if chat_ else {"index": 0, "text": text}
+        choice |= {"logprobs": None, "finish_reason": finish}
+        if not chat_ or finish is not None:
+            choice["stop_reason"] = None
+        obj = {**head, "choices": [choice] if text is not None else []}
+        values = {"prompt_tokens": prompt, "total_tokens": prompt + k, "completion_tokens": k}
+        if usage or not chat_:  # completions chunks say "usage":null
+            obj["usage"] = {key: values[key] for key in keys} | extra if usage else None
+        return obj
+
+    chunks = [chunk("")] if chat_ and draw(st.booleans()) else []
+    usages = [True] * 8 + [False, None] if draw(st.booleans()) else [True]
+    for _ in range(draw(st.integers(0, 12))):
+        k = max(0, k + draw(st.sampled_from([1] * 8 + [0, 2, 5, -1])))
+        if draw(st.integers(0, 9)) == 0:
+            prompt = draw(COUNTS)
+        chunks.append(chunk(draw(TEXTS), usage=draw(st.sampled_from(usages))))
+    if draw(st.booleans()):
+        chunks.append(chunk(draw(TEXTS), finish=draw(st.sampled_from(["stop", "length"]))))
+    if draw(st.booleans()):
+        chunks.append(chunk(None))
+    return chunks
+
+
+def damage(draw: st.DrawFn, kind: str | None, payload: bytes) -> bytes:
+    if kind == "truncate":
+        return payload[: draw(st.integers(0, len(payload)))]
+    if kind == "raw_ctrl":
+        return payload.replace(b'content":"', b'content":"\x1f').replace(b'text":"', b'text":"\x1f')
+    if kind == "bad_utf8":
+        return payload.replace(b"\xe4\xbd\xa0", b"\xe4\xbd").replace(b"choices", b"ch\xffices")
+    if kind in ("zero", "minus", "float"):  # 012, -12 or 12.5 in one usage number
+        number = re.search(b'%s": ?([0-9]+)' % draw(st.sampled_from(USAGE_KEYS)).encode(), payload)
+        if number is not None:
+            at = number.end(1) if kind == "float" else number.start(1)
+            return payload[:at] + {"zero": b"0", "minus": b"-", "float": b".5"}[kind] + payload[at:]
+    return payload
+
+
+@st.composite
+def continuous_streams(draw: st.DrawFn) -> tuple[Endpoint, bytes]:
+    """A whole SSE body with per-chunk usage (continuous_usage_stats), serialized in various ways, maybe damaged."""
+    endpoint: Endpoint = draw(st.sampled_from(["chat", "completion"]))
+    ensure_ascii = draw(st.booleans())
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
+    kinds: list[str | None] = [None] * 10
+    if draw(st.booleans()):
+        kinds += ["truncate", "raw_ctrl", "bad_utf8", "zero", "minus", "float"]
+    events = []
+    for obj in draw(usage_chunks(endpoint)):
+        try:
+            dumped = json.dumps(obj, ensure_ascii=ensure_ascii, separators=separators)
+        except ValueError:  # 10**4400 has too many digits for json.dumps too
+            giant = '"completion_tokens": ' + "9" * 4400
+            dumped = json.dumps(obj | {"usage": {"completion_tokens": 0}}).replace('"completion_tokens": 0', giant)
+        events.append(b"data: " + damage(draw, draw(st.sampled_from(kinds)), dumped.encode("utf-8", "surrogatepass")))
+    if draw(st.booleans()):
+        events.append(b"data: [DONE]")
+    return endpoint, b"".join(e + b"\n\n" for e in events)
+
+
 def cut(data: bytes, points: list[int]) -> list[bytes]:
     bounds = [0, *sorted(p % (len(data) + 1) for p in points), len(data)]
     return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
@@ -515,7 +731,7 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 
 @PROPERTY
-@given(streams(), st.lists(st.integers(0, 10_000), max_size=20))
+@given(streams() | continuous_streams(), st.lists(st.integers(0, 10_000), max_size=20))
 def test_any_split_gives_the_same_measurement(stream: tuple[Endpoint, bytes], points: list[int]) -> None:
     endpoint, body = stream
     whole = measure(endpoint, [body], times=[1.0])
@@ -525,7 +741,7 @@ def test_any_split_gives_the_same_measurement(stream: tuple[Endpoint, bytes], po
 
 
 @PROPERTY
-@given(streams(), st.lists(st.integers(0, 10_000), max_size=20))
+@given(streams() | continuous_streams(), st.lists(st.integers(0, 10_000), max_size=20))
 def test_split_with_real_timestamps_keeps_what_does_not_depend_on_time(
     stream: tuple[Endpoint, bytes], points: list[int]
 ) -> None:
@@ -550,6 +766,17 @@ def test_fast_path_equals_reference_path(stream: tuple[Endpoint, bytes], points:
 
 
 @PROPERTY
+@given(continuous_streams(), st.lists(st.integers(0, 10_000), max_size=20))
+def test_fast_path_equals_reference_path_with_per_chunk_usage(
+    stream: tuple[Endpoint, bytes], points: list[int]
+) -> None:
+    endpoint, body = stream
+    pieces = cut(body, points)
+    times = [0.5 * (i + 1) for i in range(len(pieces))]
+    assert measure(endpoint, pieces, times=times) == measure(endpoint, pieces, times=times, meter_cls=SlowMeter)
+
+
+@PROPERTY
 @given(
     st.sampled_from(["chat", "completion"]),
     st.booleans(),
@@ -561,8 +788,19 @@ def test_arbitrary_bytes_never_raise(endpoint: Endpoint, stream: bool, reads: li
     assert fast.error_detail is None or "internal error" not in fast.error_detail
 
 
-def test_fast_path_is_taken_for_vllm_streams() -> None:
-    meter = StreamMeter("chat", stream=True, start_s=0.0)
+@pytest.mark.parametrize(
+    ("endpoint", "make", "usage_slots"),
+    [
+        ("chat", lambda i: chat(f'{{"content":"t{i}"}}'), False),
+        ("completion", lambda i: cmpl(f"t{i}"), False),
+        ("chat", lambda i: chat_u(f"t{i}", i), True),
+        ("completion", lambda i: cmpl_u(f"t{i}", i), True),
+    ],
+)
+def test_fast_path_is_taken_for_vllm_streams(endpoint: Endpoint, make: Any, usage_slots: bool) -> None:
+    meter = StreamMeter(endpoint, stream=True, start_s=0.0)
     for i in range(5):
-        meter.feed(chat(f'{{"content":"t{i}"}}'), float(i))
-    assert meter._hot is not None  # the equality tests above would pass vacuously without it
+        meter.feed(make(i), float(i))
+    pre, _, _, prompt_group, completion_group, _ = meter._hot
+    # The equality tests above would pass vacuously without a hot layout.
+    assert pre.startswith(b"data: {") and (prompt_group > 0, completion_group > 0) == (usage_slots, usage_slots)

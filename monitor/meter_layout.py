@@ -1,0 +1,148 @@
+"""Learned event layouts: how one stream's events look around the values that change.
+
+vLLM writes every content chunk of a stream the same way; only the content string changes and,
+with ``continuous_usage_stats``, the numbers in the usage object. A ``Layout`` keeps the bytes
+before the content string (``pre``) and a pattern for the rest of the event: the string, the
+constant pieces around the ``*_tokens`` numbers, the numbers themselves (plain digits, at most
+15) and the closing blank line. The meter learns one from the first content event and reads
+later events from these slots alone, without ``json.loads``.
+
+A layout is kept only if it is proved. The event is parsed with a sentinel in the string slot
+and distinct sentinel numbers in the number slots; the content must come out as the sentinel,
+and each usage field is then either a sentinel (fed by that slot) or a constant. Another JSON
+string body in the string slot, or another plain digit run in a number slot, keeps every token
+of the document in place, so any event the pattern matches parses to the sentinel chunk with
+its own values in place of the sentinels. A number slot is the value of a ``*_tokens`` key
+outside any string, so it can feed nothing but usage. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from _json import scanstring
+from collections.abc import Callable
+from functools import lru_cache
+from typing import NamedTuple
+
+__all__ = ["Chunk", "Layout", "Usage", "find_string", "learn_layout", "read_string"]
+
+Usage = tuple[int | None, int | None]
+
+
+class Chunk(NamedTuple):
+    content: str
+    finish_reason: str | None
+    stop_reason: str | int | None
+    usage: Usage | None
+
+
+# One JSON string body (without quotes). Possessive, so a damaged event fails in linear time.
+_STRING = rb'((?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+)'
+# At most 15 digits: int() stays cheap and json.loads would refuse numbers past 4,300 digits.
+_MAX_DIGITS = 15
+_NUMBER = rb"(?:0|[1-9][0-9]{0,%d})" % (_MAX_DIGITS - 1)
+_USAGE_NUMBER = re.compile(rb'"(?:prompt|total|completion)_tokens"\s*:\s*([0-9]+)')
+_MAX_SLOTS = 6
+_TEXT_SENTINEL = "\x7fllm-monitor-slot\x7f"
+_INT_SENTINEL = 7_046_309_000_000_001  # 19 digits: no usage number a real server sends
+
+
+class Layout(NamedTuple):
+    """One learned event shape; ``read`` gives the chunk of an event that ``rest`` matched."""
+
+    pre: bytes  # the event up to its content string, "data:" included
+    rest: re.Pattern[bytes]  # from the string body to "\n\n"; group 1 is the string body
+    chunk: Chunk  # finish and stop reasons, and usage fields that no slot feeds
+    prompt_group: int  # the group holding prompt_tokens, 0 if constant
+    completion_group: int
+
+    @property
+    def hot(self) -> bool:
+        """A plain content event: no finish or stop reason; no usage, or completion_tokens from a slot."""
+        c, usage_fed = self.chunk, self.completion_group > 0
+        no_usage = c.usage is None and self.prompt_group == 0
+        return c.finish_reason is None and c.stop_reason is None and (usage_fed or no_usage)
+
+    def read(self, m: re.Match[bytes]) -> Chunk | None:
+        content = read_string(m[1])
+        if content is None:
+            return None
+        pg, cg, usage = self.prompt_group, self.completion_group, self.chunk.usage
+        if pg or cg:
+            prompt, completion = usage or (None, None)
+            usage = (int(m[pg]) if pg else prompt, int(m[cg]) if cg else completion)
+        return Chunk(content, self.chunk.finish_reason, self.chunk.stop_reason, usage)
+
+
+def read_string(body: bytes) -> str | None:
+    """Decode a string body that ``_STRING`` matched; None if it is not valid UTF-8."""
+    try:
+        if 0x5C in body:
+            return scanstring((body + b'"').decode(), 0)[0]
+        return body.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def find_string(blk: bytes, marker: bytes) -> tuple[int, int] | None:
+    """Start and end of the non-empty JSON string body that follows the first ``marker``."""
+    a = blk.find(marker)
+    if a < 0:
+        return None
+    a += len(marker)
+    try:
+        tail = blk[a:].decode()
+        end = a + len(tail[: scanstring(tail, 0)[1] - 1].encode())  # the closing quote
+    except ValueError:
+        return None
+    return (a, end) if end > a else None
+
+
+def learn_layout(blk: bytes, a: int, end: int, interpret: Callable[[object], Chunk | None]) -> Layout | None:
+    """Learn the layout of a one-line ``data:`` event whose content string body is ``blk[a:end]``.
+
+    ``interpret`` turns a parsed event into its chunk, or None if it is not a chunk (an error).
+    Costs one ``json.loads``; None if the layout cannot be proved.
+    """
+    pre, post = blk[:a], blk[end:]
+    pieces: list[bytes] = []
+    filled = b""  # post with a sentinel in each integer slot
+    values: list[int] = []  # the sentinels
+    last = 0
+    for m in _USAGE_NUMBER.finditer(post) if b"_tokens" in post else ():
+        start, stop = m.span(1)
+        values.append(_INT_SENTINEL + len(values))
+        digits = b"%d" % values[-1]
+        if digits in blk or len(values) > _MAX_SLOTS:
+            return None
+        pieces.append(post[last:start])
+        filled += post[last:start] + digits
+        last = stop
+    pieces.append(post[last:])
+    head = pre[6:] if pre[5:6] == b" " else pre[5:]
+    try:
+        chunk = interpret(json.loads(head.decode() + _TEXT_SENTINEL + (filled + pieces[-1]).decode()))
+    except (ValueError, RecursionError):
+        return None
+    if chunk is None or chunk.content != _TEXT_SENTINEL:
+        return None
+    usage, groups, captured = chunk.usage, [0, 0], [False] * len(values)
+    if values:
+        fields = list(usage or (None, None))
+        slots = [values.index(v) if v is not None and v in values else -1 for v in fields]
+        captured = [j in slots for j in range(len(values))]
+        groups = [2 + sum(captured[:j]) if j >= 0 else 0 for j in slots]
+        fields = [None if j >= 0 else v for j, v in zip(slots, fields, strict=True)]
+        usage = None if fields == [None, None] else (fields[0], fields[1])
+    rest = _rest_pattern(tuple(pieces), tuple(captured))
+    return Layout(pre, rest, Chunk("", chunk.finish_reason, chunk.stop_reason, usage), groups[0], groups[1])
+
+
+@lru_cache(maxsize=64)
+def _rest_pattern(pieces: tuple[bytes, ...], captured: tuple[bool, ...]) -> re.Pattern[bytes]:
+    # The pieces hold no per-stream bytes (ids sit in ``pre``), so streams share patterns.
+    regex = _STRING + re.escape(pieces[0])
+    for piece, capture in zip(pieces[1:], captured, strict=True):
+        regex += (b"(%s)" if capture else b"%s") % _NUMBER + re.escape(piece)
+    return re.compile(regex + b"\n\n")
