@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from monitor.alerts.model import AlertView, SilenceView
 from monitor.dashboard.routes import setup_dashboard
 from monitor.errors import ConfigError, StoreError
-from monitor.metrics import CONTENT_TYPE, GaugeFamily, ProbeMetrics
+from monitor.metrics import CONTENT_TYPE, CounterFamily, GaugeFamily, ProbeMetrics, leadership_families
 from monitor.settings import Settings, to_seconds
 from monitor.store.db import ping
 from monitor.store.repo import Store, StoredResult
@@ -38,6 +38,7 @@ __all__ = [
     "SETTINGS_KEY",
     "STORE_KEY",
     "AlertsBackend",
+    "LeadershipView",
     "check_bind",
     "create_app",
     "is_loopback",
@@ -65,6 +66,22 @@ class AlertsBackend(Protocol):
     async def expire_silence(self, silence_id: int) -> bool: ...
 
 
+class LeadershipView(Protocol):
+    """Which replica leads (`monitor.leader.LeaderElection`, or `SoleLeader` on SQLite)."""
+
+    @property
+    def replica_id(self) -> str: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def leader(self) -> str | None: ...
+
+    @property
+    def transitions(self) -> int: ...
+
+
 Gauges = Callable[[], Awaitable[Iterable[GaugeFamily]]]
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -75,6 +92,7 @@ ALERTS_KEY = web.AppKey("alerts", AlertsBackend)
 ROLLUPS_KEY = web.AppKey("rollups", Rollups)
 SCHEDULER_RUNNING_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("scheduler_running")
 GAUGES_KEY: web.AppKey[Gauges] = web.AppKey("gauges")
+LEADERSHIP_KEY = web.AppKey("leadership", LeadershipView)
 
 
 def is_loopback(host: str) -> bool:
@@ -104,6 +122,7 @@ def create_app(
     rollups: Rollups | None = None,
     scheduler_running: Callable[[], bool] | None = None,
     gauges: Gauges | None = None,
+    leadership: LeadershipView | None = None,
 ) -> web.Application:
     """The API application; every resource is owned by the caller."""
     app = web.Application(middlewares=[_error_middleware, _auth_middleware])
@@ -120,6 +139,8 @@ def create_app(
         app[SCHEDULER_RUNNING_KEY] = scheduler_running
     if gauges is not None:
         app[GAUGES_KEY] = gauges
+    if leadership is not None:
+        app[LEADERSHIP_KEY] = leadership
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
@@ -186,7 +207,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers `SELECT 1` quickly and the scheduler is running."""
+    """Readiness: the database answers `SELECT 1` quickly and the scheduler is running (on the leader).
+
+    A follower replica is ready too: it serves the API while the leader probes. The body then says
+    which replica leads (`role`, `leader`, `replica`).
+    """
     checks: dict[str, str] = {}
     db = request.app.get(DB_KEY)
     if db is None:
@@ -198,14 +223,25 @@ async def readyz(request: web.Request) -> web.Response:
         except StoreError as exc:
             checks["database"] = str(exc)
     running = request.app.get(SCHEDULER_RUNNING_KEY)
-    checks["scheduler"] = "running" if running is not None and running() else "not running"
-    ready = checks["database"] == "ok" and checks["scheduler"] == "running"
-    return _json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    leadership = request.app.get(LEADERSHIP_KEY)
+    following = leadership is not None and not leadership.is_leader
+    if following:
+        checks["scheduler"] = "standby (another replica leads)"
+    else:
+        checks["scheduler"] = "running" if running is not None and running() else "not running"
+    ready = checks["database"] == "ok" and (following or checks["scheduler"] == "running")
+    body: dict[str, Any] = {"ready": ready, "checks": checks}
+    if leadership is not None:
+        body.update(role="follower" if following else "leader", leader=leadership.leader, replica=leadership.replica_id)
+    return _json(body, status=200 if ready else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     gauges = request.app.get(GAUGES_KEY)
-    extra = list(await gauges()) if gauges is not None else []
+    extra: list[GaugeFamily | CounterFamily] = list(await gauges()) if gauges is not None else []
+    leadership = request.app.get(LEADERSHIP_KEY)
+    if leadership is not None:
+        extra += leadership_families(leadership.replica_id, leadership.is_leader, leadership.transitions)
     text = request.app[METRICS_KEY].render(extra)
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 

@@ -1,16 +1,23 @@
-"""The long-lived daemon: lifecycle, signals, config reload and the ordered shutdown.
+"""The long-lived daemon: lifecycle, leadership, signals, config reload and the ordered shutdown.
 
 `Daemon.serve()` creates every async resource inside the running loop and registers its close on
 one `AsyncExitStack`, so teardown runs in reverse order even after a failed startup:
 
-    database engine -> HTTP sessions -> alert engine + dispatcher -> result writer
-        -> scheduler (probes, rollups, retention, absence checks) -> API
+    SQLite file lock -> database engine -> HTTP sessions -> lease (election) -> dispatcher
+        -> result writer -> leader duties (scheduler: probes, rollups, retention, absence checks) -> API
+
+Leadership (monitor/leader.py): on PostgreSQL several replicas may share the database; only the one
+holding the lease runs the duties (the scheduler and the dispatcher; stored results reach the alert
+engine only there). Every replica serves the API. A replica that gains the lease reloads the alert
+states and frees the outbox claims its predecessor left, then starts the duties; one that loses it
+cancels them at once. On SQLite the daemon holds an exclusive lock on the database file and leads.
 
 Shutdown (SIGTERM/SIGINT, or `request_stop()`): the scheduler stops starting runs, the API stops
 accepting connections, in-flight probes get `daemon.shutdown_grace_s` to finish (then are
-cancelled), queued results are written and evaluated, the dispatcher stops, then the HTTP sessions
-and the engine close. A second signal skips the waiting. SIGHUP reloads the config file; a config
-that does not validate is rejected with a log line and the running one stays.
+cancelled), queued results are written and evaluated, the dispatcher stops, the lease is released
+(a follower takes over at once), then the HTTP sessions and the engine close. A second signal
+skips the waiting. SIGHUP reloads the config file; a config that does not validate is rejected
+with a log line and the running one stays.
 """
 
 from __future__ import annotations
@@ -20,15 +27,18 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import NullPool
 
 from monitor.alerts.clock import SystemClock
 from monitor.alerts.config import plain_secrets
@@ -38,12 +48,23 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.api import check_bind, create_app
 from monitor.errors import ConfigError, StoreError
+from monitor.leader import (
+    DaemonLock,
+    LeaderElection,
+    Leadership,
+    LeaseStore,
+    SoleLeader,
+    default_replica_id,
+    sqlite_database,
+)
 from monitor.metrics import GaugeFamily, ProbeMetrics
 from monitor.probes import Prober
+from monitor.results import ProbeResult
 from monitor.retention import Retention
-from monitor.scheduler import ProbeScheduler, ResultWriter, validate_schedules
+from monitor.scheduler import ProbeScheduler, ResultWriter, SchedulerStats, validate_schedules
 from monitor.settings import Settings, load_settings
-from monitor.store.db import censor_url, connect, ensure_schema
+from monitor.store.db import censor_url, connect, create_engine, ensure_schema
+from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups, RollupWindowSource, TieredWindowSource
 
@@ -54,6 +75,9 @@ logger = logging.getLogger(__name__)
 ALERT_STATES = ("pending", "firing")
 # How far back each rollup run recomputes, beyond the slowest target's timeout.
 ROLLUP_SETTLE_EXTRA_S = 30.0
+# A new leader that cannot load the alert states (database trouble) tries again this often; it must
+# not evaluate rules from stale states, which could repeat what the previous leader already sent.
+TAKEOVER_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +126,36 @@ class Daemon:
         self.metrics = ProbeMetrics()
         self.summary: DaemonSummary | None = None
         self.reloads = 0
-        self._scheduler: ProbeScheduler | None = None
+        self.leadership: Leadership | None = None
+        # The scheduler of the current leadership term (None while following); every term gets a new one.
+        self._active: ProbeScheduler | None = None
+        self._schedulers: list[ProbeScheduler] = []
+        self._dispatching: tuple[asyncio.Task[None], asyncio.Event] | None = None
         self._writer: ResultWriter | None = None
         self._alerts: AlertEngine | None = None
         self._outbox: Outbox | None = None
         self._dispatcher: Dispatcher | None = None
+        self._prober: Prober | None = None
+        self._rollups: Rollups | None = None
+        self._retention: Retention | None = None
+        self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self._deadline = 0.0
         self._started_mono = 0.0
         self._reload_task: asyncio.Task[bool] | None = None
+        self._retry: asyncio.TimerHandle | None = None
         self._bound_port: int | None = None
 
     @property
     def scheduler(self) -> ProbeScheduler:
-        if self._scheduler is None:
-            raise RuntimeError("the daemon is not running")
-        return self._scheduler
+        """The scheduler of the current (or, on a follower, the last) leadership term."""
+        if not self._schedulers:
+            raise RuntimeError("the daemon is not running or has never led")
+        return self._schedulers[-1]
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica runs the duties now (probes, rules, notifications)."""
+        return self._active is not None
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin the graceful shutdown; a second call skips the waiting (like a second Ctrl-C)."""
@@ -138,7 +177,8 @@ class Daemon:
             await self._stop.wait()
             self._deadline = asyncio.get_running_loop().time() + self.settings.daemon.shutdown_grace_s
             # Step 1 of the shutdown; the stack unwinds the rest in reverse order of creation.
-            self.scheduler.pause()
+            if self._active is not None:
+                self._active.pause()
         self.summary = self._summary()
         logger.info("%s", self.summary.line())
         return 0
@@ -147,10 +187,17 @@ class Daemon:
         settings = self.settings
         if self._install_signals:
             self._add_signal_handlers(stack)
+        database = sqlite_database(settings.storage.url)
+        if database is not None:
+            # Before anything touches the file: a second daemon on it would double every probe and alert.
+            lock = DaemonLock(database)
+            lock.acquire()
+            stack.callback(lock.release)
         engine = await connect(settings.storage.url)
         stack.push_async_callback(engine.dispose)
         await ensure_schema(engine)
         sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        self._sessionmaker = sessionmaker
         store = Store(sessionmaker)
 
         # Probes and notifications get separate pools: hung targets must not starve webhook sends.
@@ -160,52 +207,168 @@ class Daemon:
         stack.push_async_callback(probe_session.close)
         notify_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         stack.push_async_callback(notify_session.close)
+        self._prober = Prober(probe_session)
 
         max_timeout_s = max((t.timeout_s for t in settings.targets), default=60.0)
         rollups = Rollups(
             sessionmaker, settle_s=max_timeout_s + settings.retention.rollup_interval_s + ROLLUP_SETTLE_EXTRA_S
         )
-        retention = Retention(sessionmaker, settings.retention, rollups=rollups)
+        self._rollups = rollups
+        self._retention = Retention(sessionmaker, settings.retention, rollups=rollups)
 
         clock = SystemClock()
         outbox = Outbox(sessionmaker)
         # Long windows (regression baselines over days) read rollups instead of millions of raw rows.
         source = TieredWindowSource(RawWindowSource(sessionmaker), RollupWindowSource(rollups))
         alerts = AlertEngine(settings, sessionmaker, source=source, clock=clock, outbox=outbox)
-        await alerts.start()
         dispatcher = Dispatcher(settings, sessionmaker, notify_session, clock=clock, secrets=plain_secrets(settings))
         outbox.add_waker(dispatcher.wake)
         self._alerts, self._outbox, self._dispatcher = alerts, outbox, dispatcher
-        dispatcher_stop = asyncio.Event()
-        dispatcher_task = asyncio.create_task(dispatcher.run(dispatcher_stop), name="dispatcher")
-        stack.push_async_callback(self._stop_task, "dispatcher", dispatcher_task, dispatcher_stop)
 
-        writer = ResultWriter(store, on_stored=alerts.on_result)
+        leadership = await self._elect(stack, database is None)
+        stack.push_async_callback(self._stop_dispatcher)
+
+        writer = ResultWriter(store, on_stored=self._on_stored)
         self._writer = writer
         writer_task = asyncio.create_task(writer.run(), name="result-writer")
         stack.push_async_callback(self._stop_writer, writer, writer_task)
 
-        scheduler = ProbeScheduler(settings, prober=Prober(probe_session), writer=writer, metrics=self.metrics)
-        self._scheduler = scheduler
-        scheduler.start()
-        stack.push_async_callback(self._stop_scheduler, scheduler)
-        scheduler.add_periodic("rollups", rollups.run, settings.retention.rollup_interval_s)
-        scheduler.add_periodic("retention", retention.run, settings.retention.interval_s)
-        scheduler.add_periodic("alerts", alerts.evaluate_all, settings.daemon.absence_eval_interval_s)
+        stack.push_async_callback(self._stop_duties)
+        await self._reconcile()
+        follower = asyncio.create_task(self._follow(leadership), name="leadership")
+        stack.push_async_callback(self._cancel, follower)
 
         app = create_app(
             settings, store=store, db=engine, metrics=self.metrics, alerts=alerts, rollups=rollups,
-            scheduler_running=lambda: scheduler.running, gauges=self._gauges,
+            scheduler_running=lambda: self._active is not None and self._active.running, gauges=self._gauges,
+            leadership=leadership,
         )  # fmt: skip
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await self._start_site(runner)
+        # The API URL stays last: scripts (and tests) take it from the end of this line.
         logger.info(
-            "llm-monitor daemon running: %d probes on %d targets, %d rules, %d receivers, database %s, API %s",
+            "llm-monitor daemon running: %d probes on %d targets, %d rules, %d receivers, database %s, "
+            "replica %s (%s), API %s",
             len(settings.probes), len(settings.targets), len(settings.rules), len(settings.receivers),
-            censor_url(engine.url), self.api_url,
+            censor_url(engine.url), leadership.replica_id,
+            "leader" if leadership.is_leader else f"follower of {leadership.leader or 'nobody yet'}", self.api_url,
         )  # fmt: skip
+
+    # --- leadership -------------------------------------------------------------------------------
+
+    async def _elect(self, stack: AsyncExitStack, shared: bool) -> Leadership:
+        """The lease on a shared database (PostgreSQL), else sole leadership; one first attempt is made."""
+        settings = self.settings
+        replica_id = settings.daemon.replica_id or default_replica_id()
+        leadership: Leadership
+        if not shared:
+            leadership = SoleLeader(replica_id)
+        else:
+            _check_lease_ttl(settings)
+            # Its own connections: renewals never queue behind probe writes or dashboard reads.
+            lease_engine: AsyncEngine = create_engine(settings.storage.url, poolclass=NullPool)
+            stack.push_async_callback(lease_engine.dispose)
+            lease_store = LeaseStore(async_sessionmaker(lease_engine, expire_on_commit=False))
+            leadership = LeaderElection(lease_store, replica_id=replica_id, ttl_s=settings.daemon.lease_ttl_s)
+            stack.push_async_callback(leadership.release)
+        self.leadership = leadership
+        # One attempt now, so the replica knows its role before it serves anything.
+        first_wait_s = await leadership.attempt()
+        stop = asyncio.Event()
+        task = asyncio.create_task(leadership.run(stop, first_wait_s=first_wait_s), name="lease")
+        stack.push_async_callback(self._stop_task, "lease", task, stop)
+        return leadership
+
+    async def _follow(self, leadership: Leadership) -> None:
+        """Start or stop the duties whenever the leadership changes."""
+        while True:
+            await leadership.changed.wait()
+            leadership.changed.clear()
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        leadership = self.leadership
+        assert leadership is not None
+        if leadership.is_leader and self._active is None:
+            await self._take_duties()
+        elif not leadership.is_leader and self._active is not None:
+            await self._drop_duties()
+
+    async def _take_duties(self) -> None:
+        assert self._alerts is not None and self._dispatcher is not None and self._sessionmaker is not None
+        assert self._prober is not None and self._writer is not None and self.leadership is not None
+        assert self._rollups is not None and self._retention is not None
+        settings = self.settings
+        try:
+            # The previous leader may have changed every alert state since this replica last looked.
+            await self._alerts.start()
+            freed = await _free_outbox_claims(self._sessionmaker)
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            logger.error("cannot take over the duties yet (%s); retrying in %.0f s", exc, TAKEOVER_RETRY_S)
+            self._retry = asyncio.get_running_loop().call_later(TAKEOVER_RETRY_S, self.leadership.changed.set)
+            return
+        if freed:
+            logger.info("freed %d outbox messages claimed by a previous leader; they are sent now", freed)
+        if not self.leadership.is_leader:  # lost while loading: the next reconcile sees it
+            return
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._dispatcher.run(stop), name="dispatcher")
+        self._dispatching = (task, stop)
+
+        scheduler = ProbeScheduler(settings, prober=self._prober, writer=self._writer, metrics=self.metrics)
+        scheduler.start()
+        scheduler.add_periodic("rollups", self._if_leading(self._rollups.run), settings.retention.rollup_interval_s)
+        scheduler.add_periodic("retention", self._if_leading(self._retention.run), settings.retention.interval_s)
+        scheduler.add_periodic(
+            "alerts", self._if_leading(self._alerts.evaluate_all), settings.daemon.absence_eval_interval_s
+        )
+        self._active = scheduler
+        self._schedulers.append(scheduler)
+        logger.info("%s leads: probing, evaluating rules and sending notifications", self.leadership.replica_id)
+
+    async def _drop_duties(self) -> None:
+        """Stop at once: the lease may pass to another replica soon, and two must never work together."""
+        scheduler = self._active
+        if scheduler is not None:
+            scheduler.pause()
+            cancelled = await scheduler.drain(0.0, self._force)
+            await scheduler.shutdown()
+            self._active = None
+            if cancelled:
+                logger.warning("stepping down: cancelled %d in-flight jobs", cancelled)
+        dispatching, self._dispatching = self._dispatching, None
+        if dispatching is not None:
+            task, stop = dispatching
+            stop.set()
+            await self._cancel(task)
+        logger.warning("%s follows: probes, rules and notifications stopped here", self._replica_id)
+
+    @property
+    def _replica_id(self) -> str:
+        return self.leadership.replica_id if self.leadership is not None else "?"
+
+    def _if_leading(self, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        # Checked when the job starts: the lease deadline counts, even before the step-down has run.
+        async def guarded() -> None:
+            if self.leadership is not None and self.leadership.is_leader:
+                await job()
+
+        return guarded
+
+    async def _on_stored(self, result: ProbeResult) -> None:
+        if self._alerts is not None and self.leadership is not None and self.leadership.is_leader:
+            await self._alerts.on_result(result)
+
+    async def _cancel(self, task: asyncio.Task[Any]) -> None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # its failure was already the end of it; keep shutting down
+            logger.exception("%s failed", task.get_name())
 
     async def _start_site(self, runner: web.AppRunner) -> None:
         host, port = self.settings.api.host, self.settings.api.port
@@ -232,7 +395,7 @@ class Daemon:
             GaugeFamily(
                 "llm_monitor_probes_in_flight",
                 "Probe runs (and maintenance jobs) now running.",
-                values={(): float(self.scheduler.inflight)},
+                values={(): float(self._active.inflight if self._active is not None else 0)},
             ),  # fmt: skip
             GaugeFamily(
                 "llm_monitor_write_queue_depth",
@@ -243,8 +406,15 @@ class Daemon:
         if self._alerts is None or self._outbox is None:
             return families
         states: Counter[str] = Counter()
-        for (_, state), count in self._alerts.state_counts().items():
-            states[state] += count
+        if self.leading:
+            for (_, state), count in self._alerts.state_counts().items():
+                states[state] += count
+        else:
+            # A follower's engine does not run; the leader's states are in the database.
+            try:
+                states.update(view.state for view in await self._alerts.alerts(include_inactive=True))
+            except StoreError as exc:
+                logger.warning("alert states unavailable: %s", exc)
         by_state: dict[tuple[str, ...], float] = {(s,): float(states.get(s, 0)) for s in (*ALERT_STATES, *states)}
         families.append(GaugeFamily("llm_monitor_alerts", "Alert instances by state.", ("state",), by_state))
         try:
@@ -264,12 +434,25 @@ class Daemon:
             return 0.0
         return max(0.0, self._deadline - asyncio.get_running_loop().time())
 
-    async def _stop_scheduler(self, scheduler: ProbeScheduler) -> None:
+    async def _stop_duties(self) -> None:
+        """Shutdown: the scheduler of a leader gets the grace; the dispatcher stops later (`_stop_dispatcher`)."""
+        if self._retry is not None:
+            self._retry.cancel()
+        scheduler = self._active
+        if scheduler is None:
+            return
         scheduler.pause()
         cancelled = await scheduler.drain(self._remaining_s(), self._force)
         if cancelled:
             logger.warning("cancelled %d in-flight jobs after the %.0f s grace", cancelled, self._grace_s)
         await scheduler.shutdown()
+        self._active = None
+
+    async def _stop_dispatcher(self) -> None:
+        dispatching, self._dispatching = self._dispatching, None
+        if dispatching is not None:
+            task, stop = dispatching
+            await self._stop_task("dispatcher", task, stop)
 
     @property
     def _grace_s(self) -> float:
@@ -331,7 +514,8 @@ class Daemon:
         except (ConfigError, StoreError) as exc:
             logger.error("reload rejected, keeping the running config: %s", exc)
             return False
-        self.scheduler.apply(new)
+        if self._active is not None:
+            self._active.apply(new)
         if self._alerts is not None:
             self._alerts.reload(new)
         if self._dispatcher is not None:
@@ -357,15 +541,49 @@ class Daemon:
         return new.model_copy(update=kept) if kept else new
 
     def _summary(self) -> DaemonSummary:
-        stats = self._scheduler.stats if self._scheduler is not None else None
+        stats = SchedulerStats()
+        for scheduler in self._schedulers:  # one per leadership term
+            for field in fields(SchedulerStats):
+                setattr(stats, field.name, getattr(stats, field.name) + getattr(scheduler.stats, field.name))
         writer = self._writer
         return DaemonSummary(
             uptime_s=time.monotonic() - self._started_mono,
-            runs=stats.runs if stats else 0, ok=stats.ok if stats else 0, failed=stats.failed if stats else 0,
+            runs=stats.runs, ok=stats.ok, failed=stats.failed,
             stored=writer.stored if writer else 0, dropped=writer.dropped if writer else 0,
-            skipped_busy=stats.skipped_busy if stats else 0, missed=stats.missed if stats else 0,
-            cancelled=stats.cancelled if stats else 0,
+            skipped_busy=stats.skipped_busy, missed=stats.missed, cancelled=stats.cancelled,
         )  # fmt: skip
+
+
+def _check_lease_ttl(settings: Settings) -> None:
+    """Warn when a dead leader would leave probes unrun for more than two of the shortest intervals."""
+    timed = [p for p in settings.probes if p.cron is None]
+    if not timed:
+        return
+    shortest = min(timed, key=lambda p: p.interval_s)
+    if settings.daemon.lease_ttl_s > shortest.interval_s:
+        logger.warning(
+            "daemon.lease_ttl_s=%g is longer than the shortest probe interval (%g s, probe %s): after a leader "
+            "dies, its probes may skip up to %.0f s (lease + interval); keep lease_ttl_s <= interval_s",
+            settings.daemon.lease_ttl_s, shortest.interval_s, shortest.name,
+            settings.daemon.lease_ttl_s + shortest.interval_s,
+        )  # fmt: skip
+
+
+async def _free_outbox_claims(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Clear claims on pending messages: only a leader sends, and the one that claimed them has stopped.
+
+    A leader stops before its lease can expire, and this runs only after this replica won the lease,
+    so no other dispatcher can be sending now. Without this, a message claimed by a leader killed
+    mid-send would wait for its claim to run out (a minute or more).
+    """
+    async with sessionmaker() as session, session.begin():
+        result = await session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.state == "pending", OutboxRow.claimed_until.is_not(None))
+            .values(claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def run_daemon(settings: Settings, *, config_path: Path | None = None, db_url: str | None = None) -> int:

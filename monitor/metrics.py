@@ -24,6 +24,7 @@ __all__ = [
     "ProbeMetrics",
     "escape_label_value",
     "format_value",
+    "leadership_families",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -153,6 +154,20 @@ class HistogramFamily(_Family):
             label_text = _label_text(self.label_names, labels)
             yield f"{self.name}_sum{label_text} {format_value(series.sum)}"
             yield f"{self.name}_count{label_text} {series.count}"
+
+
+def leadership_families(replica: str, leading: bool, transitions: int) -> list[GaugeFamily | CounterFamily]:
+    """`llm_monitor_leader{replica}` (1 while this replica leads) and its transition count."""
+    leader = GaugeFamily(
+        "llm_monitor_leader", "1 while this replica leads (probes, alert rules, notifications), else 0.",
+        ("replica",), {(replica,): 1.0 if leading else 0.0},
+    )  # fmt: skip
+    changes = CounterFamily(
+        "llm_monitor_leader_transitions_total", "Times this replica became the leader or stopped leading.",
+        ("replica",),
+    )  # fmt: skip
+    changes.inc((replica,), float(transitions))
+    return [leader, changes]
 
 
 def outcome(result: ProbeResult) -> str:
