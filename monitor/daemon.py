@@ -286,7 +286,11 @@ class Daemon:
         while True:
             await leadership.changed.wait()
             leadership.changed.clear()
-            await self._reconcile()
+            try:
+                await self._reconcile()
+            except Exception:  # this task must outlive any one failure, or roles would stop following the lease
+                logger.exception("changing roles failed; retrying in %.0f s", TAKEOVER_RETRY_S)
+                self._retry = asyncio.get_running_loop().call_later(TAKEOVER_RETRY_S, leadership.changed.set)
 
     async def _reconcile(self) -> None:
         leadership = self.leadership

@@ -9,6 +9,7 @@ within two probe intervals of the kill.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -25,11 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from monitor.leader import DaemonLock
+from monitor.settings import Settings, parse_settings
 from monitor.store.db import connect
 from tests.conftest import chat_probe
 from tests.mockserver import REPO_ROOT, MockProcess
 from tests.receivers import WebhookReceiver
-from tests.test_daemon import DaemonProcess, daemon_config
+from tests.test_daemon import DaemonProcess, count_results, daemon_config, run_daemon_in_task, wait_for
 
 INTERVAL_S = 2.0
 LEASE_TTL_S = 2.0
@@ -252,3 +254,50 @@ async def _failed_rows(db_url: str) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in await conn.execute(text(query))]
     finally:
         await engine.dispose()
+
+
+# --- in one process: stepping down, and handing over on a clean stop ---------------------------------
+
+
+@pytest.mark.postgres
+async def test_a_leader_stops_at_once_when_another_holder_takes_the_lease(
+    mock: MockProcess, pg_db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ttl_s = 1.5
+    caplog.set_level(logging.INFO, logger="monitor")
+
+    def settings(replica: str) -> Settings:
+        daemon = {"shutdown_grace_s": 2, "lease_ttl_s": ttl_s, "replica_id": replica}
+        return parse_settings(
+            daemon_config(mock.base_url, pg_db_url, chat_probe(interval_s=1, max_tokens=64), daemon=daemon)
+        )
+
+    async with run_daemon_in_task(settings("a")) as a, run_daemon_in_task(settings("b")) as b:
+        assert a.leading and not b.leading
+        await wait_for(lambda: count_results(pg_db_url, "chat"), what="a first result")
+        # Another holder (a replica this test does not run) takes the lease over.
+        await _execute(
+            pg_db_url,
+            "UPDATE leases SET holder = 'intruder', epoch = epoch + 1, expires_at = now() + interval '1 hour'",
+        )
+        await wait_for(lambda: not a.leading, timeout_s=ttl_s, what="the old leader to step down")
+        assert a.leadership is not None and a.leadership.leader == "intruder"
+        rows = await count_results(pg_db_url)
+        await asyncio.sleep(2.5)  # more than two intervals: nobody here may probe
+        assert await count_results(pg_db_url) == rows and not b.leading
+
+        await _execute(pg_db_url, "UPDATE leases SET expires_at = now()")  # the intruder lets go
+        await wait_for(lambda: a.leading or b.leading, timeout_s=ttl_s, what="a new leader")
+        leader, follower = (a, b) if a.leading else (b, a)
+        await wait_for(lambda: _more_than(pg_db_url, rows), what="probes again")
+        leader.request_stop("handing over")
+        # A clean stop releases the lease: the follower need not wait for it to expire.
+        await wait_for(lambda: follower.leading, timeout_s=ttl_s / 3 + SLACK_S, what="the hand-over")
+    assert "daemon.lease_ttl_s=1.5 is longer than the shortest probe interval (1 s, probe chat)" in caplog.text
+    assert "a follows: probes, rules and notifications stopped here" in caplog.text
+    assert a.summary is not None and b.summary is not None
+    assert a.summary.stored + b.summary.stored == await count_results(pg_db_url)
+
+
+async def _more_than(db_url: str, rows: int) -> bool:
+    return await count_results(db_url) > rows
