@@ -2,10 +2,10 @@
 
 vLLM writes every content chunk of a stream the same way; only the content string changes and,
 with ``continuous_usage_stats``, the numbers in the usage object. A ``Layout`` keeps the bytes
-before the content string (``pre``) and a pattern for the rest of the event: the string, the
-constant pieces around the ``*_tokens`` numbers, the numbers themselves (plain digits, at most
-15) and the closing blank line. The meter learns one from the first content event and reads
-later events from these slots alone, without ``json.loads``.
+before the content string (``pre``) and the constant pieces after it, split at the ``*_tokens``
+numbers (plain digits, at most 15). The meter learns one from the first content event and reads
+later events from these slots alone, without ``json.loads``: ``Layout.read`` for single events,
+and a compiled pattern (``Layout.compiled``, shared by streams) once the layout has repeated.
 
 A layout is kept only if it is proved. The event is parsed with a sentinel in the string slot
 and distinct sentinel numbers in the number slots; the content must come out as the sentinel,
@@ -42,6 +42,7 @@ _STRING = rb'((?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+)'
 # At most 15 digits: int() stays cheap and json.loads would refuse numbers past 4,300 digits.
 _MAX_DIGITS = 15
 _NUMBER = rb"(?:0|[1-9][0-9]{0,%d})" % (_MAX_DIGITS - 1)
+_STRING_RE, _NUMBER_RE = re.compile(_STRING), re.compile(_NUMBER)
 _USAGE_NUMBER = re.compile(rb'"(?:prompt|total|completion)_tokens"\s*:\s*([0-9]+)')
 _MAX_SLOTS = 6
 _TEXT_SENTINEL = "\x7fllm-monitor-slot\x7f"
@@ -49,30 +50,51 @@ _INT_SENTINEL = 7_046_309_000_000_001  # 19 digits: no usage number a real serve
 
 
 class Layout(NamedTuple):
-    """One learned event shape; ``read`` gives the chunk of an event that ``rest`` matched."""
+    """One learned event shape: ``pre``, a string body, then ``pieces`` with a number between each two."""
 
-    pre: bytes  # the event up to its content string, "data:" included
-    rest: re.Pattern[bytes]  # from the string body to "\n\n"; group 1 is the string body
+    pre: bytes  # the event up to its content string body, "data:" included
+    pieces: tuple[bytes, ...]  # the bytes after the string body, split at the number slots
     chunk: Chunk  # finish and stop reasons, and usage fields that no slot feeds
-    prompt_group: int  # the group holding prompt_tokens, 0 if constant
-    completion_group: int
+    prompt_slot: int  # the number slot holding prompt_tokens, -1 if none
+    completion_slot: int
 
     @property
     def hot(self) -> bool:
         """A plain content event: no finish or stop reason; no usage, or completion_tokens from a slot."""
-        c, usage_fed = self.chunk, self.completion_group > 0
-        no_usage = c.usage is None and self.prompt_group == 0
-        return c.finish_reason is None and c.stop_reason is None and (usage_fed or no_usage)
+        c = self.chunk
+        no_usage = c.usage is None and self.prompt_slot < 0
+        return c.finish_reason is None and c.stop_reason is None and (self.completion_slot >= 0 or no_usage)
 
-    def read(self, m: re.Match[bytes]) -> Chunk | None:
-        content = read_string(m[1])
+    def read(self, blk: bytes) -> Chunk | None:
+        """The chunk of a whole one-line event (without its blank line), or None if it has another layout."""
+        body = _STRING_RE.match(blk, len(self.pre)) if blk.startswith(self.pre) else None
+        if body is None:
+            return None
+        pos, numbers = body.end(), []
+        for piece in self.pieces[:-1]:
+            number = _NUMBER_RE.match(blk, pos + len(piece)) if blk.startswith(piece, pos) else None
+            if number is None:
+                return None
+            numbers.append(int(number[0]))
+            pos = number.end()
+        content = read_string(body[1]) if blk[pos:] == self.pieces[-1] else None
         if content is None:
             return None
-        pg, cg, usage = self.prompt_group, self.completion_group, self.chunk.usage
-        if pg or cg:
+        usage, ps, cs = self.chunk.usage, self.prompt_slot, self.completion_slot
+        if ps >= 0 or cs >= 0:
             prompt, completion = usage or (None, None)
-            usage = (int(m[pg]) if pg else prompt, int(m[cg]) if cg else completion)
+            usage = (numbers[ps] if ps >= 0 else prompt, numbers[cs] if cs >= 0 else completion)
         return Chunk(content, self.chunk.finish_reason, self.chunk.stop_reason, usage)
+
+    def compiled(self) -> tuple[re.Pattern[bytes], int, int]:
+        """The pattern for the meter's scan loop, with its prompt and completion groups (0: constant).
+
+        It matches from the string body (group 1) through the blank line: the same events as ``read``.
+        """
+        slots = range(len(self.pieces) - 1)
+        captured = tuple(j in (self.prompt_slot, self.completion_slot) for j in slots)
+        groups = [2 + sum(captured[:j]) if j >= 0 else 0 for j in (self.prompt_slot, self.completion_slot)]
+        return _rest_pattern(self.pieces, captured), groups[0], groups[1]
 
 
 def read_string(body: bytes) -> str | None:
@@ -127,21 +149,18 @@ def learn_layout(blk: bytes, a: int, end: int, interpret: Callable[[object], Chu
         return None
     if chunk is None or chunk.content != _TEXT_SENTINEL:
         return None
-    usage, groups, captured = chunk.usage, [0, 0], [False] * len(values)
+    usage, slots = chunk.usage, [-1, -1]
     if values:
         fields = list(usage or (None, None))
         slots = [values.index(v) if v is not None and v in values else -1 for v in fields]
-        captured = [j in slots for j in range(len(values))]
-        groups = [2 + sum(captured[:j]) if j >= 0 else 0 for j in slots]
         fields = [None if j >= 0 else v for j, v in zip(slots, fields, strict=True)]
         usage = None if fields == [None, None] else (fields[0], fields[1])
-    rest = _rest_pattern(tuple(pieces), tuple(captured))
-    return Layout(pre, rest, Chunk("", chunk.finish_reason, chunk.stop_reason, usage), groups[0], groups[1])
+    return Layout(pre, tuple(pieces), Chunk("", chunk.finish_reason, chunk.stop_reason, usage), slots[0], slots[1])
 
 
 @lru_cache(maxsize=64)
 def _rest_pattern(pieces: tuple[bytes, ...], captured: tuple[bool, ...]) -> re.Pattern[bytes]:
-    # The pieces hold no per-stream bytes (ids sit in ``pre``), so streams share patterns.
+    # Compiling costs ~100 us, so streams share patterns: vLLM's pieces hold no per-stream bytes.
     regex = _STRING + re.escape(pieces[0])
     for piece, capture in zip(pieces[1:], captured, strict=True):
         regex += (b"(%s)" if capture else b"%s") % _NUMBER + re.escape(piece)

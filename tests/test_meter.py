@@ -532,6 +532,25 @@ def test_usage_numbers_after_the_layout_is_learned(digits: str, error: str | Non
         assert m.text == ("abd" if error else "abcd")
 
 
+def test_usage_event_with_other_bytes_of_the_same_length_between_the_slots() -> None:
+    for odd in (chat_u("c", 3, finish='"ab"'), chat_u("c", 3, usage='{"prompt_tokens":6,"total_tokenz":9}')):
+        m = both("chat", [chat_u("a", 1), chat_u("b", 2), odd, chat_u("d", 4)])  # "ab" is as long as null
+        assert m.text == "abcd"
+        m = both("chat", [chat_u("a", 1), odd, chat_u("b", 2)])  # the first repeat is read without a pattern
+        assert m.text == "acb"
+
+
+def test_a_field_that_changes_in_every_event_gets_no_compiled_pattern() -> None:
+    def event(i: int) -> bytes:  # like OpenAI's per-chunk "obfuscation" padding
+        return chat('{"content":"x"}').replace(b"]}\n", b'],"pad":"%s"}\n' % (b"z" * i))
+
+    meter = StreamMeter("chat", stream=True, start_s=0.0)
+    for i in range(8):
+        meter.feed(event(i), float(i))
+    assert meter._hot[0] == b""  # four layouts learned, none seen twice
+    assert both("chat", [event(i) for i in range(8)]).text == "x" * 8
+
+
 def test_usage_going_backwards_or_standing_still_is_not_exact() -> None:
     for ks in ([1, 2, 2, 3], [1, 3, 2, 4], [5, 4, 3, 2]):
         m = both("chat", [chat_u(c, k) for c, k in zip("abcd", ks, strict=True)])
