@@ -279,7 +279,7 @@ class ResultWriter:
         error = await self._insert(batch)
         if error is None:
             return batch, [], None
-        if not await self._database_answers():
+        if not await self._database_answers(batch[0].probe):
             return [], batch, error
         # The database works, so something in the batch is refused: write one by one to find it.
         stored: list[ProbeResult] = []
@@ -287,7 +287,7 @@ class ResultWriter:
             error = await self._insert([result]) if len(batch) > 1 else error
             if error is None:
                 stored.append(result)
-            elif await self._database_answers():
+            elif await self._database_answers(result.probe):
                 self.rejected += 1
                 self.dropped += 1
                 logger.error(
@@ -312,11 +312,12 @@ class ResultWriter:
         self.stored += len(batch)
         return None
 
-    async def _database_answers(self) -> bool:
+    async def _database_answers(self, probe: str) -> bool:
         """A cheap read of the results table: tells an outage from a result the database refuses."""
         try:
             async with asyncio.timeout(self._write_timeout_s):
-                await self._store.count_results(since=datetime.now(UTC))
+                # An empty range of the (probe, started_at) index: no scan, however big the table.
+                await self._store.count_results(probe=probe, since=datetime.now(UTC))
         except Exception:  # any failure means "not answering"; the write error is what gets logged
             return False
         return True
