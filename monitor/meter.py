@@ -84,6 +84,7 @@ class StreamMeasurement:
 # and the constant prompt_tokens when only completion_tokens has a slot.
 _Hot = tuple[bytes, Callable[[bytes, int], re.Match[bytes] | None], int, int, int, int | None]
 _COLD: _Hot = (b"", re.compile(b"(?!)").match, 0, 0, 0, None)  # before a layout is learned: never matches
+_FINISHED = re.compile(rb'_reason"\s*:\s*"')  # a finish_reason or stop_reason string
 _CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0003134f]")
 # A server claiming absurd per-chunk token counts must not make us allocate gigabytes.
 _MAX_EXACT_ITL_GAPS = 1 << 17
@@ -241,27 +242,32 @@ class StreamMeter:
         if payload == b"[DONE]" or (len(payload) < 16 and payload.strip() == b"[DONE]"):
             self._done = True
             return
-        if single and self._learn_budget and self._learn(blk) and self._match(blk, now_s, promote=False):
+        if single and self._learn_budget and self._learn(blk) and self._match(blk, now_s, learnt=True):
             return
         self._n += 1
         chunk = self._parse_event(payload)
         if chunk is not None:
             self._apply(chunk, now_s)
 
-    def _match(self, blk: bytes, now_s: float, *, promote: bool = True) -> bool:
+    def _match(self, blk: bytes, now_s: float, *, learnt: bool = False) -> bool:
         for layout in self._layouts:
-            chunk = layout.read(blk)
+            chunk = layout.read(blk) if blk.startswith(layout.pre) else None
             if chunk is not None:
                 self._n += 1
                 self._apply(chunk, now_s)
-                if promote and layout.hot:
-                    # A layout seen twice is worth a compiled pattern (~0.1 ms, shared by streams);
-                    # one whose bytes vary per event (a random per-chunk field) never gets here.
-                    rest, pg, cg = layout.compiled()
-                    usage = layout.chunk.usage
-                    self._hot = (layout.pre, rest.match, len(layout.pre), pg, cg, usage[0] if usage else None)
+                if layout.hot:
+                    # Compile only for a layout seen twice (or in an earlier stream), not for one
+                    # whose bytes vary per event, such as a random per-chunk field.
+                    self._promote(layout, cached_only=learnt)
                 return True
         return False
+
+    def _promote(self, layout: Layout, *, cached_only: bool) -> None:
+        compiled = layout.compiled(cached_only=cached_only)
+        if compiled is not None:
+            rest, pg, cg = compiled
+            usage = layout.chunk.usage
+            self._hot = (layout.pre, rest.match, len(layout.pre), pg, cg, usage[0] if usage else None)
 
     def _parse_event(self, payload: bytes) -> _Chunk | None:
         n = self._n
@@ -287,7 +293,8 @@ class StreamMeter:
     def _learn(self, blk: bytes) -> bool:
         """Learn this event's layout (see ``monitor.meter_layout``), so later events skip ``json.loads``."""
         slot = find_string(blk, self._marker)
-        if slot is None:  # also empty content, which marks role and finish chunks: once per stream
+        # Role and finish chunks come once per stream: not worth a layout. Most have empty content.
+        if slot is None or _FINISHED.search(blk) is not None:
             return False
         self._learn_budget -= 1
         layout = learn_layout(blk, *slot, self._interpret)

@@ -22,7 +22,6 @@ import json
 import re
 from _json import scanstring
 from collections.abc import Callable
-from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = ["Chunk", "Layout", "Usage", "find_string", "learn_layout", "read_string"]
@@ -46,6 +45,9 @@ _STRING_RE, _NUMBER_RE = re.compile(_STRING), re.compile(_NUMBER)
 _USAGE_NUMBER = re.compile(rb'"(?:prompt|total|completion)_tokens"\s*:\s*([0-9]+)')
 _MAX_SLOTS = 6
 _TEXT_SENTINEL = "\x7fllm-monitor-slot\x7f"
+# Compiled patterns by (pieces, captured slots); vLLM's pieces hold no per-stream bytes (ids sit in pre).
+_PATTERNS: dict[tuple[tuple[bytes, ...], tuple[bool, ...]], re.Pattern[bytes]] = {}
+_MAX_PATTERNS = 64
 _INT_SENTINEL = 7_046_309_000_000_001  # 19 digits: no usage number a real server sends
 
 
@@ -86,15 +88,23 @@ class Layout(NamedTuple):
             usage = (numbers[ps] if ps >= 0 else prompt, numbers[cs] if cs >= 0 else completion)
         return Chunk(content, self.chunk.finish_reason, self.chunk.stop_reason, usage)
 
-    def compiled(self) -> tuple[re.Pattern[bytes], int, int]:
+    def compiled(self, *, cached_only: bool = False) -> tuple[re.Pattern[bytes], int, int] | None:
         """The pattern for the meter's scan loop, with its prompt and completion groups (0: constant).
 
         It matches from the string body (group 1) through the blank line: the same events as ``read``.
+        Compiling costs ~0.1 ms, so patterns are shared by streams; ``cached_only`` never compiles.
         """
         slots = range(len(self.pieces) - 1)
         captured = tuple(j in (self.prompt_slot, self.completion_slot) for j in slots)
+        rest = _PATTERNS.get((self.pieces, captured))
+        if rest is None:
+            if cached_only:
+                return None
+            if len(_PATTERNS) >= _MAX_PATTERNS:
+                del _PATTERNS[next(iter(_PATTERNS))]
+            rest = _PATTERNS[self.pieces, captured] = _compile(self.pieces, captured)
         groups = [2 + sum(captured[:j]) if j >= 0 else 0 for j in (self.prompt_slot, self.completion_slot)]
-        return _rest_pattern(self.pieces, captured), groups[0], groups[1]
+        return rest, groups[0], groups[1]
 
 
 def read_string(body: bytes) -> str | None:
@@ -158,9 +168,7 @@ def learn_layout(blk: bytes, a: int, end: int, interpret: Callable[[object], Chu
     return Layout(pre, tuple(pieces), Chunk("", chunk.finish_reason, chunk.stop_reason, usage), slots[0], slots[1])
 
 
-@lru_cache(maxsize=64)
-def _rest_pattern(pieces: tuple[bytes, ...], captured: tuple[bool, ...]) -> re.Pattern[bytes]:
-    # Compiling costs ~100 us, so streams share patterns: vLLM's pieces hold no per-stream bytes.
+def _compile(pieces: tuple[bytes, ...], captured: tuple[bool, ...]) -> re.Pattern[bytes]:
     regex = _STRING + re.escape(pieces[0])
     for piece, capture in zip(pieces[1:], captured, strict=True):
         regex += (b"(%s)" if capture else b"%s") % _NUMBER + re.escape(piece)
