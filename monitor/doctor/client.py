@@ -17,7 +17,8 @@ import aiohttp
 from yarl import URL
 
 from monitor.errors import ProbeConnectError, ProbeTimeout
-from monitor.probes import Prober, build_request, error_message, request_headers
+from monitor.envelope import error_message
+from monitor.probes import Prober, build_request, request_headers
 from monitor.results import ProbeResult
 from monitor.settings import ProbeSettings, TargetSettings
 
