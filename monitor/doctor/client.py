@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from monitor.errors import ProbeConnectError, ProbeTimeout
 from monitor.envelope import error_message
+from monitor.errors import ProbeConnectError, ProbeTimeout
 from monitor.probes import Prober, build_request, request_headers
 from monitor.results import ProbeResult
 from monitor.settings import ProbeSettings, TargetSettings
