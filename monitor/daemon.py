@@ -228,7 +228,7 @@ class Daemon:
         leadership = await self._elect(stack, database is None)
         stack.push_async_callback(self._stop_dispatcher)
 
-        writer = ResultWriter(store, on_stored=self._on_stored)
+        writer = ResultWriter(store, on_stored=self._on_stored, buffer_max=settings.daemon.outage_buffer_max)
         self._writer = writer
         writer_task = asyncio.create_task(writer.run(), name="result-writer")
         stack.push_async_callback(self._stop_writer, writer, writer_task)
