@@ -215,7 +215,7 @@ class DaemonSettings(_Model):
     absence_eval_interval_s: float = Field(15.0, gt=0)
     lease_ttl_s: float = Field(15.0, gt=0, description="PostgreSQL: a dead leader replica is replaced within this")
     replica_id: str | None = Field(
-        None, min_length=1, max_length=200, description="this replica's name in the lease (default hostname:pid)"
+        None, min_length=1, max_length=200, description="this replica's name in the lease (default hostname:pid:random)"
     )
     outage_buffer_max: int = Field(
         5000, ge=1, description="results kept in memory while the database is down; beyond it the oldest are dropped"
