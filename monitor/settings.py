@@ -160,6 +160,19 @@ class ProbeSettings(_Model):
     sampling: dict[str, Any] = Field(default_factory=dict, description="known sampling parameters, sent as-is")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="any other request fields, sent as-is")
 
+    @field_validator("cron")
+    @classmethod
+    def _valid_crontab(cls, value: str | None) -> str | None:
+        # The same parser the scheduler uses, so `check-config` rejects what `run` would.
+        if value is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"invalid crontab {value!r}: {exc}") from None
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _collect_sampling(cls, data: Any) -> Any:

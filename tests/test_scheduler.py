@@ -134,14 +134,16 @@ def test_triggers_spread_interval_probes_and_validate_crontabs() -> None:
 
     cron = probe.model_copy(update={"cron": "*/5 * * * *"})
     assert isinstance(build_trigger(cron), CronTrigger)
-    bad = _settings(
-        {"mock": "http://127.0.0.1:1/v1"}, chat_probe(name="ok", cron="0 9 * * mon-fri"),
-        chat_probe(name="bad", cron="61 * * * *"),
-    )  # fmt: skip
+    good = _settings({"mock": "http://127.0.0.1:1/v1"}, chat_probe(name="ok", cron="0 9 * * mon-fri"))
+    validate_schedules(good)
+    # A bad crontab is a config error as soon as the settings are built (check-config, run, SIGHUP).
     with pytest.raises(ConfigError, match=r"^probes\[1\]\.cron: invalid crontab '61 \* \* \* \*'"):
-        validate_schedules(bad)
+        _settings(
+            {"mock": "http://127.0.0.1:1/v1"}, chat_probe(name="ok", cron="0 9 * * mon-fri"),
+            chat_probe(name="bad", cron="61 * * * *"),
+        )  # fmt: skip
     with pytest.raises(ConfigError, match=r"probes\[0\]\.cron"):
-        validate_schedules(_settings({"mock": "http://127.0.0.1:1/v1"}, chat_probe(cron="* * *")))
+        _settings({"mock": "http://127.0.0.1:1/v1"}, chat_probe(cron="* * *"))
 
 
 async def test_writer_keeps_order_and_survives_a_failing_handler(engine: AsyncEngine) -> None:
