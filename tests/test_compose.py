@@ -115,17 +115,18 @@ def test_healthchecks_and_start_order() -> None:
     assert health[:2] == ["CMD", "llm-monitor"] and parse_llm_monitor(health[2:]) == ["check"]
     # The monitor's healthcheck asks /readyz (llm-monitor check) of the port the config binds.
     settings = load_settings(_mounted_config("monitor"), environ={"MONITOR_API_TOKEN": "x"})
-    assert any(p.endswith(f":{settings.api.port}") for p in SERVICES["monitor"]["ports"])
+    assert any(str(p).endswith(f":{settings.api.port}") for p in SERVICES["monitor"]["ports"])
 
 
 def test_host_ports_do_not_collide() -> None:
-    seen: dict[str, str] = {}
+    seen: dict[int, str] = {}
     for name, svc in SERVICES.items():
         for port in svc.get("ports", []):
             parts = str(port).split(":")
-            host_port = parts[-2]
-            assert host_port not in seen, f"{name} and {seen.get(host_port)} both publish {host_port}"
-            seen[host_port] = name
+            low, _, high = parts[-2].partition("-")  # a range lets `--scale` run replicas side by side
+            for host_port in range(int(low), int(high or low) + 1):
+                assert host_port not in seen, f"{name} and {seen.get(host_port)} both publish {host_port}"
+                seen[host_port] = name
             # Published on loopback only: the API and the model server are not for the whole network.
             assert parts[0] == "127.0.0.1", f"{name} publishes {port} on every interface"
 

@@ -108,7 +108,8 @@ async def test_daemon_probes_on_schedule_serves_api_and_stops_cleanly(
         async with http.get(daemon.api_url + "/readyz") as resp:
             body = await resp.json()
             assert resp.status == 200, body
-            assert body == {"ready": True, "checks": {"database": "ok", "scheduler": "running"}}
+            assert body["ready"] is True and body["checks"] == {"database": "ok", "scheduler": "running"}
+            assert body["role"] == "leader" and body["leader"] == body["replica"]
         async with http.get(daemon.api_url + "/metrics") as resp:
             assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             families = _families(await resp.text())
