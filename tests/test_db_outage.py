@@ -174,10 +174,15 @@ async def test_a_full_outage_buffer_drops_the_oldest_counts_and_logs_once(
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(150)
 async def test_daemon_survives_a_20_s_postgres_outage_and_stores_every_probe(
     running_cluster: Cluster, outage_db_url: str, mock: MockProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Stopped for 20 s mid-run: readyz says so, probes go on, and afterwards rows == probes fired."""
+    """Stopped for 20 s mid-run: readyz says so, results wait in the buffer, and afterwards rows == probes fired.
+
+    On PostgreSQL the daemon is also a lease holder: it keeps leading (and probing) for two thirds
+    of `daemon.lease_ttl_s` without the database, then steps down until the database answers again.
+    """
     caplog.set_level(logging.INFO, logger="monitor")
     url = outage_db_url
     raw = daemon_config(
@@ -185,40 +190,48 @@ async def test_daemon_survives_a_20_s_postgres_outage_and_stores_every_probe(
     )
     settings = parse_settings(raw)
     assert settings.daemon.outage_buffer_max == 5000  # the documented default; 20 s of two probes is ~80
-    seen_runs: list[int] = []
     async with run_daemon_in_task(settings) as daemon, aiohttp.ClientSession() as http:
         api = str(daemon.api_url)
         await wait_for(lambda: _at_least(url, 4), what="four results before the outage")
 
         await running_cluster.control("stop")
         stopped_at = time.monotonic()
-        runs_at_stop = daemon.scheduler.stats.runs
+        fired_at_stop = await _fired(http, api)
         status, body = await _get(http, api + "/readyz")
         assert status == 503 and body["ready"] is False, body
         assert body["checks"]["database"].startswith("cannot reach database"), body
-        assert body["checks"]["scheduler"] == "running"
         assert (await _get(http, api + "/healthz"))[0] == 200
-        depths = []
+        depths, fired = [], []
         while time.monotonic() - stopped_at < OUTAGE_S:
             depths.append(await _queue_depth(http, api))
-            seen_runs.append(daemon.scheduler.stats.runs)
+            fired.append(await _fired(http, api) - fired_at_stop)
+            assert (await _get(http, api + "/readyz"))[0] == 503
             await asyncio.sleep(1.0)
-        # The scheduler never stalled: probes kept running, and their results waited in the buffer.
-        assert daemon.scheduler.stats.runs >= runs_at_stop + 20, (runs_at_stop, seen_runs)
-        assert max(depths) >= 20 and daemon.scheduler.stats.skipped_busy == 0
-        assert (await _get(http, api + "/readyz"))[0] == 503
+        # Probes went on without the database, and their results waited in the buffer.
+        assert fired[-1] >= 8 and max(depths) >= 8, (fired, depths)
 
         await running_cluster.control("start")
-        await wait_for(lambda: _ready(http, api), timeout_s=30, what="/readyz 200 after the restart")
+        await wait_for(lambda: _ready(http, api), timeout_s=45, what="/readyz 200 after the restart")
         await wait_for(lambda: _flushed(http, api), timeout_s=30, what="the outage buffer flushed")
     summary = daemon.summary
     assert summary is not None
-    assert summary.dropped == 0 and summary.cancelled == 0, summary
-    assert summary.stored == summary.runs
-    assert await count_results(url) == summary.runs
+    assert summary.dropped == 0, summary
+    # Every probe that finished was stored (a run cancelled by a step-down never produced a result).
+    assert summary.stored == summary.runs - summary.cancelled == sum(daemon.metrics.results.values.values())
+    assert await count_results(url) == summary.stored
     assert len(_messages(caplog, "database unavailable, buffering up to 5000 results")) == 1
     assert len(_messages(caplog, "database back after")) == 1
     assert not [r for r in caplog.records if r.exc_info], "a database outage logs one-line errors, no tracebacks"
+
+
+async def _fired(http: aiohttp.ClientSession, api: str) -> float:
+    """Probe results the daemon produced so far (its results counter, whatever became of them)."""
+    async with http.get(api + "/metrics") as resp:
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "llm_monitor_probe_results":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return 0.0
 
 
 async def _at_least(url: str, n: int) -> bool:
