@@ -5,7 +5,8 @@ Each probe is an APScheduler 3.x job on an `AsyncIOScheduler` (interval or cron,
 timeout and a concurrency semaphore, so a hung target only ever holds its own slot: other probes
 keep their schedule. Results go through one bounded queue to one writer task, so the database
 sees one writer at a time (SQLite has a single write lock) and a slow database slows probing down
-instead of growing memory.
+instead of growing memory. A database that is down is different: probing goes on, and results wait
+in a bounded outage buffer (`daemon.outage_buffer_max`) until it is back (see `ResultWriter`).
 """
 
 from __future__ import annotations
