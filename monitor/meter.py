@@ -55,6 +55,8 @@ Endpoint = Literal["chat", "completion"]
 MeterErrorKind = Literal["bad_response", "stream_error"]
 
 ERROR_DETAIL_MAX_CHARS = 300
+# Usage numbers beyond this are a broken server, not a count: they are treated as not reported.
+MAX_TOKEN_COUNT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +394,7 @@ class StreamMeter:
         text = "" if broken else "".join(self._parts)
         times, sse = self._content_ms, not self._body_mode
         itl_ms, exact = self._itl() if sse else ((), False)
-        prompt_tokens, completion_tokens = self._usage or (None, None)
+        prompt_tokens, completion_tokens = (_plausible(n) for n in self._usage or (None, None))
         estimated = completion_tokens is None
         if completion_tokens is None:
             completion_tokens = len(times) if sse else estimate_tokens(text)
@@ -513,6 +515,11 @@ def _usage(value: object) -> _Usage | None:
         return None
     prompt, completion = _int_or_none(value.get("prompt_tokens")), _int_or_none(value.get("completion_tokens"))
     return None if prompt is None and completion is None else (prompt, completion)
+
+
+def _plausible(count: int | None) -> int | None:
+    """A server's token count, or None when it cannot be one (negative, or past a 32-bit counter)."""
+    return count if count is not None and 0 <= count <= MAX_TOKEN_COUNT else None
 
 
 def _int_or_none(value: object) -> int | None:

@@ -85,6 +85,11 @@ class Prober:
         self._session = session
 
     async def run(self, target: TargetSettings, probe: ProbeSettings, api_key: str | None = None) -> ProbeResult:
+        """One request; the API key never leaves in the result, even when the server quotes it back."""
+        result = await self._run(target, probe, api_key)
+        return redact(result, api_key) if api_key else result
+
+    async def _run(self, target: TargetSettings, probe: ProbeSettings, api_key: str | None) -> ProbeResult:
         url, body = build_request(target, probe)
         base = ProbeResult(
             probe=probe.name, target=target.name, endpoint=probe.endpoint, stream=probe.stream,
@@ -134,6 +139,28 @@ class Prober:
                 base, http_status=status, error_kind=m.error_kind, error_detail=m.error_detail, measurement=m
             )
         return replace(base, http_status=status, measurement=m, checks=run_checks(probe, m))
+
+
+REDACTED = "[redacted]"
+
+
+def redact(result: ProbeResult, secret: str) -> ProbeResult:
+    """Replace `secret` in everything a result stores (error detail, reply text, check details)."""
+    if not secret:
+        return result
+    changes: dict[str, Any] = {}
+    if result.error_detail and secret in result.error_detail:
+        changes["error_detail"] = result.error_detail.replace(secret, REDACTED)
+    m = result.measurement
+    if m is not None and (secret in m.text or (m.error_detail and secret in m.error_detail)):
+        changes["measurement"] = replace(
+            m,
+            text=m.text.replace(secret, REDACTED),
+            error_detail=m.error_detail and m.error_detail.replace(secret, REDACTED),
+        )
+    if any(secret in c.detail for c in result.checks):
+        changes["checks"] = tuple(replace(c, detail=c.detail.replace(secret, REDACTED)) for c in result.checks)
+    return replace(result, **changes) if changes else result
 
 
 def _failed(

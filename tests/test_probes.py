@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -268,3 +269,16 @@ async def test_probes_run_concurrently_without_interfering(mock: MockProcess, se
     prober = Prober(session)
     results = await asyncio.gather(*(prober.run(s.targets[0], p) for p in s.probes * 5))
     assert all(r.error_kind is None for r in results)
+
+
+async def test_a_reply_quoting_the_key_is_redacted(session: aiohttp.ClientSession) -> None:
+    key = "sk-very-secret-key-123"
+    reply = {"choices": [{"index": 0, "message": {"content": f"your key is {key}"}, "finish_reason": "stop"}]}
+    body = json.dumps(reply).encode()
+    runner = await _odd_server({"/v1/chat/completions": body}, ctype="application/json")
+    try:
+        r = await _run(session, _url(runner), chat_probe(stream=False), api_key=key)
+    finally:
+        await runner.cleanup()
+    assert r.measurement is not None and r.measurement.text == "your key is [redacted]"
+    assert key not in json.dumps(r.to_json())
