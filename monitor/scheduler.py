@@ -391,8 +391,6 @@ class ProbeScheduler:
         self._probes = {p.name: p for p in settings.probes}
         self._prober = prober
         self._writer = writer
-        # The writer is built before the scheduler; its outage buffer is a daemon setting (restart-only).
-        writer.buffer_max = settings.daemon.outage_buffer_max
         self._metrics = metrics
         self._limit = asyncio.Semaphore(settings.daemon.max_concurrent_probes)
         self._scheduler: AsyncIOScheduler | None = None
