@@ -9,6 +9,7 @@ every webhook request (body, headers, query) and `probe --json`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -190,6 +191,44 @@ async def test_a_target_that_echoes_the_key_does_not_get_it_stored() -> None:
     assert result.error_kind == "http_error" and result.http_status == 401
     assert result.error_detail is not None and "invalid credentials: Bearer [redacted]" in result.error_detail
     _assert_absent(json.dumps(result.to_json()), "the result")
+
+
+def _echo_routes(seen: list[str]) -> web.RouteTableDef:
+    routes = web.RouteTableDef()
+
+    @routes.post("/v1/chat/completions")
+    @routes.post("/v1/completions")
+    async def echo(request: web.Request) -> web.Response:
+        sent = request.headers.get("Authorization", "")
+        seen.append(sent)
+        return web.json_response({"error": {"message": f"invalid credentials: {sent}"}}, status=401)
+
+    return routes
+
+
+@pytest.mark.load
+@pytest.mark.timeout(90)
+async def test_a_load_run_against_a_target_that_echoes_the_key_stores_no_key(
+    sqlite_db_url: str, tmp_path: Path
+) -> None:
+    """Locust users keep error details as the run's error samples (stored); a key quoted back must not get there."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), KEY_ENV: CANARY}
+    seen: list[str] = []
+    async with upstream(_echo_routes(seen)) as root:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor", "loadtest", "--base-url", root + "/v1", "--db", sqlite_db_url,
+            "--api-key-env", KEY_ENV, "--users", "1", "--duration", "2s", "--json",
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(80):
+            stdout, stderr = await proc.communicate()
+    assert seen and set(seen) == {f"Bearer {CANARY}"}, stderr.decode()[-2000:]  # the users sent the key
+    summary = json.loads(stdout)["summary"]
+    assert summary["errors"]["http_error"] > 0 and summary["error_samples"]["http_error"]
+    _assert_absent(await _dump_tables(sqlite_db_url), "the database tables", (CANARY,))
+    _assert_absent(stdout + stderr, "the loadtest output", (CANARY,))
+    for name, data in _sqlite_files(sqlite_db_url).items():
+        _assert_absent(data, name, (CANARY,))
 
 
 def test_probe_json_and_debug_logs_never_show_the_key(mock: MockProcess, tmp_path: Path) -> None:
