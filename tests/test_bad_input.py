@@ -173,4 +173,4 @@ def test_unreachable_database_is_one_error_line(command: str, tmp_path: Path) ->
         == ["llm-monitor: error: cannot reach database postgresql+asyncpg://postgres@127.0.0.1:1/x: connection refused"]
     )
     # The rest are the logged connection retries (timestamped log records, not errors).
-    assert all(" WARNING monitor.store.db: " in line and DB_RETRY_LINE in line for line in lines[:-1]), lines
+    assert all(" monitor.store.db: " in line and DB_RETRY_LINE in line for line in lines[:-1]), lines
