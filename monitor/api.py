@@ -82,7 +82,7 @@ class LeadershipView(Protocol):
     def transitions(self) -> int: ...
 
 
-Gauges = Callable[[], Awaitable[Iterable[GaugeFamily]]]
+Gauges = Callable[[], Awaitable[Iterable[GaugeFamily | CounterFamily]]]
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)

@@ -57,7 +57,7 @@ from monitor.leader import (
     default_replica_id,
     sqlite_database,
 )
-from monitor.metrics import GaugeFamily, ProbeMetrics
+from monitor.metrics import CounterFamily, GaugeFamily, ProbeMetrics
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.retention import Retention
@@ -394,8 +394,9 @@ class Daemon:
             return settings
         return settings.model_copy(update={"api": settings.api.model_copy(update={"port": self._bound_port})})
 
-    async def _gauges(self) -> list[GaugeFamily]:
-        families = [
+    async def _gauges(self) -> list[GaugeFamily | CounterFamily]:
+        writer = self._writer
+        families: list[GaugeFamily | CounterFamily] = [
             GaugeFamily(
                 "llm_monitor_probes_in_flight",
                 "Probe runs (and maintenance jobs) now running.",
@@ -403,10 +404,32 @@ class Daemon:
             ),  # fmt: skip
             GaugeFamily(
                 "llm_monitor_write_queue_depth",
-                "Results waiting to be written.",
-                values={(): float(self._writer.qsize() if self._writer else 0)},
+                "Results waiting to be written (queued, and held in the outage buffer).",
+                values={(): float(writer.qsize() if writer else 0)},
+            ),  # fmt: skip
+            GaugeFamily(
+                "llm_monitor_results_buffered",
+                "Results held while the database is unreachable (at most daemon.outage_buffer_max).",
+                values={(): float(writer.buffered if writer else 0)},
+            ),  # fmt: skip
+            GaugeFamily(
+                "llm_monitor_database_outage_seconds",
+                "How long the result writer has found the database unreachable (0 while it answers).",
+                values={(): writer.outage_s() if writer else 0.0},
             ),  # fmt: skip
         ]
+        if writer is not None:
+            dropped = CounterFamily(
+                "llm_monitor_results_dropped_total",
+                "Results never stored: the outage buffer was full, the database refused them, or shutdown came "
+                "during an outage.",
+                ("reason",),
+            )
+            dropped.values = {
+                ("overflow",): float(writer.overflowed), ("rejected",): float(writer.rejected),
+                ("shutdown",): float(writer.dropped - writer.overflowed - writer.rejected),
+            }  # fmt: skip
+            families.append(dropped)
         if self._alerts is None or self._outbox is None:
             return families
         states: Counter[str] = Counter()
