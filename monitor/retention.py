@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import ColumnElement, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
 from monitor.settings import RetentionSettings
 from monitor.store.models import ProbeResultRow
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
@@ -62,6 +63,10 @@ class Retention:
         report = RetentionReport(raw, minutes, hours)
         if raw or minutes or hours:
             logger.info("retention: deleted %d raw results, %d minute and %d hour rollups", raw, minutes, hours)
+        # A load-test runner killed with -9 cannot mark its own run; its stopped heartbeat does.
+        aborted = await LoadStore(self._sessionmaker).abort_stale(now, STALE_AFTER_S)
+        if aborted:
+            logger.warning("load runs %s stopped sending heartbeats: marked aborted", aborted)
         return report
 
     async def _delete_raw(self, cutoff: datetime) -> int:

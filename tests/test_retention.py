@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
 from monitor.retention import Retention
 from monitor.settings import RetentionSettings
 from monitor.store.db import connect, ensure_schema
@@ -115,3 +116,24 @@ async def test_retention_without_rollups_run_keeps_raw_rows(engine: AsyncEngine)
     await Store.from_engine(engine).add_results([make_result(DAY0)])
     retention = Retention(sessionmaker, RetentionSettings(raw_days=1), rollups=Rollups(sessionmaker))
     assert (await retention.run(DAY0 + timedelta(days=30))).raw_deleted == 0
+
+
+async def test_retention_marks_a_killed_load_run_aborted(engine: AsyncEngine) -> None:
+    """A runner killed with -9 leaves its run `running`; the daemon's retention job ends that."""
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    loads = LoadStore(sessionmaker)
+    started = DAY0 + timedelta(hours=1)
+    dead = await loads.create_run(started_at=started, target="t", base_url="http://x/v1", model=None, params={},
+                                  baseline_id=None)  # fmt: skip
+    alive = await loads.create_run(started_at=started, target="t", base_url="http://x/v1", model=None, params={},
+                                   baseline_id=None)  # fmt: skip
+    now = started + timedelta(seconds=STALE_AFTER_S * 3)
+    await loads.heartbeat(alive, now - timedelta(seconds=5))
+    retention = Retention(sessionmaker, RetentionSettings(), rollups=Rollups(sessionmaker))
+    await retention.run(now)
+    statuses = []
+    for run_id in (dead, alive):
+        run = await loads.get_run(run_id)
+        assert run is not None
+        statuses.append(run.status)
+    assert statuses == ["aborted", "running"]

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 ABORT_REASON_MAX_CHARS = 2000
 
 
+# A `running` row whose heartbeat is older than this belongs to a runner that was killed.
+STALE_AFTER_S = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class LoadRun:
     """One row of ``load_runs``, detached from the session."""

@@ -30,7 +30,7 @@ from monitor.loadtest.metrics import metric_value, summarize
 from monitor.loadtest.params import LoadParams
 from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses
 from monitor.loadtest.recorder import EventTail, Recorder, RunData
-from monitor.loadtest.repo import LoadRun, LoadStore, SeriesPoint
+from monitor.loadtest.repo import STALE_AFTER_S, LoadRun, LoadStore, SeriesPoint
 from monitor.loadtest.shapes import stage_bounds
 from monitor.loadtest.slo import ObjectiveResult, evaluate, verdict
 from monitor.loadtest.sweep import StepResult, evaluate_step, goodput
@@ -41,8 +41,6 @@ __all__ = ["RunOutcome", "run_loadtest_async"]
 
 logger = logging.getLogger(__name__)
 
-# A `running` row whose heartbeat is older than this belongs to a runner that was killed.
-STALE_AFTER_S = 120.0
 POLL_INTERVAL_S = 0.5
 FLUSH_INTERVAL_S = 2.0
 # Beyond the planned duration: worker connection, spawning and Locust's own shutdown.
