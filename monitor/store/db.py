@@ -187,7 +187,7 @@ async def connect(
             except StoreError as exc:
                 if attempt > connect_retries:
                     raise
-                logger.warning("%s; retry %d/%d in %.1f s", exc, attempt, connect_retries, retry_delay_s)
+                logger.info("%s; retry %d/%d in %.1f s", exc, attempt, connect_retries, retry_delay_s)
                 await asyncio.sleep(retry_delay_s)
     except BaseException:
         await engine.dispose()
