@@ -42,6 +42,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _machine import cpu_model
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.alerts.source import RawWindowSource
@@ -57,14 +58,7 @@ QUERY_REPEATS = 7
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()} on {platform.system()}"
 
 

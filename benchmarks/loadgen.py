@@ -36,6 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _machine import cpu_model
+
 from monitor.loadtest.recorder import EventTail, RunData
 from monitor.loadtest.window import hist_percentile
 from monitor.results import percentile
@@ -51,14 +53,7 @@ _LISTENING = re.compile(r"listening on (http://\S+)/v1")
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     import locust
 
     import gevent

@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _machine import cpu_model
+
 from monitor.meter import Endpoint, StreamMeter
 
 TOKENS = 128
@@ -124,14 +126,6 @@ def time_us(
         fn(streams, endpoint)
         runs.append((time.perf_counter() - t0) / len(streams) * 1e6)
     return runs
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    except OSError:
-        return platform.processor() or "?"
 
 
 def main() -> None:

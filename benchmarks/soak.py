@@ -38,6 +38,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _machine import cpu_model
+
 from monitor.daemon import Daemon
 from monitor.settings import parse_settings
 from monitor.store.db import connect
@@ -52,14 +54,7 @@ WARM_AFTER_S = 60.0
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     mem_gb = psutil.virtual_memory().total / 2**30
     return (
         f"{model}, {os.cpu_count()} cores, {mem_gb:.0f} GB, Python {platform.python_version()} on {platform.system()}"
