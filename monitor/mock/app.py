@@ -39,7 +39,7 @@ def _json(obj: Any, status: int = 200, flavor: MockFlavor = "vllm") -> web.Respo
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Domain errors -> vLLM's HTTP errors, in one place (§3)."""
+    """Domain errors -> vLLM's HTTP errors, in one place (§3); a client that hung up is not an error."""
     try:
         return await handler(request)
     except RequestError as exc:
@@ -51,6 +51,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json({"detail": "Not Found"}, 404)  # FastAPI's default body for unknown routes
     except web.HTTPMethodNotAllowed:
         return _json({"detail": "Method Not Allowed"}, 405)
+    except ConnectionResetError:
+        # The client hung up (a load generator stopping its users does so mid-request); vLLM aborts the
+        # request quietly. aiohttp's ClientConnectionResetError is a ConnectionResetError. This response
+        # is never sent: aiohttp finds the connection closed and drops it without logging.
+        logger.debug("%s %s: client disconnected", request.method, request.path)
+        return web.Response(status=499, reason="Client Closed Request")
 
 
 @web.middleware
