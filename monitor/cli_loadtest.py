@@ -254,8 +254,9 @@ def run_loadtest(settings: Settings, params: LoadParams, *, html: Path | None, a
 
 def run_worker(master_host: str | None, api_key_env: str | None, timeout_s: float | None) -> int:
     """A Locust worker for a master elsewhere; it gets every other option from the master."""
-    from monitor.loadtest.process import worker_args
+    from monitor.loadtest.process import require_locust, worker_args
 
+    require_locust()
     if not master_host:
         raise ConfigError("--worker needs --master-host HOST[:PORT] (where `llm-monitor loadtest` runs)")
     host, port = _host_port(master_host, "--master-host")

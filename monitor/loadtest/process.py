@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import math
 import signal
@@ -22,7 +23,7 @@ from typing import IO
 from monitor.errors import MonitorError
 from monitor.loadtest.params import LoadParams, locust_stages
 
-__all__ = ["LoadTestError", "LocustProcesses", "locust_args", "locustfiles_dir", "worker_args"]
+__all__ = ["LoadTestError", "LocustProcesses", "locust_args", "locustfiles_dir", "require_locust", "worker_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,19 @@ DEFAULT_MASTER_PORT = 5557  # Locust's default, what `llm-monitor loadtest --wor
 
 class LoadTestError(MonitorError):
     """The load generator could not run (Locust failed to start, workers never connected, ...)."""
+
+
+LOCUST_MISSING = "loadtest needs Locust, which is not installed: pip install 'llm-monitor[load]'"
+
+
+def require_locust() -> None:
+    """Raise LoadTestError naming the `load` extra when ``python -m locust`` cannot run here.
+
+    ``find_spec`` locates the package without importing it, so gevent never monkey-patches this
+    (asyncio) process. The children run on this interpreter, so what it finds is what they get.
+    """
+    if importlib.util.find_spec("locust") is None:
+        raise LoadTestError(LOCUST_MISSING)
 
 
 def locustfiles_dir() -> Path:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from monitor.loadtest.canary import run_canaries
 from monitor.loadtest.metrics import metric_value, summarize
 from monitor.loadtest.params import LoadParams
-from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses
+from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses, require_locust
 from monitor.loadtest.recorder import EventTail, Recorder, RunData
 from monitor.loadtest.repo import STALE_AFTER_S, LoadRun, LoadStore, SeriesPoint
 from monitor.loadtest.shapes import stage_bounds
@@ -126,6 +126,7 @@ class _Run:
 
     async def execute(self) -> RunOutcome:
         params = self.params
+        require_locust()  # before the run row: a run that cannot start is a usage error, not history
         async with AsyncExitStack() as stack:
             engine = await connect(self.settings.storage.url)
             stack.push_async_callback(engine.dispose)
