@@ -1,21 +1,38 @@
-"""Error bodies as servers send them: one message out of any envelope. Pure, no I/O.
+"""What servers send around a reply: error bodies, redirects, request ids. Pure, no I/O.
 
 Shared by the aiohttp probes and the Locust users (which cannot import aiohttp code), so an HTTP
-error reads the same in canary results and in load-test failures.
+error reads the same in canary results and in load-test failures, and both send the same
+``X-Request-Id``. Every server string goes through ``monitor.untrusted.Untrusted`` on its whole
+length before it is cut to one line.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+
+from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted, one_line
+
+__all__ = [
+    "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "error_message", "http_error_detail", "new_request_id", "one_line",
+    "redirect_detail",
+]  # fmt: skip
 
 # Error bodies are read only this far: enough for any server's message, bounded for a hostile one.
 MAX_ERROR_BODY_BYTES = 64 * 1024
-MAX_DETAIL_CHARS = 300
+
+
+def new_request_id() -> str:
+    """An ``X-Request-Id`` every server accepts: llama-cpp-python answers 400 to one that is not a UUID."""
+    return str(uuid.uuid4())
 
 
 def error_message(raw: bytes) -> str:
     """The human message inside an error body, whatever envelope the server uses."""
-    text = raw.decode("utf-8", errors="replace")
+    return _message(raw.decode("utf-8", errors="replace"))
+
+
+def _message(text: str) -> str:
     try:
         data = json.loads(text)
     except ValueError:
@@ -33,14 +50,16 @@ def error_message(raw: bytes) -> str:
     return text
 
 
-def http_error_detail(status: int, raw: bytes) -> str:
+def http_error_detail(status: int, raw: bytes, untrusted: Untrusted | None = None) -> str:
     """`HTTP 404: <message>`, or `HTTP 500 with an empty body` (vLLM's engine failures send none)."""
     if not raw.strip():
         return f"HTTP {status} with an empty body"
-    return f"HTTP {status}: {one_line(error_message(raw))}"
+    u = untrusted or Untrusted()
+    return f"HTTP {status}: {u.line(_message(u.decode(raw)))}"
 
 
-def one_line(text: str, max_chars: int = MAX_DETAIL_CHARS) -> str:
-    """Whitespace folded to single spaces, cut with an ellipsis at `max_chars`."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= max_chars else flat[: max_chars - 1] + "…"
+def redirect_detail(status: int, location: str | None, untrusted: Untrusted | None = None) -> str:
+    """`HTTP 302: redirect to <Location>`: probes never follow one (a POST would come back as a GET)."""
+    if not location:
+        return f"HTTP {status}: redirect without a Location"
+    return f"HTTP {status}: redirect to {(untrusted or Untrusted()).line(location)}"

@@ -26,6 +26,11 @@ dated by the last read, so a cut-off stream ends in a malformed-JSON error. A ``
 body with no ``data:`` line that is a JSON object (a server that ignored ``stream``) is
 measured like a non-streaming reply (``ttft_ms`` None).
 
+The meter is where server text enters: the reply text, ``finish_reason``, ``stop_reason`` and
+every error detail pass through the request's ``monitor.untrusted.Untrusted`` (lone surrogates and
+NUL become U+FFFD, the API key ``[redacted]``) before anything truncates them; ``sanitised`` says
+that characters were replaced.
+
 Locust feeds thousands of streams per second per core, so the common vLLM chunk shapes
 take a fast path (``monitor.meter_layout``): the first content event of each layout is fully
 parsed, and later events that differ only in the content string and the per-chunk usage
@@ -46,6 +51,7 @@ from itertools import islice
 from typing import Any, Literal
 
 from monitor.meter_layout import Chunk as _Chunk, Layout, Usage as _Usage, find_string, learn_layout
+from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted
 
 __all__ = ["Endpoint", "MeterErrorKind", "StreamMeasurement", "StreamMeter", "estimate_tokens"]
 
@@ -54,7 +60,8 @@ logger = logging.getLogger(__name__)
 Endpoint = Literal["chat", "completion"]
 MeterErrorKind = Literal["bad_response", "stream_error"]
 
-ERROR_DETAIL_MAX_CHARS = 300
+ERROR_DETAIL_MAX_CHARS = MAX_DETAIL_CHARS
+_PREVIEW_CHARS = 80
 # Usage numbers beyond this are a broken server, not a count: they are treated as not reported.
 MAX_TOKEN_COUNT = 2**31 - 1
 
@@ -80,6 +87,7 @@ class StreamMeasurement:
     done_seen: bool
     error_kind: MeterErrorKind | None
     error_detail: str | None
+    sanitised: bool = False  # characters the server sent were replaced (see monitor.untrusted)
 
 
 # The hot layout, unpacked for _scan: pre, rest.match, len(pre), prompt and completion groups,
@@ -111,11 +119,13 @@ class StreamMeter:
     __slots__ = (
         "_endpoint", "_stream", "_start_s", "_last_s", "_marker", "_layouts", "_hot", "_learn_budget",
         "_pend", "_cr", "_raw", "_parts", "_content_ms", "_content_ct", "_n", "_done", "_finish", "_stop",
-        "_usage", "_error", "_body_mode", "_finalized",
+        "_usage", "_error", "_body_mode", "_finalized", "_untrusted",
     )  # fmt: skip
 
-    def __init__(self, endpoint: Endpoint, *, stream: bool, start_s: float) -> None:
+    def __init__(self, endpoint: Endpoint, *, stream: bool, start_s: float, untrusted: Untrusted | None = None) -> None:
         self._endpoint: Endpoint = endpoint
+        # Shared with the caller, which cleans the request's other server text (error bodies) with it.
+        self._untrusted = untrusted if untrusted is not None else Untrusted()
         self._stream = stream
         self._start_s = start_s
         self._last_s = start_s
@@ -279,7 +289,7 @@ class StreamMeter:
             self._fail("bad_response", f"invalid UTF-8 in SSE event {n}")
             return None
         except (ValueError, RecursionError) as exc:
-            preview = payload[:80].decode(errors="replace")
+            preview = self._untrusted.preview(payload, _PREVIEW_CHARS)
             self._fail("bad_response", f"malformed JSON in SSE event {n}: {exc}; data: {preview}")
             return None
         message = _error_message(obj)
@@ -330,7 +340,7 @@ class StreamMeter:
 
     def _fail(self, kind: MeterErrorKind, detail: str) -> None:
         if self._error is None:
-            self._error = (kind, _one_line(detail))
+            self._error = (kind, self._untrusted.line(detail, ERROR_DETAIL_MAX_CHARS))
 
     def _finalize(self) -> None:
         if self._body_mode:
@@ -351,7 +361,8 @@ class StreamMeter:
             self._body_mode = True
             self._measure_body(body)
         elif body.strip():
-            self._fail("bad_response", f"no SSE data events in stream body: {body[:80].decode(errors='replace')}")
+            preview = self._untrusted.preview(body, _PREVIEW_CHARS)
+            self._fail("bad_response", f"no SSE data events in stream body: {preview}")
         else:
             self._fail("bad_response", "empty stream")
 
@@ -391,7 +402,8 @@ class StreamMeter:
         return tuple(gaps), True
 
     def _measurement(self, now_s: float, *, broken: bool = False) -> StreamMeasurement:
-        text = "" if broken else "".join(self._parts)
+        clean = self._untrusted.text
+        text = "" if broken else clean("".join(self._parts))
         times, sse = self._content_ms, not self._body_mode
         itl_ms, exact = self._itl() if sse else ((), False)
         prompt_tokens, completion_tokens = (_plausible(n) for n in self._usage or (None, None))
@@ -399,6 +411,7 @@ class StreamMeter:
         if completion_tokens is None:
             completion_tokens = len(times) if sse else estimate_tokens(text)
         kind, detail = self._error or (None, None)
+        finish, stop = self._finish, self._stop
         return StreamMeasurement(
             endpoint=self._endpoint,
             stream=self._stream,
@@ -412,11 +425,12 @@ class StreamMeter:
             completion_tokens=completion_tokens,
             tokens_estimated=estimated,
             itl_per_token_exact=exact,
-            finish_reason=self._finish,
-            stop_reason=self._stop,
+            finish_reason=None if finish is None else clean(finish),
+            stop_reason=clean(stop) if isinstance(stop, str) else stop,
             done_seen=self._done,
             error_kind=kind,
             error_detail=detail,
+            sanitised=self._untrusted.sanitised,
         )
 
 
@@ -533,8 +547,3 @@ def _str_or_none(value: object) -> str | None:
 def _stop_reason(value: object) -> str | int | None:
     # vLLM reports a matched stop token id as an int and a matched stop string as a str.
     return _str_or_none(value) if not isinstance(value, int) else _int_or_none(value)
-
-
-def _one_line(detail: str) -> str:
-    flat = " ".join(detail.split())
-    return flat if len(flat) <= ERROR_DETAIL_MAX_CHARS else flat[: ERROR_DETAIL_MAX_CHARS - 1] + "…"

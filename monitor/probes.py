@@ -2,6 +2,10 @@
 
 The `Prober` is handed a `ClientSession` and never closes it (its caller owns it). Every failure is
 returned as a `ProbeResult` with an `error_kind`; nothing here raises for a misbehaving target.
+
+Nothing a server sends is trusted: its text goes through one `Untrusted` per request (in the meter,
+the error envelope and the details below), redirects are reported instead of followed, and a body
+is read only up to the target's `max_body_bytes` of decoded bytes (`body_too_large` beyond).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from typing import Any
 import aiohttp
 
 from monitor.checks import run_checks
-from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, one_line
+from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, new_request_id, redirect_detail
 from monitor.meter import StreamMeter
 from monitor.results import ErrorKind, ProbeResult, TimeoutPhase
 from monitor.settings import ProbeSettings, TargetSettings
+from monitor.untrusted import Untrusted, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,8 @@ def build_request(target: TargetSettings, probe: ProbeSettings) -> tuple[str, di
 
 
 def request_headers(target: TargetSettings, api_key: str | None) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", **target.headers}
+    # The same request id form as the Locust users (monitor.envelope), so server logs can be searched alike.
+    headers = {"Content-Type": "application/json", "X-Request-Id": new_request_id(), **target.headers}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     return headers
@@ -86,10 +92,13 @@ class Prober:
 
     async def run(self, target: TargetSettings, probe: ProbeSettings, api_key: str | None = None) -> ProbeResult:
         """One request; the API key never leaves in the result, even when the server quotes it back."""
-        result = await self._run(target, probe, api_key)
-        return redact(result, api_key) if api_key else result
+        untrusted = Untrusted(api_key)
+        result = await self._run(target, probe, api_key, untrusted)
+        return replace(result, sanitised=True) if untrusted.sanitised else result
 
-    async def _run(self, target: TargetSettings, probe: ProbeSettings, api_key: str | None) -> ProbeResult:
+    async def _run(  # noqa: C901 (one request, each failure classified where it happens)
+        self, target: TargetSettings, probe: ProbeSettings, api_key: str | None, untrusted: Untrusted
+    ) -> ProbeResult:
         url, body = build_request(target, probe)
         base = ProbeResult(
             probe=probe.name, target=target.name, endpoint=probe.endpoint, stream=probe.stream,
@@ -99,21 +108,34 @@ class Prober:
         # asyncio's timeout runs on the loop clock; perf_counter is the meter's clock.
         loop_start = asyncio.get_running_loop().time()
         deadlines = _Deadlines(target, loop_start)
-        meter = StreamMeter(probe.endpoint, stream=probe.stream, start_s=start_s)
+        meter = StreamMeter(probe.endpoint, stream=probe.stream, start_s=start_s, untrusted=untrusted)
         status: int | None = None
         timeout = aiohttp.ClientTimeout(total=None, connect=target.connect_timeout_s)
+        line = untrusted.line
         try:
             async with asyncio.timeout_at(deadlines.next_deadline()) as cm:
+                # A redirect is not followed: aiohttp would turn the POST into a GET and store its answer.
                 async with self._session.post(
                     url, data=json.dumps(body, ensure_ascii=False).encode(), headers=request_headers(target, api_key),
-                    timeout=timeout,
+                    timeout=timeout, allow_redirects=False,
                 ) as resp:  # fmt: skip
                     status = resp.status
-                    if status >= 400:
-                        detail = await _error_detail(resp)
+                    if 300 <= status < 400:
+                        detail = redirect_detail(status, resp.headers.get("Location"), untrusted)
                         return _failed(base, start_s, "http_error", detail, status=status)
+                    if status >= 400:
+                        detail = await _error_detail(resp, untrusted)
+                        return _failed(base, start_s, "http_error", detail, status=status)
+                    received, cap = 0, target.max_body_bytes
+                    # iter_any yields decoded bytes as aiohttp inflates each read (bounded per read), so
+                    # stopping here never inflates a compressed body much past the cap.
                     async for data in resp.content.iter_any():
                         now_s = time.perf_counter()
+                        received += len(data)
+                        if received > cap:
+                            resp.close()
+                            detail = f"reply body exceeds max_body_bytes={cap}"
+                            return _failed(base, start_s, "body_too_large", detail, status=status)
                         meter.feed(data, now_s)
                         deadlines.got_chunk(asyncio.get_running_loop().time())
                         cm.reschedule(deadlines.next_deadline())
@@ -123,44 +145,28 @@ class Prober:
         except TimeoutError:
             phase = deadlines.expired_phase()
             return _failed(base, start_s, "timeout", _timeout_detail(phase, target), phase=phase, status=status)
+        except aiohttp.ClientConnectorDNSError as exc:
+            return _failed(base, start_s, "connect_error", _dns_detail(exc))
         except aiohttp.ClientConnectorError as exc:
             return _failed(base, start_s, "connect_error", _connect_detail(exc))
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             if status is None:
-                return _failed(base, start_s, "connect_error", f"server closed the connection: {exc}")
-            return _partial(base, meter, status, f"connection closed mid-stream: {one_line(str(exc))}")
+                return _failed(base, start_s, "connect_error", f"server closed the connection: {line(str(exc))}")
+            return _partial(base, meter, status, f"connection closed mid-stream: {line(str(exc))}")
         except aiohttp.ClientResponseError as exc:
-            return _failed(base, start_s, "bad_response", f"invalid HTTP response: {one_line(exc.message)}")
+            return _failed(base, start_s, "bad_response", f"invalid HTTP response: {line(exc.message)}")
         except aiohttp.ClientError as exc:
-            return _failed(base, start_s, "connect_error", f"{type(exc).__name__}: {one_line(str(exc))}")
+            # str() of some aiohttp errors is empty; the class name alone still says what happened.
+            text = line(str(exc))
+            return _failed(
+                base, start_s, "connect_error", f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            )
         m = meter.finish(time.perf_counter())
         if m.error_kind is not None:
             return replace(
                 base, http_status=status, error_kind=m.error_kind, error_detail=m.error_detail, measurement=m
             )
         return replace(base, http_status=status, measurement=m, checks=run_checks(probe, m))
-
-
-REDACTED = "[redacted]"
-
-
-def redact(result: ProbeResult, secret: str) -> ProbeResult:
-    """Replace `secret` in everything a result stores (error detail, reply text, check details)."""
-    if not secret:
-        return result
-    changes: dict[str, Any] = {}
-    if result.error_detail and secret in result.error_detail:
-        changes["error_detail"] = result.error_detail.replace(secret, REDACTED)
-    m = result.measurement
-    if m is not None and (secret in m.text or (m.error_detail and secret in m.error_detail)):
-        changes["measurement"] = replace(
-            m,
-            text=m.text.replace(secret, REDACTED),
-            error_detail=m.error_detail and m.error_detail.replace(secret, REDACTED),
-        )
-    if any(secret in c.detail for c in result.checks):
-        changes["checks"] = tuple(replace(c, detail=c.detail.replace(secret, REDACTED)) for c in result.checks)
-    return replace(result, **changes) if changes else result
 
 
 def _failed(
@@ -192,13 +198,19 @@ def _timeout_detail(phase: TimeoutPhase, target: TargetSettings) -> str:
     return f"request exceeded timeout_s={target.timeout_s:g}"
 
 
+def _dns_detail(exc: aiohttp.ClientConnectorDNSError) -> str:
+    # The resolver's errno is a negative EAI_* code: os.strerror would say "Unknown error -2".
+    cause = exc.os_error.strerror
+    return f"cannot resolve host {exc.host!r}" + (f": {one_line(cause)}" if cause else "")
+
+
 def _connect_detail(exc: aiohttp.ClientConnectorError) -> str:
     err = exc.os_error
     # asyncio puts "Connect call failed (...)" in strerror; the errno text is the useful part.
-    cause = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+    cause = os.strerror(err.errno) if err.errno and err.errno > 0 else (err.strerror or str(err))
     return f"cannot connect to {exc.host}:{exc.port}: {one_line(cause)}"
 
 
-async def _error_detail(resp: aiohttp.ClientResponse) -> str:
+async def _error_detail(resp: aiohttp.ClientResponse, untrusted: Untrusted) -> str:
     """`HTTP 404: <message>` from vLLM's flat or nested envelope, FastAPI's detail, or raw text."""
-    return http_error_detail(resp.status, await resp.content.read(MAX_ERROR_BODY_BYTES))
+    return http_error_detail(resp.status, await resp.content.read(MAX_ERROR_BODY_BYTES), untrusted)

@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 from monitor.meter import Endpoint, StreamMeasurement
 
-ErrorKind = Literal["connect_error", "timeout", "http_error", "bad_response", "stream_error"]
-ERROR_KINDS: tuple[ErrorKind, ...] = ("connect_error", "timeout", "http_error", "bad_response", "stream_error")
+ErrorKind = Literal["connect_error", "timeout", "http_error", "bad_response", "stream_error", "body_too_large"]
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    "connect_error", "timeout", "http_error", "bad_response", "stream_error", "body_too_large",
+)  # fmt: skip
 TimeoutPhase = Literal["connect", "first_byte", "gap", "total"]
 
 # Stored and printed replies are capped so a run-on reply cannot bloat the database.
@@ -44,6 +46,8 @@ class ProbeResult:
     checks: tuple[CheckResult, ...] = field(default_factory=tuple)
     # Wall time until the failure for results without a measurement.
     elapsed_ms: float | None = None
+    # Server text (reply, reasons, error detail) had characters replaced to be storable (monitor.untrusted).
+    sanitised: bool = False
 
     @property
     def ok(self) -> bool:
@@ -102,6 +106,7 @@ class ProbeResult:
             "max_tokens": self.max_tokens,
             "truncated": self.truncated,
             "text": m.text[:TEXT_SAMPLE_CHARS] if m else None,
+            "sanitised": self.sanitised,
             "checks": [c.to_json() for c in self.checks],
         }
 

@@ -92,6 +92,7 @@ class TargetSettings(_Model):
     connect_timeout_s: float = Field(10.0, gt=0)
     first_byte_timeout_s: float | None = Field(None, gt=0, description="until the first body bytes; default timeout_s")
     chunk_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream chunks")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest decoded reply; more is body_too_large")
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")
