@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from monitor.errors import StoreError
+from monitor.loadtest.repo import LoadStore
 from monitor.meter import StreamMeasurement
 from monitor.results import TEXT_SAMPLE_CHARS, CheckResult, ProbeResult
 from monitor.store import Store, censor_url, connect, create_engine, normalize_url, ping, upgrade
@@ -106,7 +107,7 @@ async def test_every_field_round_trips(store: Store) -> None:
     assert stored.load_run_id is None
 
 
-async def test_result_without_measurement(store: Store) -> None:
+async def test_result_without_measurement(store: Store, engine: AsyncEngine) -> None:
     failed = result(
         http_status=None,
         error_kind="connect_error",
@@ -116,7 +117,11 @@ async def test_result_without_measurement(store: Store) -> None:
         elapsed_ms=12.5,
     )
 
-    await store.add_results([failed], load_run_id=7)
+    # probe_results.load_run_id references load_runs (migration 0006), so the run must exist.
+    run_id = await LoadStore.from_engine(engine).create_run(
+        started_at=T0, target="mock", base_url="http://127.0.0.1:1/v1", model=None, params={}, baseline_id=None
+    )
+    await store.add_results([failed], load_run_id=run_id)
     (stored,) = await store.recent_results()
 
     assert (stored.ok, stored.error_kind, stored.http_status) == (False, "connect_error", None)
@@ -125,7 +130,7 @@ async def test_result_without_measurement(store: Store) -> None:
     assert (stored.ttft_ms, stored.itl_ms_mean, stored.chunk_count, stored.tokens_estimated) == (None,) * 4
     assert (stored.finish_reason, stored.stop_reason, stored.text_sample) == (None, None, None)
     assert (stored.truncated, stored.checks, stored.failed_checks) == (False, (), ())
-    assert stored.load_run_id == 7
+    assert stored.load_run_id == run_id
 
 
 async def test_recent_results_filters_newest_first(store: Store) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Every table, whichever model module is imported first: probe_results has a foreign key to
+# load_runs, which SQLAlchemy can only resolve when that table is defined too.
+from monitor.store import schema as schema
 from monitor.store.db import (
     alembic_config,
     censor_url,

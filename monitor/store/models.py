@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["NAME_MAX_CHARS", "Base", "ProbeResultRow", "UTCDateTime"]
+__all__ = [
+    "DAEMON_RESULTS",
+    "NAME_MAX_CHARS",
+    "ONESHOT_SOURCES",
+    "Base",
+    "ProbeResultRow",
+    "ResultSource",
+    "UTCDateTime",
+]
 
 # Probe and target names are configuration keys; settings should reject longer ones.
 NAME_MAX_CHARS = 200
 # Free-form strings from upstream (finish/stop reasons, error text) are cut to these lengths.
 REASON_MAX_CHARS = 200
 ERROR_DETAIL_MAX_CHARS = 2000
+# Who wrote a result: the daemon's scheduler (load-test canaries count as its results too), or one
+# run of `llm-monitor probe` / `llm-monitor doctor`, which trends, alerts and the dashboard leave out.
+ResultSource = Literal["daemon", "probe", "doctor"]
+ONESHOT_SOURCES: tuple[ResultSource, ...] = tuple(s for s in get_args(ResultSource) if s != "daemon")
 
 # Deterministic constraint names, so that later migrations (and SQLite batch mode) can refer to them.
 NAMING_CONVENTION = {
@@ -64,6 +89,8 @@ class ProbeResultRow(Base):
     __table_args__ = (
         Index("ix_probe_results_probe_started_at", "probe", "started_at"),
         Index("ix_probe_results_target_started_at", "target", "started_at"),
+        # The dashboard lists the (few) one-shot results of the last day apart from the daemon's.
+        Index("ix_probe_results_source_started_at", "source", "started_at"),
     )
 
     # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
@@ -97,5 +124,10 @@ class ProbeResultRow(Base):
     checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # Comma-joined names of the failed checks ("" when none failed), so filters need no JSON functions.
     failed_checks: Mapped[str] = mapped_column(String)
-    # Set for canaries sent during a load test; the runs table (and its foreign key) comes later.
-    load_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Set for canaries sent during a load test (and results linked to it); a deleted run leaves them unlinked.
+    load_run_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("load_runs.id", ondelete="SET NULL"))
+    source: Mapped[str] = mapped_column(String(16), server_default="daemon")
+
+
+# Daemon reads (trends, rollups, alert windows, the dashboard) add this to every query on probe_results.
+DAEMON_RESULTS: ColumnElement[bool] = ProbeResultRow.source == "daemon"

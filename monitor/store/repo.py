@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from monitor.errors import StoreError
 from monitor.results import TEXT_SAMPLE_CHARS, CheckResult, ProbeResult
 from monitor.store.db import censor_url, describe_error
-from monitor.store.models import ERROR_DETAIL_MAX_CHARS, NAME_MAX_CHARS, REASON_MAX_CHARS, ProbeResultRow
+from monitor.store.models import (
+    ERROR_DETAIL_MAX_CHARS,
+    NAME_MAX_CHARS,
+    REASON_MAX_CHARS,
+    ProbeResultRow,
+    ResultSource,
+)
 
 __all__ = ["Store", "StoredResult"]
 
@@ -55,6 +61,7 @@ class StoredResult:
     checks: tuple[CheckResult, ...]
     failed_checks: tuple[str, ...]
     load_run_id: int | None
+    source: str  # daemon | probe | doctor (see `monitor.store.models.ResultSource`)
 
 
 class Store:
@@ -72,9 +79,14 @@ class Store:
         """A Store with its own session factory on `engine` (the engine stays the caller's)."""
         return cls(async_sessionmaker(engine, expire_on_commit=False))
 
-    async def add_results(self, results: Sequence[ProbeResult], *, load_run_id: int | None = None) -> list[int]:
-        """Insert `results` in one transaction and return their ids, in order."""
-        rows = [_to_row(result, load_run_id) for result in results]
+    async def add_results(
+        self, results: Sequence[ProbeResult], *, load_run_id: int | None = None, source: ResultSource = "daemon"
+    ) -> list[int]:
+        """Insert `results` in one transaction and return their ids, in order.
+
+        `source` says who made them: one-shot commands pass theirs, so daemon reads can leave them out.
+        """
+        rows = [_to_row(result, load_run_id, source) for result in results]
         if not rows:
             return []
         async with self._session(f"write {len(rows)} probe results") as session, session.begin():
@@ -90,14 +102,15 @@ class Store:
         probe: str | None = None,
         target: str | None = None,
         since: datetime | None = None,
+        source: ResultSource | None = None,
         limit: int = 100,
     ) -> list[StoredResult]:
-        """Results newest first, optionally for one probe/target and from `since` (inclusive) on."""
+        """Results newest first, optionally for one probe/target/source and from `since` (inclusive) on."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         query = (
             select(ProbeResultRow)
-            .where(*_filters(probe, target, since))
+            .where(*_filters(probe, target, since, source))
             .order_by(ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc())
             .limit(limit)
         )
@@ -106,9 +119,14 @@ class Store:
         return [_from_row(row) for row in rows]
 
     async def count_results(
-        self, *, probe: str | None = None, target: str | None = None, since: datetime | None = None
+        self,
+        *,
+        probe: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        source: ResultSource | None = None,
     ) -> int:
-        query = select(func.count()).select_from(ProbeResultRow).where(*_filters(probe, target, since))
+        query = select(func.count()).select_from(ProbeResultRow).where(*_filters(probe, target, since, source))
         async with self._session("count probe results") as session:
             return (await session.execute(query)).scalar_one()
 
@@ -122,8 +140,12 @@ class Store:
             raise StoreError(f"cannot {operation}{self._where}: {describe_error(exc)}") from exc
 
 
-def _filters(probe: str | None, target: str | None, since: datetime | None) -> list[ColumnElement[bool]]:
+def _filters(
+    probe: str | None, target: str | None, since: datetime | None, source: ResultSource | None
+) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
+    if source is not None:
+        filters.append(ProbeResultRow.source == source)
     if probe is not None:
         filters.append(ProbeResultRow.probe == probe)
     if target is not None:
@@ -135,7 +157,7 @@ def _filters(probe: str | None, target: str | None, since: datetime | None) -> l
     return filters
 
 
-def _to_row(result: ProbeResult, load_run_id: int | None) -> ProbeResultRow:
+def _to_row(result: ProbeResult, load_run_id: int | None, source: ResultSource) -> ProbeResultRow:
     for field, value in (("probe", result.probe), ("target", result.target)):
         if len(value) > NAME_MAX_CHARS:
             raise ValueError(f"{field} name {value[:40]!r}... is longer than {NAME_MAX_CHARS} characters")
@@ -171,6 +193,7 @@ def _to_row(result: ProbeResult, load_run_id: int | None) -> ProbeResultRow:
         checks=[check.to_json() for check in result.checks],
         failed_checks=",".join(check.name for check in result.failed_checks()),
         load_run_id=load_run_id,
+        source=source,
     )
 
 
@@ -205,6 +228,7 @@ def _from_row(row: ProbeResultRow) -> StoredResult:
         checks=tuple(CheckResult(name=c["name"], passed=c["passed"], detail=c["detail"]) for c in checks),
         failed_checks=tuple(row.failed_checks.split(",")) if row.failed_checks else (),
         load_run_id=row.load_run_id,
+        source=row.source,
     )
 
 
