@@ -26,7 +26,8 @@ async def probe_once(
     """Fire every probe once, store the results, return them in config order.
 
     The database is reached (and migrated if empty) before any request, so a bad storage URL fails
-    fast instead of after the probes ran.
+    fast instead of after the probes ran. The results are stored as source `probe`: the daemon's
+    trends, alerts and dashboard leave them out, although they carry its probe names.
     """
     chosen = list(settings.probes if probes is None else probes)
     async with AsyncExitStack() as stack:
@@ -36,7 +37,7 @@ async def probe_once(
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         stack.push_async_callback(session.close)
         results = await run_probes(Prober(session), settings, chosen, concurrency=concurrency)
-        await Store.from_engine(engine).add_results(results)
+        await Store.from_engine(engine).add_results(results, source="probe")
         return results
 
 

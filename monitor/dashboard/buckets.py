@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, and_, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from monitor.store.models import ProbeResultRow
+from monitor.store.models import DAEMON_RESULTS, ProbeResultRow
 from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.rollups import ROLLED_METRICS, Bucket, Histogram, floor_time
 
@@ -135,12 +135,12 @@ async def _raw_rows(
     target: str | None,
     extra: Sequence[Any] = (),
 ) -> Sequence[Any]:
-    """Raw results in [since, until), newest first: time, names, outcome, the rolled values, then `extra`."""
+    """The daemon's raw results in [since, until), newest first: time, names, outcome, rolled values, `extra`."""
     if since >= until:
         return []
     r = ProbeResultRow
     columns = (r.started_at, r.probe, r.target, r.ok, r.error_kind, r.truncated, *_RAW_VALUES.values(), *extra)
-    query = select(*columns).where(r.started_at >= since, r.started_at < until)
+    query = select(*columns).where(DAEMON_RESULTS, r.started_at >= since, r.started_at < until)
     if probe is not None:
         query = query.where(r.probe == probe)
     if target is not None:

@@ -9,7 +9,16 @@ from monitor.alerts.model import AlertView
 from monitor.dashboard.fmt import DASH, alert_value, fmt_count, fmt_duration_s, fmt_ms, fmt_pct
 from monitor.dashboard.layout import badge, probe_url, section, stat, time_el
 from monitor.dashboard.markup import Child, Markup, el
-from monitor.dashboard.queries import WINDOWS, Overview, OverviewRow, ProbeDetail, Stats, TrendStep, result_status
+from monitor.dashboard.queries import (
+    WINDOWS,
+    OneShotRow,
+    Overview,
+    OverviewRow,
+    ProbeDetail,
+    Stats,
+    TrendStep,
+    result_status,
+)
 from monitor.dashboard.svg import Marker, Series, line_chart, sparkline
 from monitor.results import CheckResult
 from monitor.store.repo import StoredResult
@@ -24,18 +33,21 @@ def _pair(hour: str, day: str) -> Markup:
     return el("td", {"class": "num"}, el("span", {"class": "v"}, hour), el("span", {"class": "sub"}, day))
 
 
-def _rate_class(rate: float | None, *, alarming: bool) -> str:
-    if rate is None or rate == 0:
+def _rate_class(rate: float | None, *, alarming: bool, expected: bool) -> str:
+    if rate is None or rate == 0 or expected:
         return "v"
     return "v bad" if alarming and rate >= 0.05 else "v warn"
 
 
-def _rates(hour: float | None, day: float | None, *, alarming: bool = True) -> Markup:
-    """A rate cell; truncation is not `alarming` (completion probes are cut by max_tokens on purpose)."""
+def _rates(hour: float | None, day: float | None, *, alarming: bool = True, expected: bool = False) -> Markup:
+    """A rate cell; truncation is not `alarming`, and not even a warning where it is `expected`.
+
+    Completion probes are plain continuations that max_tokens cuts on purpose; a cut chat reply is worth a look.
+    """
     return el(
         "td",
         {"class": "num"},
-        el("span", {"class": _rate_class(hour, alarming=alarming)}, fmt_pct(hour)),
+        el("span", {"class": _rate_class(hour, alarming=alarming, expected=expected)}, fmt_pct(hour)),
         el("span", {"class": "sub"}, fmt_pct(day)),
     )
 
@@ -110,7 +122,7 @@ def _row(row: OverviewRow) -> Markup:
         _pair(fmt_ms(h.latency_p95_ms), fmt_ms(d.latency_p95_ms)),
         _pair(fmt_ms(h.ttft_p95_ms), fmt_ms(d.ttft_p95_ms)),
         _rates(h.error_rate, d.error_rate),
-        _rates(h.truncation_rate, d.truncation_rate, alarming=False),
+        _rates(h.truncation_rate, d.truncation_rate, alarming=False, expected=row.truncation_expected),
         el(
             "td",
             {"class": "spark-cell"},
@@ -119,17 +131,40 @@ def _row(row: OverviewRow) -> Markup:
     )
 
 
+def _oneshot_section(rows: Sequence[OneShotRow]) -> Markup | None:
+    """One-shot results of the last day, apart: they reuse probe names but are no part of the daemon's picture."""
+    if not rows:
+        return None
+    head = el("tr", None, [el("th", None, t) for t in ("Command", "Probe", "Target", "Results", "Not OK", "Last")])
+    body = [
+        el(
+            "tr",
+            None,
+            el("td", None, el("code", None, f"llm-monitor {r.source}")),
+            el("td", None, r.probe),
+            el("td", None, r.target),
+            el("td", {"class": "num"}, fmt_count(r.results)),
+            el("td", {"class": "num"}, fmt_count(r.not_ok)),
+            el("td", None, time_el(r.last_at, relative=True)),
+        )
+        for r in rows
+    ]
+    table = el("table", {"class": "grid"}, el("thead", None, head), el("tbody", None, body))
+    hint = el("span", {"class": "hint"}, "last 24 h; not counted in the probes, trends or alerts above")
+    return section("One-shot runs", el("div", {"class": "table-scroll"}, table), extra=hint, id_="oneshot")
+
+
 def overview_body(data: Overview, rules: Mapping[str, RuleSettings]) -> Markup:
     rows = data.rows
-    counts = {s: sum(1 for r in rows if r.status == s) for s in ("ok", "failed", "error", "firing", "none")}
+    counts = data.counts
     firing = [a for a in data.alerts if a.state == "firing"]
     pending = [a for a in data.alerts if a.state == "pending"]
     tiles = el(
         "div",
         {"class": "stats"},
-        stat("Probes", len(rows)),
-        stat("Healthy", counts["ok"], kind="good" if counts["ok"] else None),
-        stat("Failing", counts["failed"] + counts["error"], kind="bad" if counts["failed"] + counts["error"] else None),
+        stat("Probes", counts["probes"], sub=f"{counts['no_data']} without data" if counts["no_data"] else None),
+        stat("Healthy", counts["healthy"], kind="good" if counts["healthy"] else None),
+        stat("Failing", counts["failing"], kind="bad" if counts["failing"] else None),
         stat(
             "Alerts firing",
             len(firing),
@@ -169,6 +204,7 @@ def overview_body(data: Overview, rules: Mapping[str, RuleSettings]) -> Markup:
         tiles,
         section("Firing alerts", alert_list([*firing, *pending], rules, empty="No alerts firing."), id_="firing"),
         section("Probes", table, extra=el("span", {"class": "hint"}, "last hour, with the last 24 h below")),
+        _oneshot_section(data.oneshot),
     )
 
 
@@ -278,7 +314,11 @@ def reply_card(r: StoredResult) -> Markup:
     )
 
 
-def _tiles(totals: Stats, window: str) -> Markup:
+def _tiles(totals: Stats, window: str, *, truncation_expected: bool) -> Markup:
+    if truncation_expected:
+        truncation = stat("Truncation rate", fmt_pct(totals.truncation_rate), sub="expected: cut by max_tokens")
+    else:
+        truncation = stat("Truncation rate", fmt_pct(totals.truncation_rate), kind="warn" if totals.truncated else None)
     return el(
         "div",
         {"class": "stats"},
@@ -286,7 +326,7 @@ def _tiles(totals: Stats, window: str) -> Markup:
         stat("Latency p50 / p95", f"{fmt_ms(totals.latency_p50_ms)} / {fmt_ms(totals.latency_p95_ms)}"),
         stat("TTFT p95", fmt_ms(totals.ttft_p95_ms)),
         stat("Error rate", fmt_pct(totals.error_rate), kind="bad" if totals.errors else None),
-        stat("Truncation rate", fmt_pct(totals.truncation_rate), kind="warn" if totals.truncated else None),
+        truncation,
     )
 
 
@@ -333,7 +373,7 @@ def probe_body(detail: ProbeDetail, rules: Mapping[str, RuleSettings]) -> Markup
             _window_picker(detail),
         ),
         el("p", {"class": "meta"}, meta),
-        _tiles(detail.totals, detail.window),
+        _tiles(detail.totals, detail.window, truncation_expected=detail.truncation_expected),
         section(
             "Alerts on this probe",
             alert_list(

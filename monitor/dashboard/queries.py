@@ -3,6 +3,8 @@
 Every function takes `now`, so tests can pin the clock. Statistics come from the rollups plus a
 raw tail (`monitor.dashboard.buckets`); latest replies come from `Store.recent_results`; alerts
 and silences from the alert engine when the daemon runs one, else straight from its tables.
+Everything but the overview's one-shot list reads the daemon's results only: one-shot runs
+(`llm-monitor probe`, `doctor`) often reuse the daemon's probe names and would skew its picture.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo as alert_repo
 from monitor.alerts.model import AlertView, SilenceView, iso, parse_iso
 from monitor.dashboard.buckets import OverviewBuckets, merged, read_buckets, read_overview
 from monitor.settings import ProbeSettings, Settings
-from monitor.store.models import ProbeResultRow
+from monitor.store.models import DAEMON_RESULTS, ONESHOT_SOURCES, ProbeResultRow
 from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store, StoredResult
 from monitor.store.rollups import Bucket, MetricSummary, floor_time
@@ -30,24 +32,31 @@ __all__ = [
     "AlertMark",
     "AlertSource",
     "DashboardData",
+    "OneShotRow",
     "Overview",
     "OverviewRow",
     "ProbeDetail",
     "Stats",
     "TrendStep",
     "public_url",
+    "truncation_expected",
 ]
 
 # Probe page windows: name -> (length, step). Steps that are whole hours read hour rollups.
 WINDOWS: dict[str, tuple[int, int]] = {
     "1h": (3600, 60),
+    "6h": (6 * 3600, 300),
     "24h": (86400, 900),
     "7d": (7 * 86400, 3600),
     "30d": (30 * 86400, 4 * 3600),
 }
+# Without ?window=, the probe page shows the first of these that covers the probe's stored results,
+# so a young install gets a readable chart instead of a few dots on a day-long axis.
+DEFAULT_WINDOWS = ("1h", "6h", "24h")
 SPARK_STEPS = 60  # one point per minute over the last hour
 RECENT_REPLIES = 10
 ALERT_HISTORY_ROWS = 1000
+ONESHOT_ROWS = 50
 
 
 class AlertSource(Protocol):
@@ -66,6 +75,20 @@ def public_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port is not None else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def truncation_expected(settings: ProbeSettings | None, endpoint: str | None) -> bool:
+    """Whether finish_reason `length` is normal for this probe (so the pages show it without alarm).
+
+    The rule of `monitor.checks.check_truncated`: completions are continuations that max_tokens
+    ends, unless `expect.finish_reason_in` forbids it; chat replies only when that list allows it.
+    """
+    if settings is None:
+        return endpoint == "completion"
+    allowed = settings.expect.finish_reason_in
+    if settings.endpoint == "completion":
+        return allowed is None or "length" in allowed
+    return allowed is not None and "length" in allowed
 
 
 def _summary(bucket: Bucket, name: str) -> MetricSummary:
@@ -176,7 +199,7 @@ def _last(row: Sequence[Any]) -> LastResult:
 
 _LAST_QUERY = (
     select(*_LAST_COLUMNS)
-    .where(ProbeResultRow.probe == bindparam("probe"), ProbeResultRow.target == bindparam("target"))
+    .where(DAEMON_RESULTS, ProbeResultRow.probe == bindparam("probe"), ProbeResultRow.target == bindparam("target"))
     .order_by(ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc())
     .limit(1)
 )
@@ -210,14 +233,31 @@ class OverviewRow:
             return "firing"
         return result_status(self.last)
 
+    @property
+    def health(self) -> str:
+        """`healthy`, `failing` (an alert fires, or the last request or a check failed) or `no_data`."""
+        status = self.status
+        if status == "none":
+            return "no_data"
+        return "healthy" if status == "ok" else "failing"
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.settings.endpoint if self.settings else (self.last.endpoint if self.last else None)
+
+    @property
+    def truncation_expected(self) -> bool:
+        return truncation_expected(self.settings, self.endpoint)
+
     def to_json(self) -> dict[str, Any]:
         last = self.last
         return {
             "probe": self.probe,
             "target": self.target,
             "configured": self.settings is not None,
-            "endpoint": self.settings.endpoint if self.settings else (last.endpoint if last else None),
+            "endpoint": self.endpoint,
             "status": self.status,
+            "truncation_expected": self.truncation_expected,
             "last": None if last is None else last.to_json(),
             "hour": self.hour.to_json(),
             "day": self.day.to_json(),
@@ -227,16 +267,43 @@ class OverviewRow:
 
 
 @dataclass(frozen=True, slots=True)
+class OneShotRow:
+    """One probe's results from one-shot commands over the last day (not counted anywhere else)."""
+
+    source: str  # probe | doctor
+    probe: str
+    target: str
+    results: int
+    not_ok: int
+    last_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "probe": self.probe, "target": self.target, "results": self.results,
+            "not_ok": self.not_ok, "last_at": iso(self.last_at),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     generated_at: datetime
     rows: list[OverviewRow]
     alerts: list[AlertView]  # firing and pending, firing first
+    oneshot: list[OneShotRow] = field(default_factory=list)  # newest first
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """What the tiles show: every row is healthy, failing or without data."""
+        health = [r.health for r in self.rows]
+        return {"probes": len(health), **{h: health.count(h) for h in ("healthy", "failing", "no_data")}}
 
     def to_json(self) -> dict[str, Any]:
         return {
             "generated_at": iso(self.generated_at),
+            "counts": self.counts,
             "alerts": [a.to_json() for a in self.alerts],
             "rows": [r.to_json() for r in self.rows],
+            "oneshot": [r.to_json() for r in self.oneshot],
         }
 
 
@@ -331,11 +398,16 @@ class ProbeDetail:
     alerts: list[AlertView]
     known: bool = field(default=True)
 
+    @property
+    def truncation_expected(self) -> bool:
+        return truncation_expected(self.settings, self.recent[0].endpoint if self.recent else None)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "probe": self.probe,
             "target": self.target,
             "target_url": self.target_url,
+            "truncation_expected": self.truncation_expected,
             "window": self.window,
             "since": iso(self.since),
             "until": iso(self.until),
@@ -423,7 +495,40 @@ class DashboardData:
                 )
             )  # fmt: skip
         active = [a for a in alerts if a.state in ("firing", "pending")]
-        return Overview(generated_at=now, rows=rows, alerts=active)
+        return Overview(generated_at=now, rows=rows, alerts=active, oneshot=await self._oneshot(now))
+
+    async def _oneshot(self, now: datetime) -> list[OneShotRow]:
+        r = ProbeResultRow
+        last_at = func.max(r.started_at)
+        query = (
+            select(r.source, r.probe, r.target, func.count(), func.sum(case((r.ok, 0), else_=1)), last_at)
+            .where(r.source.in_(ONESHOT_SOURCES), r.started_at >= now - timedelta(days=1))
+            .group_by(r.source, r.probe, r.target)
+            .order_by(last_at.desc())
+            .limit(ONESHOT_ROWS)
+        )
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(query)).all()
+        # max() of a TypeDecorator column comes back through it: an aware UTC datetime on both backends.
+        return [OneShotRow(src, probe, target, int(n), int(bad or 0), at) for src, probe, target, n, bad, at in rows]
+
+    async def default_window(self, probe: str, target: str, now: datetime) -> str:
+        """The shortest of `DEFAULT_WINDOWS` that reaches back to the probe's oldest stored result."""
+        r = ProbeResultRow
+        query = (
+            select(r.started_at)
+            .where(DAEMON_RESULTS, r.probe == probe, r.target == target)
+            .order_by(r.started_at)
+            .limit(1)
+        )
+        async with self._sessionmaker() as session:
+            oldest = (await session.execute(query)).scalar_one_or_none()
+        if oldest is not None:
+            span_s = (now - oldest).total_seconds()
+            for name in DEFAULT_WINDOWS:
+                if span_s <= WINDOWS[name][0]:
+                    return name
+        return DEFAULT_WINDOWS[-1]
 
     async def probe_detail(self, probe: str, target: str, window: str, now: datetime) -> ProbeDetail:
         length_s, step_s = WINDOWS[window]
@@ -433,7 +538,7 @@ class DashboardData:
         )
         steps_by_start = buckets.get((probe, target), {})
         steps = [TrendStep.of(start, b) for start, b in sorted(steps_by_start.items())]
-        recent = await self._store.recent_results(probe=probe, target=target, limit=RECENT_REPLIES)
+        recent = await self._store.recent_results(probe=probe, target=target, source="daemon", limit=RECENT_REPLIES)
         alerts = [a for a in await self.alerts(now) if _covers(a, probe, target)]
         marks = await self._alert_marks(probe, target, since, alerts)
         probe_settings = next((p for p in self.settings.probes if p.name == probe and p.target == target), None)

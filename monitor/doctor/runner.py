@@ -62,7 +62,8 @@ async def doctor(settings: Settings, target_name: str) -> DoctorReport:
     """Diagnose the target and store every request's result (probe names `doctor.<check-id>`).
 
     The database is reached (and migrated if empty) first, so a bad storage URL fails fast. Results
-    are stored even when the run stops because the server cannot be reached.
+    are stored even when the run stops because the server cannot be reached, as source `doctor`,
+    which the daemon's trends, alerts and dashboard leave out.
     """
     target = settings.target(target_name)
     async with AsyncExitStack() as stack:
@@ -75,7 +76,7 @@ async def doctor(settings: Settings, target_name: str) -> DoctorReport:
         try:
             return await diagnose(client)
         finally:
-            await Store.from_engine(engine).add_results(client.results)
+            await Store.from_engine(engine).add_results(client.results, source="doctor")
 
 
 async def diagnose(client: DoctorClient) -> DoctorReport:

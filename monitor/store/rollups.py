@@ -2,7 +2,8 @@
 
 The rollup job recomputes whole buckets from raw rows and upserts them, so running it twice (or
 after a crash half-way) gives the same rows. Hour buckets are merged from minute buckets, which
-is exact because every field is a count, a sum or a mergeable histogram.
+is exact because every field is a count, a sum or a mergeable histogram. Only the daemon's results
+are rolled up: those of one-shot commands (`llm-monitor probe`, `doctor`) are not part of any trend.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts.source import Aggregate, WindowSource
-from monitor.store.models import ProbeResultRow
+from monitor.store.models import DAEMON_RESULTS, ProbeResultRow
 from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
 
 __all__ = [
@@ -327,7 +328,8 @@ class Rollups:
             start: datetime | None = mark - timedelta(seconds=self.settle_s)
         else:
             async with self._sessionmaker() as session:
-                start = (await session.execute(select(func.min(ProbeResultRow.started_at)))).scalar_one()
+                oldest = select(func.min(ProbeResultRow.started_at)).where(DAEMON_RESULTS)
+                start = (await session.execute(oldest)).scalar_one()
         if start is None:
             return 0
         written = await self._roll_minutes(start, now)
@@ -377,7 +379,7 @@ class Rollups:
             ProbeResultRow.started_at, ProbeResultRow.probe, ProbeResultRow.target, ProbeResultRow.ok,
             ProbeResultRow.error_kind, ProbeResultRow.truncated, ProbeResultRow.failed_checks,
             *_RAW_COLUMNS.values(),
-        ).where(ProbeResultRow.started_at >= since, ProbeResultRow.started_at < until)  # fmt: skip
+        ).where(DAEMON_RESULTS, ProbeResultRow.started_at >= since, ProbeResultRow.started_at < until)  # fmt: skip
         if probe is not None:
             query = query.where(ProbeResultRow.probe == probe)
         buckets: dict[_Key, Bucket] = {}
