@@ -50,7 +50,6 @@ STATIC_FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
-DEFAULT_WINDOW = "24h"
 Clock = Callable[[], datetime]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -186,19 +185,20 @@ async def overview_page(request: web.Request, dash: Dashboard) -> web.Response:
     return _html(dash, title="Overview", active="overview", body=overview_body(data, dash.rules), firing=firing)
 
 
-def _window(request: web.Request) -> str:
-    window = request.query.get("window", DEFAULT_WINDOW)
-    if window not in WINDOWS:
-        raise web.HTTPBadRequest(text=f"window: must be one of {', '.join(WINDOWS)}")
-    return window
+async def _window(request: web.Request, dash: Dashboard, probe: str, target: str, now: datetime) -> str | None:
+    """The ?window= asked for, else one that fits the probe's stored results; None if unknown."""
+    window = request.query.get("window")
+    if window is None:
+        return await dash.data.default_window(probe, target, now)
+    return window if window in WINDOWS else None
 
 
 @_page
 async def probe_page(request: web.Request, dash: Dashboard) -> web.Response:
     now = dash.clock()
     target, probe = request.match_info["target"], request.match_info["probe"]
-    window = request.query.get("window", DEFAULT_WINDOW)
-    if window not in WINDOWS:
+    window = await _window(request, dash, probe, target, now)
+    if window is None:
         return _error_page(dash, 400, "Unknown window", f"Pick one of {', '.join(WINDOWS)}.")
     detail = await dash.data.probe_detail(probe, target, window, now)
     if not detail.known:
@@ -281,7 +281,11 @@ async def overview_json(request: web.Request) -> web.Response:
 async def probe_json(request: web.Request) -> web.Response:
     dash = request.app[DASHBOARD_KEY]
     target, probe = request.match_info["target"], request.match_info["probe"]
-    detail = await dash.data.probe_detail(probe, target, _window(request), dash.clock())
+    now = dash.clock()
+    window = await _window(request, dash, probe, target, now)
+    if window is None:
+        raise web.HTTPBadRequest(text=f"window: must be one of {', '.join(WINDOWS)}")
+    detail = await dash.data.probe_detail(probe, target, window, now)
     if not detail.known:
         raise web.HTTPNotFound(text=f"no probe {probe!r} on target {target!r}")
     return web.json_response(detail.to_json())
