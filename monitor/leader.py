@@ -423,9 +423,14 @@ def sqlite_database(url: str) -> Path | None:
 class DaemonLock:
     """An exclusive `flock` on `<database>.lock`, held for the daemon's life; the file keeps the holder's pid.
 
-    The kernel drops the lock when the process dies, however it dies, so a stale file never blocks.
-    One-shot commands (`probe`, `doctor`, `alerts`) do not take it.
+    The kernel drops the lock when the process dies, however it dies, so a file left by `kill -9`
+    never blocks. A clean stop removes the file (while still holding the lock), so nobody finds a
+    stale-looking lock next to their database. One-shot commands (`probe`, `doctor`, `alerts`) do not
+    take it.
     """
+
+    # A contender that locked a file the holder had just removed tries the new file; twice is plenty.
+    ACQUIRE_ATTEMPTS = 3
 
     def __init__(self, database: Path) -> None:
         self.database = database
@@ -433,6 +438,18 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        for _ in range(self.ACQUIRE_ATTEMPTS):
+            fd = self._open_and_lock()
+            if self._still_linked(fd):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._fd = fd
+                logger.debug("locked %s", self.path)
+                return
+            os.close(fd)
+        raise StoreError(f"cannot lock {self.path}: it keeps being removed and recreated")
+
+    def _open_and_lock(self) -> int:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -447,17 +464,29 @@ class DaemonLock:
         except OSError as exc:
             os.close(fd)
             raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        logger.debug("locked %s", self.path)
+        return fd
+
+    def _still_linked(self, fd: int) -> bool:
+        """Whether the locked file is still the one at `path` (a releasing holder may have unlinked it)."""
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        # Emptied, not removed: a daemon starting now may already have the file open.
-        os.ftruncate(fd, 0)
+        # Unlinked before unlocking: a daemon that opened the file meanwhile sees it gone and retries.
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. a read-only directory: an emptied file is harmless
+            logger.debug("could not remove %s: %s", self.path, exc)
+            os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
