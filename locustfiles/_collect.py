@@ -52,6 +52,8 @@ class Collector:
         self.windows: dict[tuple[int, str], Window] = {}
         self.error_samples: dict[str, list[str]] = {}
         self.warnings: list[str] = []
+        # Requests sent again because the server had closed their pooled connection (not failures).
+        self.reconnects = 0
         self.cpu_start_s = _cpu_s()
         self.worker_cpu_s = 0.0
 
@@ -98,6 +100,9 @@ class Collector:
         if len(samples) < MAX_ERROR_SAMPLES and detail not in samples:
             samples.append(detail)
 
+    def record_reconnect(self) -> None:
+        self.reconnects += 1
+
     def record_sent(self, endpoint: str, intended_wall: float, lag_ms: float, late: bool) -> None:
         w = self.window(intended_wall, endpoint)
         w.sent += 1
@@ -126,6 +131,7 @@ class Collector:
                 if len(samples) < MAX_ERROR_SAMPLES and detail not in samples:
                     samples.append(detail)
         self.warnings.extend(str(message) for message in data.get("warnings") or ())
+        self.reconnects += int(data.get("reconnects", 0))
         self.worker_cpu_s += float(data.get("cpu_s", 0.0))
 
 
@@ -216,6 +222,7 @@ def _summary(environment: Environment, elapsed_s: float) -> dict[str, Any]:
         "locust": entries,
         "locust_errors": dict(errors.most_common(20)),
         "error_samples": COLLECTOR.error_samples,
+        "reconnects": COLLECTOR.reconnects,
     }
 
 
@@ -231,8 +238,10 @@ def install(environment: Environment, out_path: str | None) -> None:
                 "error_samples": COLLECTOR.error_samples,
                 "warnings": COLLECTOR.warnings,
                 "cpu_s": now_cpu_s - COLLECTOR.cpu_start_s,
+                "reconnects": COLLECTOR.reconnects,
             }
             COLLECTOR.cpu_start_s = now_cpu_s
+            COLLECTOR.reconnects = 0
             COLLECTOR.error_samples = {}
             COLLECTOR.warnings = []
 

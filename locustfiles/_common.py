@@ -17,6 +17,10 @@ Locust statistics, all with request type ``LLM`` (one entry per endpoint):
 
 The "size" column of these entries holds output tokens, not bytes. Only ``E2E`` rows count
 requests: the ``Aggregated`` row adds every entry together and is not a request count.
+
+A request whose pooled keep-alive connection the server had closed (no response byte came back:
+llama-server closes idle connections) is sent once more on a fresh connection and counted as a
+reconnect (``_collect.COLLECTOR.reconnects``), not as a failure.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from argparse import ArgumentParser
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +39,15 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import _collect
-from _http import Failure, read_reply
+from _http import ALL_STATUS_CODES, Failure, closed_before_reply, drop_idle_connections, read_reply
 from _turns import wait_quiet
 
 from monitor.checks import run_checks
+from monitor.envelope import new_request_id
 from monitor.loadtest.prompts import BUILTIN_PROMPTS, Prompt, load_prompts
 from monitor.meter import StreamMeasurement, StreamMeter
-from monitor.settings import ProbeSettings
+from monitor.settings import ProbeSettings, TargetSettings
+from monitor.untrusted import Untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,12 @@ def _options(parser: ArgumentParser) -> None:
         help="Environment variable holding the API key (sent as a Bearer token).",
     )
     group.add_argument("--llm-timeout", type=float, default=60.0, help="Socket timeout in seconds (any silence).")
+    group.add_argument(
+        "--llm-max-body-bytes",
+        type=int,
+        default=TargetSettings.model_fields["max_body_bytes"].default,
+        help="Largest reply body; a longer one fails as body_too_large.",
+    )
     group.add_argument("--llm-out", default="", include_in_web_ui=False, help="Write the JSONL event stream here.")
     group.add_argument(
         "--llm-trace",
@@ -119,9 +130,10 @@ class Config:
     requests: dict[str, tuple[Request, ...]]
     probes: dict[str, ProbeSettings]
     headers: dict[str, str]
+    api_key: str | None  # redacted from everything the server sends back
     stream: bool
     timeout_s: float
-    rid_prefix: str
+    max_body_bytes: int
     wall_offset_s: float  # time.time() - time.perf_counter(), to report wall-clock times
     trace: IO[str] | None
 
@@ -192,9 +204,10 @@ def build_config(environment: Environment) -> Config:
         requests=requests,
         probes=probes,
         headers=headers,
+        api_key=api_key or None,
         stream=stream,
         timeout_s=options.llm_timeout,
-        rid_prefix=f"lm-{uuid.uuid4().hex[:10]}-",
+        max_body_bytes=options.llm_max_body_bytes,
         wall_offset_s=time.time() - time.perf_counter(),
         trace=trace,
     )
@@ -236,6 +249,10 @@ class LLMUser(FastHttpUser):
         if options is not None:
             self.network_timeout = options.llm_timeout
         super().__init__(environment)
+        agent = self.client.client
+        # Read every reply ourselves: an error body has the server's message, and a redirect is an error.
+        agent.valid_response_codes = ALL_STATUS_CODES
+        agent.redirect_response_codes = frozenset()
         self.cfg = config()
         self.sent = 0
         self.fire = environment.events.request.fire
@@ -245,19 +262,23 @@ class LLMUser(FastHttpUser):
         cfg = self.cfg
         request = cfg.requests[endpoint][prompt_index % len(cfg.requests[endpoint])]
         self.sent += 1
-        rid = f"{cfg.rid_prefix}{id(self):x}-{self.sent}"
+        rid = new_request_id()
         headers = {**cfg.headers, "X-Request-Id": rid}
-        meter = StreamMeter(endpoint, stream=cfg.stream, start_s=start_s)
+        untrusted = Untrusted(cfg.api_key)
+        meter = StreamMeter(endpoint, stream=cfg.stream, start_s=start_s, untrusted=untrusted)
         m: StreamMeasurement | None = None
         failure: Failure | None = None
-        with self.client.request(
-            "POST", request.path, data=request.body, headers=headers, stream=True, catch_response=True,
-            name=f"E2E {endpoint}",
-        ) as resp:  # fmt: skip
+        resp = self._post(endpoint, request, headers)
+        if closed_before_reply(resp):
+            # Not entered, so Locust never reports this attempt; the time it took stays in E2E.
+            _collect.COLLECTOR.record_reconnect()
+            drop_idle_connections(self.client)
+            resp = self._post(endpoint, request, headers)
+        with resp:
             meta = resp.request_meta
             meta["request_type"] = "LLM"
             try:
-                read_reply(resp, meter)
+                read_reply(resp, meter, untrusted, cfg.max_body_bytes)
             except Failure as exc:
                 failure = exc
             end_s = time.perf_counter()
@@ -281,6 +302,12 @@ class LLMUser(FastHttpUser):
                 self._record_ok(endpoint, m, tokens, now_wall)
         if cfg.trace is not None:
             _trace(cfg, rid, endpoint, start_s, m, failure)
+
+    def _post(self, endpoint: str, request: Request, headers: dict[str, str]) -> Any:
+        return self.client.request(
+            "POST", request.path, data=request.body, headers=headers, stream=True, catch_response=True,
+            name=f"E2E {endpoint}",
+        )  # fmt: skip
 
     def _record_ok(self, endpoint: str, m: StreamMeasurement, tokens: int, now_wall: float) -> None:
         itl = m.itl_ms

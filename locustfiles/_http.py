@@ -1,8 +1,13 @@
 """Reading one streamed reply from geventhttpclient into the meter, and classifying what went wrong.
 
 Failures use the probe engine's kinds (``connect_error``, ``timeout``, ``http_error``,
-``bad_response``, ``stream_error``) plus ``check_failed``, so load results and canary results
-read the same.
+``bad_response``, ``stream_error``, ``body_too_large``) plus ``check_failed``, so load results and
+canary results read the same. As in the probes, every status is read here (an error body gives
+its message), a redirect is an ``http_error``, and all server text goes through the request's
+``monitor.untrusted.Untrusted``.
+
+A pooled keep-alive connection that the server closed just as it was reused fails before any
+response byte; ``closed_before_reply`` tells that apart, so the caller can retry on a fresh one.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import socket
 import time
 from typing import Any
 
-from geventhttpclient.response import HTTPParseError, HTTPSocketPoolResponse
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 
-from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, one_line
+from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, redirect_detail
 from monitor.meter import StreamMeter
+from monitor.untrusted import Untrusted
 
 RECV_BYTES = 65536
+# Every status is a response to read: Locust's default list would drop the body of a 429 unread.
+ALL_STATUS_CODES = frozenset(range(100, 600))
 
 
 class Failure(Exception):
@@ -28,23 +36,44 @@ class Failure(Exception):
         self.detail = detail
 
 
-def read_reply(resp: Any, meter: StreamMeter) -> None:
+def closed_before_reply(resp: Any) -> bool:
+    """The server closed (or reset) the connection before sending a byte of the response."""
+    error = getattr(resp, "error", None)
+    return not resp.status_code and isinstance(error, HTTPConnectionClosed | ConnectionResetError | BrokenPipeError)
+
+
+def drop_idle_connections(session: Any) -> None:
+    """Close a FastHttpSession's pooled idle connections: when a server closes one idle connection, it
+    closes the others that sat as long, so a retry must not pick one of them."""
+    pools = getattr(getattr(session, "client", None), "clientpool", None)
+    for client in getattr(pools, "clients", {}).values():
+        queue = getattr(getattr(client, "_connection_pool", None), "_socket_queue", None)
+        while queue is not None and not queue.empty():
+            queue.get(block=False).close()  # idle sockets hold no semaphore slot: closing is enough
+
+
+def read_reply(resp: Any, meter: StreamMeter, untrusted: Untrusted, max_body_bytes: int) -> None:
     """Feed the body to ``meter`` read by read; raise Failure for transport and HTTP errors."""
     status = resp.status_code
     if not status:
-        raise _transport_failure(getattr(resp, "error", None), started=False)
+        raise _transport_failure(getattr(resp, "error", None), untrusted, started=False, host=_host(resp))
     stream: HTTPSocketPoolResponse = resp.stream
+    if 300 <= status < 400:
+        _discard(stream)
+        raise Failure("http_error", redirect_detail(status, resp.headers.get("location"), untrusted))
     if status >= 400:
-        raise Failure("http_error", _http_detail(status, stream))
+        raise Failure("http_error", _http_detail(status, stream, untrusted))
+    received = 0
     pc = time.perf_counter
     # geventhttpclient's read(n) waits for n bytes; a token must be timed when it arrives, so
     # this loop receives from the socket itself and lets the response's parser de-chunk it.
     buf = stream._body_buffer
-    if buf:
-        meter.feed(bytes(buf), pc())
-        del buf[:]
     sock = stream._sock
     try:
+        if buf:
+            received = _count(len(buf), max_body_bytes)
+            meter.feed(bytes(buf), pc())
+            del buf[:]
         while not stream.message_complete:
             if sock is None:
                 raise Failure("stream_error", "connection closed mid-stream")
@@ -54,6 +83,7 @@ def read_reply(resp: Any, meter: StreamMeter) -> None:
                 raise Failure("stream_error", "connection closed mid-stream (no [DONE])")
             stream.feed(data)
             if buf:
+                received = _count(received + len(buf), max_body_bytes)
                 meter.feed(bytes(buf), now_s)
                 del buf[:]
     except Failure:
@@ -61,10 +91,16 @@ def read_reply(resp: Any, meter: StreamMeter) -> None:
         raise
     except HTTPParseError as exc:
         _discard(stream)
-        raise Failure("bad_response", f"invalid HTTP response: {one_line(str(exc))}") from None
+        raise Failure("bad_response", f"invalid HTTP response: {untrusted.line(str(exc))}") from None
     except OSError as exc:  # socket.timeout is a TimeoutError, an OSError
         _discard(stream)
-        raise _transport_failure(exc, started=True) from None
+        raise _transport_failure(exc, untrusted, started=True) from None
+
+
+def _count(received: int, max_body_bytes: int) -> int:
+    if received > max_body_bytes:
+        raise Failure("body_too_large", f"reply body exceeds max_body_bytes={max_body_bytes}")
+    return received
 
 
 def _discard(stream: HTTPSocketPoolResponse) -> None:
@@ -78,24 +114,28 @@ def _discard(stream: HTTPSocketPoolResponse) -> None:
             sock.close()
 
 
-def _transport_failure(exc: BaseException | None, *, started: bool) -> Failure:
-    text = one_line(str(exc)) if exc is not None else "no response"
+def _host(resp: Any) -> str:
+    return str(getattr(getattr(getattr(resp, "request", None), "url_split", None), "host", "") or "?")
+
+
+def _transport_failure(exc: BaseException | None, untrusted: Untrusted, *, started: bool, host: str = "?") -> Failure:
+    text = untrusted.line(str(exc)) if exc is not None else "no response"
     if isinstance(exc, TimeoutError | socket.timeout):
         return Failure("timeout", "no data within the socket timeout" + (" (stream stalled)" if started else ""))
     if isinstance(exc, ConnectionRefusedError):
         return Failure("connect_error", "connection refused")
     if isinstance(exc, socket.gaierror):
-        return Failure("connect_error", f"cannot resolve host: {text}")
+        return Failure("connect_error", f"cannot resolve host {host!r}: {exc.strerror or text}")
     if started:
         return Failure("stream_error", f"connection lost mid-stream: {type(exc).__name__}: {text}")
     return Failure("connect_error", f"{type(exc).__name__}: {text}")
 
 
-def _http_detail(status: int, stream: HTTPSocketPoolResponse) -> str:
+def _http_detail(status: int, stream: HTTPSocketPoolResponse, untrusted: Untrusted) -> str:
     try:
         raw = stream.read(MAX_ERROR_BODY_BYTES)
     except (OSError, HTTPParseError):
         raw = b""
     if not stream.message_complete:
         _discard(stream)
-    return http_error_detail(status, raw)
+    return http_error_detail(status, raw, untrusted)

@@ -1,0 +1,203 @@
+"""The Locust users against servers that behave like real ones in the wild, run headless for real.
+
+* a server that validates ``X-Request-Id`` as a UUID (llama-cpp-python answers 400 otherwise) and
+  closes a kept-alive connection when the next request arrives on it, before any response byte
+  (llama.cpp's llama-server closes idle keep-alive connections; the client's reuse races it);
+* a server that answers 429 and 400 with a JSON error body quoting the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
+
+from monitor.loadtest.recorder import EventTail, RunData
+from tests.mockserver import REPO_ROOT
+
+pytestmark = pytest.mark.load
+
+KEY_ENV = "LLMMON_WIRE_KEY"
+KEY = f"sk-wire-{uuid.uuid4().hex}"
+CHAT_REPLY = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":" there."},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+async def _locust(root: str, out: Path, *args: str) -> tuple[int, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), KEY_ENV: KEY}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfiles" / "llm.py"), "--headless",
+        "-u", "2", "-r", "2", "-t", "3s", "--host", root, "--llm-out", str(out), "--llm-api-key-env", KEY_ENV,
+        *args, cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        stdout, stderr = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, (stdout + stderr).decode(errors="replace")
+
+
+def _events(path: Path) -> RunData:
+    data = RunData()
+    for line in EventTail(path).read_new():
+        data.apply(line)
+    assert data.summary is not None
+    return data
+
+
+# --- A and B: request ids, and connections closed before the reply -------------------------------------------
+
+
+class _ReuseClosingServer:
+    """Serves one reply per connection (keep-alive advertised), then closes it when the next request comes.
+
+    ``/v1/chat/completions`` gets a whole SSE reply. ``/v1/completions`` gets its headers and one
+    event, then the connection breaks: a failure after the response began, which is no reconnect.
+    An ``X-Request-Id`` that is not a UUID gets a 400 with an empty body.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.closed_unanswered = 0
+        self.bad_ids: list[str] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = False
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                fields = dict(line.split(":", 1) for line in head[1:] if ":" in line)
+                headers = {k.strip().lower(): v.strip() for k, v in fields.items()}
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests += 1
+                if served:
+                    self.closed_unanswered += 1
+                    return
+                served = True
+                try:
+                    uuid.UUID(headers.get("x-request-id", ""))
+                except ValueError:
+                    self.bad_ids.append(headers.get("x-request-id", ""))
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if head[0].split(" ")[1].endswith("/chat/completions"):
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(CHAT_REPLY), CHAT_REPLY)
+                    )
+                    await writer.drain()
+                    continue
+                event = b'data: {"choices":[{"index":0,"text":"Once","finish_reason":null}]}\n\n'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+                    b"Connection: keep-alive\r\n\r\n%x\r\n%s\r\n" % (len(event), event)
+                )
+                await writer.drain()
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def _start_raw(server: _ReuseClosingServer) -> AsyncIterator[str]:
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+@pytest.fixture(name="reuse_closing")
+async def fix_reuse_closing() -> AsyncIterator[tuple[_ReuseClosingServer, str]]:
+    server = _ReuseClosingServer()
+    async with _start_raw(server) as root:
+        yield server, root
+
+
+@pytest.mark.timeout(90)
+async def test_connections_closed_before_the_reply_are_retried_once_and_counted(
+    reuse_closing: tuple[_ReuseClosingServer, str], tmp_path: Path
+) -> None:
+    server, root = reuse_closing
+    out = tmp_path / "events.jsonl"
+    code, output = await _locust(root, out, "--llm-endpoint", "chat", "--exit-code-on-error", "1")
+    data = _events(out)
+    window = data.window()
+    assert server.bad_ids == []  # every request id was a UUID
+    assert window.requests > 5 and window.failures == 0, (dict(window.errors), output[-3000:])
+    assert code == 0, output[-3000:]
+    assert server.closed_unanswered > 0  # the server did close reused connections on the users
+    assert data.summary is not None and data.summary["reconnects"] == server.closed_unanswered
+
+
+@pytest.mark.timeout(90)
+async def test_a_connection_that_breaks_after_the_reply_began_is_a_stream_error(
+    reuse_closing: tuple[_ReuseClosingServer, str], tmp_path: Path
+) -> None:
+    server, root = reuse_closing
+    out = tmp_path / "events.jsonl"
+    await _locust(root, out, "--llm-endpoint", "both", "--exit-code-on-error", "0")
+    data = _events(out)
+    errors = data.window().errors
+    assert set(errors) == {"stream_error"} and errors["stream_error"] > 0, dict(errors)
+    entries = {e["name"]: e for e in data.summary["locust"]} if data.summary else {}
+    assert entries["E2E chat"]["failures"] == 0 and entries["E2E completion"]["failures"] == errors["stream_error"]
+
+
+# --- C: failures carry the server's status and message, without the key ----------------------------------------
+
+
+def _refusing_routes() -> web.RouteTableDef:
+    routes = web.RouteTableDef()
+
+    @routes.post("/v1/chat/completions")
+    async def rate_limited(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        body = b'{"error":{"message":"rate limited for %s, retry later \\ud800","type":"rate_limit"}}' % auth.encode()
+        return web.Response(body=body, status=429, content_type="application/json")
+
+    @routes.post("/v1/completions")
+    async def bad_request(request: web.Request) -> web.Response:
+        message = {"object": "error", "message": "max_tokens is too large", "type": "BadRequestError", "code": 400}
+        return web.json_response(message, status=400)
+
+    return routes
+
+
+@pytest.mark.timeout(90)
+async def test_http_failures_carry_the_server_message_without_the_key(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    app = web.Application()
+    app.add_routes(_refusing_routes())
+    server = await aiohttp_server(app)
+    out = tmp_path / "events.jsonl"
+    code, output = await _locust(str(server.make_url("")).rstrip("/"), out, "--exit-code-on-error", "0")
+    assert code == 0, output[-3000:]
+    data = _events(out)
+    assert data.summary is not None
+    samples = data.summary["error_samples"]["http_error"]
+    assert "HTTP 429: rate limited for Bearer [redacted], retry later \ufffd" in samples, samples
+    assert "HTTP 400: max_tokens is too large" in samples, samples
+    failures = data.summary["locust_errors"]
+    assert any(k.startswith("E2E chat: http_error: HTTP 429: rate limited for Bearer [redacted]") for k in failures)
+    assert any(k.startswith("E2E completion: http_error: HTTP 400: max_tokens is too large") for k in failures)
+    for where, text in (("the event stream", out.read_text(encoding="utf-8")), ("the output", output)):
+        assert KEY not in text and KEY[:14] not in text, where
+    assert json.loads(out.read_text(encoding="utf-8").splitlines()[-1])["type"] == "summary"
