@@ -315,10 +315,13 @@ def reply_card(r: StoredResult) -> Markup:
 
 
 def _tiles(totals: Stats, window: str, *, truncation_expected: bool) -> Markup:
-    if truncation_expected:
-        truncation = stat("Truncation rate", fmt_pct(totals.truncation_rate), sub="expected: cut by max_tokens")
+    rate = fmt_pct(totals.truncation_rate)
+    if not totals.truncated:
+        truncation = stat("Truncation rate", rate)
+    elif truncation_expected:
+        truncation = stat("Truncation rate", rate, sub="expected: cut by max_tokens")
     else:
-        truncation = stat("Truncation rate", fmt_pct(totals.truncation_rate), kind="warn" if totals.truncated else None)
+        truncation = stat("Truncation rate", rate, kind="warn")
     return el(
         "div",
         {"class": "stats"},
