@@ -8,6 +8,7 @@ back in odd places, huge or decompression-bomb bodies, redirects, an unresolvabl
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -24,12 +25,14 @@ import yaml
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from monitor.envelope import http_error_detail
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.scheduler import ResultWriter
 from monitor.settings import parse_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
+from monitor.untrusted import Untrusted
 from tests.conftest import chat_probe, completion_probe
 from tests.mockserver import REPO_ROOT
 
@@ -425,3 +428,15 @@ async def test_probes_send_a_uuid_request_id(aiohttp_server: AiohttpServer, sess
     results = [await _probe(session, f"{root}/v1", chat_probe(stream=False)) for _ in range(2)]
     assert all(r.ok for r in results), [r.error_detail for r in results]
     assert len(set(seen)) == 2 and all(uuid.UUID(rid).version == 4 for rid in seen)
+
+
+def test_untrusted_text_is_storable_and_redacted_before_any_cut() -> None:
+    u = Untrusted(KEY)
+    assert u.text("plain") == "plain" and not u.sanitised
+    assert u.text("a\ud800b\x00c\udfff") == "a\ufffdb\ufffdc\ufffd" and u.sanitised
+    basic = base64.b64encode(KEY.encode()).decode()
+    assert Untrusted(KEY).text(f"k={KEY} b={basic}") == "k=[redacted] b=[redacted]"
+    assert Untrusted(KEY).line("x" * 295 + KEY) == "x" * 295 + "[red…"
+    assert Untrusted(KEY).preview(b"y" * 70 + KEY.encode(), 80) == "y" * 70 + "[redacted]"
+    assert Untrusted().decode(b"ok \xff") == "ok \ufffd"
+    assert http_error_detail(400, b'{"error":{"message":"bad \\ud800"}}') == "HTTP 400: bad \ufffd"

@@ -201,3 +201,48 @@ async def test_http_failures_carry_the_server_message_without_the_key(
     for where, text in (("the event stream", out.read_text(encoding="utf-8")), ("the output", output)):
         assert KEY not in text and KEY[:14] not in text, where
     assert json.loads(out.read_text(encoding="utf-8").splitlines()[-1])["type"] == "summary"
+
+
+def _redirect_and_huge_routes(hits: list[str]) -> web.RouteTableDef:
+    routes = web.RouteTableDef()
+
+    @routes.post("/v1/chat/completions")
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    @routes.route("*", "/elsewhere")
+    async def elsewhere(request: web.Request) -> web.Response:
+        hits.append(request.method)
+        return web.json_response({"choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]})
+
+    @routes.post("/v1/completions")
+    async def huge(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        event = b'data: {"choices":[{"index":0,"text":"' + b"a" * 4000 + b'","finish_reason":null}]}\n\n'
+        try:
+            for _ in range(1000):  # 4 MB
+                await resp.write(event)
+        except (ConnectionError, RuntimeError):
+            pass  # the user hung up
+        return resp
+
+    return routes
+
+
+@pytest.mark.timeout(90)
+async def test_redirects_are_failures_and_bodies_are_capped(aiohttp_server: AiohttpServer, tmp_path: Path) -> None:
+    hits: list[str] = []
+    app = web.Application()
+    app.add_routes(_redirect_and_huge_routes(hits))
+    server = await aiohttp_server(app)
+    out = tmp_path / "events.jsonl"
+    root = str(server.make_url("")).rstrip("/")
+    code, output = await _locust(root, out, "--exit-code-on-error", "0", "--llm-max-body-bytes", "1048576")
+    assert code == 0, output[-3000:]
+    data = _events(out)
+    assert data.summary is not None
+    samples = data.summary["error_samples"]
+    assert samples["http_error"] == ["HTTP 302: redirect to /elsewhere"] and hits == []
+    assert samples["body_too_large"] == ["reply body exceeds max_body_bytes=1048576"]
+    assert set(data.window().errors) == {"http_error", "body_too_large"}
