@@ -180,7 +180,6 @@ async def test_dashboard_lists_one_shot_runs_apart(
 # --- alert windows (monitor/alerts/source.py reads probe_results itself) ---------------------------------------
 
 
-@pytest.mark.xfail(reason="monitor/alerts/source.py does not filter on probe_results.source yet", strict=True)
 async def test_raw_alert_windows_leave_out_one_shot_results(engine: AsyncEngine) -> None:
     chat = load_settings(None, base_url="http://127.0.0.1:1/v1").probes[0]
     now = datetime.now(UTC)

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.results import percentile
-from monitor.store.models import ProbeResultRow
+from monitor.store.models import DAEMON_RESULTS, ProbeResultRow
 
 __all__ = ["Aggregate", "RawWindowSource", "RecentResult", "ResultHistory", "WindowSource", "aggregate_values"]
 
@@ -79,6 +79,7 @@ class RawWindowSource:
         self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
     ) -> Aggregate:
         in_window = (
+            DAEMON_RESULTS,
             ProbeResultRow.probe == probe,
             ProbeResultRow.started_at >= since,
             ProbeResultRow.started_at < until,
@@ -137,7 +138,7 @@ class ResultHistory:
             ProbeResultRow.error_kind,
             ProbeResultRow.error_detail,
             ProbeResultRow.failed_checks,
-        ).where(ProbeResultRow.probe == probe)
+        ).where(DAEMON_RESULTS, ProbeResultRow.probe == probe)
         if until is not None:
             query = query.where(ProbeResultRow.started_at <= until)
         query = query.order_by(ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc()).limit(limit)
@@ -147,7 +148,9 @@ class ResultHistory:
 
     async def last_ok_at(self, probe: str, *, until: datetime | None = None) -> datetime | None:
         """When `probe` last produced an ok result (None if never)."""
-        query = select(ProbeResultRow.started_at).where(ProbeResultRow.probe == probe, ProbeResultRow.ok.is_(True))
+        query = select(ProbeResultRow.started_at).where(
+            DAEMON_RESULTS, ProbeResultRow.probe == probe, ProbeResultRow.ok.is_(True)
+        )
         if until is not None:
             query = query.where(ProbeResultRow.started_at <= until)
         # ORDER BY ... LIMIT 1 walks the (probe, started_at) index backwards on both backends.
