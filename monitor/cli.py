@@ -105,8 +105,11 @@ def init() -> None:
 @cli.command("check-config")
 @config_option(required=True)
 def check_config(config: Path) -> None:
-    """Validate a config file; exit 0 if valid, 2 with a one-line error if not."""
+    """Validate a config file; exit 0 if `run` would start with it, 2 with a one-line error if not."""
+    from monitor.daemon import check_runnable
+
     settings = load_settings(config)
+    check_runnable(settings)
     counts = {
         "targets": len(settings.targets), "probes": len(settings.probes), "rules": len(settings.rules),
         "receivers": len(settings.receivers), "maintenance windows": len(settings.maintenance),

@@ -68,7 +68,7 @@ from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups, RollupWindowSource, TieredWindowSource
 
-__all__ = ["Daemon", "DaemonSummary", "run_daemon"]
+__all__ = ["Daemon", "DaemonSummary", "check_runnable", "run_daemon"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Daemon:
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self._deadline = 0.0
         self._started_mono = 0.0
-        self._reload_task: asyncio.Task[bool] | None = None
+        self._reload_task: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._bound_port: int | None = None
 
@@ -169,8 +169,7 @@ class Daemon:
     async def serve(self) -> int:
         """Run until stopped; returns 0. Startup failures raise (MonitorError with a one-line message)."""
         self._started_mono = time.monotonic()
-        check_bind(self.settings)
-        validate_schedules(self.settings)
+        check_runnable(self.settings)
         async with AsyncExitStack() as stack:
             await self._startup(stack)
             self.started.set()
@@ -527,7 +526,14 @@ class Daemon:
         if self._reload_task is not None and not self._reload_task.done():
             logger.warning("SIGHUP ignored: a reload is already running")
             return
-        self._reload_task = asyncio.create_task(self.reload(), name="reload")
+        self._reload_task = asyncio.create_task(self._reload_on_signal(), name="reload")
+
+    async def _reload_on_signal(self) -> None:
+        # Nobody awaits this task: an escaped exception would only surface as "Task exception was never retrieved".
+        try:
+            await self.reload()
+        except Exception:
+            logger.exception("reload failed; the running config may be partly replaced")
 
     async def reload(self) -> bool:
         """Re-read the config file and apply it; on any error keep the running config. Returns success."""
@@ -536,7 +542,8 @@ class Daemon:
             return False
         try:
             new = await asyncio.to_thread(load_settings, self._config_path, db_url=self._db_url)
-            validate_schedules(new)
+            # The same checks as a start: a reload must not accept what `run` would refuse.
+            check_runnable(new)
             new = self._keep_restart_only(new)
         except (ConfigError, StoreError) as exc:
             logger.error("reload rejected, keeping the running config: %s", exc)
@@ -579,6 +586,18 @@ class Daemon:
             stored=writer.stored if writer else 0, dropped=writer.dropped if writer else 0,
             skipped_busy=stats.skipped_busy, missed=stats.missed, cancelled=stats.cancelled,
         )  # fmt: skip
+
+
+def check_runnable(settings: Settings) -> None:
+    """What `run` needs beyond a valid config, checked at startup, on reload and by `check-config`.
+
+    Raises ConfigError (one line naming the field): a bind that needs a token, a schedule APScheduler
+    cannot build, or no probes at all (the daemon would do nothing and look healthy).
+    """
+    check_bind(settings)
+    if not settings.probes:
+        raise ConfigError("probes: none configured; `run` needs at least one probe")
+    validate_schedules(settings)
 
 
 def _check_lease_ttl(settings: Settings) -> None:

@@ -100,14 +100,21 @@ def build_trigger(probe: ProbeSettings, *, now: datetime | None = None) -> Inter
 
 
 def validate_schedules(settings: Settings) -> None:
-    """Raise ConfigError naming `probes[i].cron` for the first crontab APScheduler cannot parse."""
+    """Build every probe's trigger and its first fire time; raise ConfigError naming the probe's field.
+
+    Settings bound every duration, so this should never fail; it is the scheduler's own word on it.
+    """
+    now = datetime.now(UTC)
     for i, probe in enumerate(settings.probes):
-        if probe.cron is None:
-            continue
+        field = "cron" if probe.cron is not None else "interval_s"
         try:
-            build_trigger(probe)
+            build_trigger(probe, now=now).get_next_fire_time(None, now)
         except ValueError as exc:
+            if probe.cron is None:
+                raise ConfigError(f"probes[{i}].interval_s: cannot be scheduled: {exc}") from None
             raise ConfigError(f"probes[{i}].cron: invalid crontab {probe.cron!r}: {exc}") from None
+        except OverflowError:
+            raise ConfigError(f"probes[{i}].{field}: too far in the future to schedule") from None
 
 
 def _whole_s(seconds: float) -> int:

@@ -2,6 +2,12 @@
 
 This is the only module that reads the environment. Every validation error is turned into a
 one-line `ConfigError` that names the YAML path, for example `probes[1].max_tokens: must be >= 1`.
+
+The file is read by a strict YAML loader (`read_config_yaml`): plain JSON-like data only. Duplicate
+keys, aliases (`*name`, so no billion-laughs expansion), merge keys, tags and non-JSON scalars
+(dates, `!!binary`, `!!set`) are refused, and so is nesting deeper than `MAX_CONFIG_DEPTH`. Models
+are strict (`"512"` is not a number) and floats finite; every duration is at most `MAX_DURATION_S`,
+so whatever validates can be scheduled (APScheduler and `timedelta` overflow long before 1e300).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import yaml
 from pydantic import (
@@ -25,9 +31,11 @@ from pydantic import (
 )
 
 from monitor.alerts.config import (
+    MAX_DURATION_S,
     MaintenanceWindow,
     ReceiverSettings,
     RuleSettings,
+    check_headers,
     check_references,
     resolve_receiver_secrets,
 )
@@ -42,6 +50,11 @@ ENV_PREFIX = "MONITOR_"
 # Every fixed variable llm-monitor reads: MONITOR_DB_URL here, the other two as CLI option fallbacks.
 # Secrets are read from the variables a config names (see `named_env_vars`).
 ENV_VARS = frozenset({f"{ENV_PREFIX}DB_URL", f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}LOG_LEVEL"})
+
+MAX_DAYS = 36500  # retention: now - timedelta(days=...) must stay a valid datetime
+MAX_INT32 = 2**31 - 1  # stored in INTEGER columns (PostgreSQL int4)
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 64
 
 # Request fields a probe may set at its top level; they are sent as-is. OpenAI's names plus
 # vLLM's extras (wire reference §5). Anything else goes under `extra_body`, so a typo such as
@@ -62,10 +75,14 @@ SAMPLING_PARAMS = frozenset(
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 Name = Annotated[str, Field(pattern=_NAME, description="letters, digits, _ . : - (max 100)")]
+# Seconds, finite and at most a leap year: longer is a typo, and would overflow the scheduler's datetimes.
+Duration = Annotated[float, Field(le=MAX_DURATION_S)]
+Days = Annotated[float, Field(le=MAX_DAYS)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML gives real numbers and booleans, so a quoted "512" is a mistake, not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class StorageSettings(_Model):
@@ -88,10 +105,12 @@ class TargetSettings(_Model):
     base_url: str = Field(description="OpenAI-compatible base URL, including /v1")
     model: str | None = None
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    timeout_s: float = Field(60.0, gt=0, description="whole request")
-    connect_timeout_s: float = Field(10.0, gt=0)
-    first_byte_timeout_s: float | None = Field(None, gt=0, description="until the first body bytes; default timeout_s")
-    chunk_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream chunks")
+    timeout_s: Duration = Field(60.0, gt=0, description="whole request")
+    connect_timeout_s: Duration = Field(10.0, gt=0)
+    first_byte_timeout_s: Duration | None = Field(
+        None, gt=0, description="until the first body bytes; default timeout_s"
+    )
+    chunk_timeout_s: Duration = Field(30.0, gt=0, description="longest silence between two stream chunks")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest decoded reply; more is body_too_large")
     headers: dict[str, str] = Field(default_factory=dict)
 
@@ -107,6 +126,7 @@ class TargetSettings(_Model):
     def _no_auth_header(cls, value: dict[str, str]) -> dict[str, str]:
         if any(k.lower() == "authorization" for k in value):
             raise ValueError("do not put credentials in headers; use api_key_env")
+        check_headers(value)
         return value
 
 
@@ -151,12 +171,12 @@ class ProbeSettings(_Model):
     endpoint: EndpointKind = "chat"
     messages: list[Message] | None = None
     prompt: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
     temperature: float | None = Field(None, ge=0)
     stream: bool = True
-    interval_s: float = Field(60.0, gt=0)
+    interval_s: Duration = Field(60.0, gt=0)
     cron: str | None = None
-    jitter_s: float = Field(0.0, ge=0)
+    jitter_s: Duration = Field(0.0, ge=0)
     expect: Expect = Field(default_factory=Expect)
     sampling: dict[str, Any] = Field(default_factory=dict, description="known sampling parameters, sent as-is")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="any other request fields, sent as-is")
@@ -192,6 +212,8 @@ class ProbeSettings(_Model):
 
     @model_validator(mode="after")
     def _check_shape(self) -> ProbeSettings:
+        if self.cron is not None and "interval_s" in self.model_fields_set:
+            raise ValueError("give interval_s or cron, not both")
         if self.endpoint == "chat" and not self.messages:
             raise ValueError("a chat probe needs messages: [{role: user, content: ...}]")
         if self.endpoint == "completion" and self.prompt is None:
@@ -206,33 +228,48 @@ class ProbeSettings(_Model):
 
 
 class APISettings(_Model):
-    """The daemon's HTTP API (health, metrics, JSON API, dashboard)."""
+    """The daemon's HTTP API (health, metrics, JSON API, dashboard); see monitor.api for who may read and write."""
 
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
     token_env: str | None = Field(None, description="environment variable holding the bearer token for writes")
+    read_token_env: str | None = Field(None, description="environment variable holding the token for reads")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header values accepted besides localhost, 127.0.0.1 and [::1]"
+    )
     external_url: str | None = Field(None, description="URL of this API as seen by people (links in alerts)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _plain_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not re.fullmatch(r"[A-Za-z0-9._:\[\]-]{1,255}", host):
+                raise ValueError(f"{host!r} is not a host name (give the Host header value, e.g. monitor.internal)")
+        return [host.lower() for host in value]
 
 
 class RetentionSettings(_Model):
-    raw_days: float = Field(14.0, gt=0, description="keep raw probe results this long")
-    minute_rollup_days: float = Field(30.0, gt=0)
-    hour_rollup_days: float = Field(400.0, gt=0)
-    interval_s: float = Field(3600.0, gt=0, description="how often the retention job runs")
-    rollup_interval_s: float = Field(60.0, gt=0, description="how often new results are rolled up")
+    raw_days: Days = Field(14.0, gt=0, description="keep raw probe results this long")
+    minute_rollup_days: Days = Field(30.0, gt=0)
+    hour_rollup_days: Days = Field(400.0, gt=0)
+    interval_s: Duration = Field(3600.0, gt=0, description="how often the retention job runs")
+    rollup_interval_s: Duration = Field(60.0, gt=0, description="how often new results are rolled up")
 
 
 class DaemonSettings(_Model):
-    shutdown_grace_s: float = Field(10.0, ge=0, description="wait this long for in-flight probes on shutdown")
-    max_concurrent_probes: int = Field(64, ge=1)
-    misfire_grace_s: float = Field(30.0, gt=0)
-    absence_eval_interval_s: float = Field(15.0, gt=0)
-    lease_ttl_s: float = Field(15.0, gt=0, description="PostgreSQL: a dead leader replica is replaced within this")
+    shutdown_grace_s: Duration = Field(10.0, ge=0, description="wait this long for in-flight probes on shutdown")
+    max_concurrent_probes: int = Field(64, ge=1, le=1_000_000)
+    misfire_grace_s: Duration = Field(30.0, gt=0)
+    absence_eval_interval_s: Duration = Field(15.0, gt=0)
+    lease_ttl_s: Duration = Field(15.0, gt=0, description="PostgreSQL: a dead leader replica is replaced within this")
     replica_id: str | None = Field(
         None, min_length=1, max_length=200, description="this replica's name in the lease (default hostname:pid:random)"
     )
     outage_buffer_max: int = Field(
-        5000, ge=1, description="results kept in memory while the database is down; beyond it the oldest are dropped"
+        5000,
+        ge=1,
+        le=10_000_000,
+        description="results kept in memory while the database is down; beyond it the oldest are dropped",
     )
 
 
@@ -250,8 +287,9 @@ class Settings(_Model):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     # Resolved from each target's api_key_env at load time; never written anywhere.
     api_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
-    # Resolved from api.token_env; never written anywhere.
+    # Resolved from api.token_env and api.read_token_env; never written anywhere.
     api_token: SecretStr | None = Field(None, exclude=True, repr=False)
+    api_read_token: SecretStr | None = Field(None, exclude=True, repr=False)
     # Resolved from each receiver's secret_env; never written anywhere.
     receiver_secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
 
@@ -344,51 +382,152 @@ def named_env_vars(settings: Settings) -> set[str]:
     """The environment variables a config names for its secrets (api_key_env, token_env, secret_env)."""
     names = {t.api_key_env for t in settings.targets if t.api_key_env}
     names |= {r.secret_env for r in settings.receivers if r.secret_env}
-    if settings.api.token_env:
-        names.add(settings.api.token_env)
+    names |= {name for name in (settings.api.token_env, settings.api.read_token_env) if name}
     return names
 
 
 def resolve_keys(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
     """Read every secret the settings name (`api_key_env`, `api.token_env`) from the environment."""
     env = os.environ if environ is None else environ
-    token: SecretStr | None = None
-    if settings.api.token_env is not None:
-        value = env.get(settings.api.token_env)
-        if not value:
-            raise ConfigError(f"api.token_env: environment variable {settings.api.token_env} is not set")
-        token = SecretStr(value)
+    token = _secret(env, "api.token_env", settings.api.token_env)
+    read_token = _secret(env, "api.read_token_env", settings.api.read_token_env)
     keys: dict[str, SecretStr] = {}
     for i, target in enumerate(settings.targets):
-        if target.api_key_env is None:
-            continue
-        value = env.get(target.api_key_env)
-        if not value:
-            raise ConfigError(f"targets[{i}].api_key_env: environment variable {target.api_key_env} is not set")
-        keys[target.name] = SecretStr(value)
+        key = _secret(env, f"targets[{i}].api_key_env", target.api_key_env)
+        if key is not None:
+            keys[target.name] = key
     secrets = resolve_receiver_secrets(settings.receivers, env)
-    return settings.model_copy(update={"api_keys": keys, "api_token": token, "receiver_secrets": secrets})
+    update = {"api_keys": keys, "api_token": token, "api_read_token": read_token, "receiver_secrets": secrets}
+    return settings.model_copy(update=update)
+
+
+def _secret(env: Mapping[str, str], field: str, name: str | None) -> SecretStr | None:
+    if name is None:
+        return None
+    value = env.get(name)
+    if not value:
+        raise ConfigError(f"{field}: environment variable {name} is not set")
+    # It is sent in an Authorization header, where a line break would inject headers (aiohttp raises).
+    if any(c in value for c in "\r\n\0"):
+        raise ConfigError(f"{field}: environment variable {name} contains a line break or NUL")
+    return SecretStr(value)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    loaded = read_config_yaml(text, source=str(path))
+    if loaded is None:
+        raise ConfigError(f"{path}: the config file is empty (see `llm-monitor init` for an example)")
+    if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (storage:, targets:, probes:)")
-    return data
+    return loaded
+
+
+class _Refused(Exception):
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem, self.mark = problem, mark
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Builds the node tree only (`_plain` turns it into data); refuses aliases and deep nesting as it goes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(f"aliases (*{event.anchor}) are not allowed in a config file", event.start_mark)
+        # The composer recurses once per level: refuse before Python's recursion limit does.
+        self.depth += 1
+        if self.depth > MAX_CONFIG_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_CONFIG_DEPTH} levels", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+# YAML 1.2 (and JSON) floats without a dot, such as 1e3; YAML 1.1 would read them as strings.
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+_YAML = "tag:yaml.org,2002:"
+_SCALARS = {f"{_YAML}{kind}" for kind in ("null", "bool", "int", "float", "str")}
+_REFUSED_TAGS = {
+    f"{_YAML}timestamp": "a date or time is not allowed here (quote it to send text)",
+    f"{_YAML}binary": "!!binary values are not allowed",
+    f"{_YAML}set": "!!set values are not allowed (use a list)",
+    f"{_YAML}omap": "!!omap values are not allowed (use a mapping)",
+    f"{_YAML}pairs": "!!pairs values are not allowed (use a mapping)",
+    f"{_YAML}merge": "merge keys (<<) are not allowed",
+}
+
+
+def read_config_yaml(text: str, *, source: str = "<config>") -> Any:
+    """Parse a config document into plain JSON-like data (dict, list, str, int, float, bool, None).
+
+    Raises ConfigError with one line: the YAML path (`probes[0].extra_body.when`) or the position.
+    """
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _plain(loader, node, "")
+    except _Refused as exc:
+        raise ConfigError(f"{source}: {exc.problem}{_at(exc.mark)}") from None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: invalid YAML{_at(getattr(exc, 'problem_mark', None))}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def _at(mark: Any) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _plain(loader: _ConfigLoader, node: yaml.Node, path: str) -> Any:
+    def refuse(problem: str) -> NoReturn:
+        raise ConfigError(f"{path or '(top level)'}: {problem} (line {node.start_mark.line + 1})")
+
+    if node.tag in _REFUSED_TAGS:
+        refuse(_REFUSED_TAGS[node.tag])
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag not in _SCALARS:
+            refuse(f"YAML tag {node.tag} is not allowed")
+        return loader.construct_object(node)
+    if isinstance(node, yaml.SequenceNode):
+        if node.tag != f"{_YAML}seq":
+            refuse(f"YAML tag {node.tag} is not allowed")
+        return [_plain(loader, item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+    if node.tag != f"{_YAML}map":
+        refuse(f"YAML tag {node.tag} is not allowed")
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag in _REFUSED_TAGS:
+            refuse(_REFUSED_TAGS[key_node.tag])
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALARS:
+            refuse("a key must be a plain string or number")
+        key = loader.construct_object(key_node)
+        where = f"{path}.{key}" if path else str(key)
+        if key in out:
+            raise ConfigError(f"{where}: duplicate key (line {key_node.start_mark.line + 1})")
+        out[key] = _plain(loader, value_node, where)
+    return out
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -430,6 +569,7 @@ _PHRASES = {
     "bool_parsing": "must be true or false",
     "bool_type": "must be true or false",
     "string_type": "must be a string",
+    "finite_number": "must be a finite number",
 }
 _BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<=")}
 _PROBE_EXTRA = "unknown field (not a probe option nor a known sampling parameter; put custom fields under extra_body)"
@@ -442,10 +582,15 @@ def _friendly(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden" and len(loc) == 3 and loc[0] == "probes":
         return _PROBE_EXTRA
     if kind in _PHRASES:
-        return _PHRASES[kind]
+        quoted = kind.endswith("_type") and kind != "string_type" and isinstance(error.get("input"), str)
+        return _PHRASES[kind] + (" (without quotes)" if quoted else "")
     if kind in _BOUNDS:
         key, op = _BOUNDS[kind]
-        return f"must be {op} {ctx[key]}"
+        bound = ctx[key]
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        hint = " (366 days)" if bound == MAX_DURATION_S and key == "le" else ""
+        return f"must be {op} {bound}{hint}"
     if kind == "literal_error":
         return f"must be one of {ctx['expected']}"
     if kind == "value_error":

@@ -7,9 +7,9 @@ Field-level problems are reported by pydantic (the settings module turns them in
 targets or receivers, and the fields each rule kind requires) is checked by `check_references`,
 which raises `ConfigError` naming the YAML path itself.
 
-Durations accept seconds or `30s`/`5m`/`2h`/`7d` strings, and the Prometheus spellings `for`,
-`keep_firing_for`, `repeat_interval`, `window`, `baseline_window` and `absent_for` are accepted
-as aliases of the `_s` fields (`minutes` too, for absence rules).
+Durations accept seconds or `30s`/`5m`/`2h`/`7d` strings (finite, at most `MAX_DURATION_S`), and
+the Prometheus spellings `for`, `keep_firing_for`, `repeat_interval`, `window`, `baseline_window`
+and `absent_for` are accepted as aliases of the `_s` fields (`minutes` too, for absence rules).
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ if TYPE_CHECKING:
     from monitor.settings import Settings
 
 __all__ = [
+    "MAX_DURATION_S",
     "RATE_METRICS",
     "RESERVED_LABELS",
     "MaintenanceWindow",
     "ReceiverSettings",
     "RuleSettings",
     "Scope",
+    "check_headers",
     "check_references",
     "resolve_receiver_secrets",
 ]
@@ -62,10 +64,13 @@ RATE_METRICS = frozenset({"error_rate", "truncation_rate", "check_failure_rate"}
 RESERVED_LABELS = frozenset({"alertname", "probe", "target", "severity"})
 DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
 DEFAULT_MAX_AGE_S = 24 * 3600.0
+# The longest duration any config field takes: longer is a typo, and overflows datetime arithmetic.
+MAX_DURATION_S = 366 * 86400
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 Name = Annotated[str, Field(pattern=_NAME)]
 _LABEL_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -81,7 +86,16 @@ def parse_duration(value: object) -> object:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(le=MAX_DURATION_S)]
+
+
+def check_headers(value: Mapping[str, str]) -> None:
+    """Refuse header names that are not HTTP tokens and values with line breaks (header injection)."""
+    for name, text in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if any(c in text for c in "\r\n\0"):
+            raise ValueError(f"header {name}: the value must not contain CR, LF or NUL")
 
 
 def _rename(data: Any, aliases: Mapping[str, str]) -> Any:
@@ -98,7 +112,8 @@ def _rename(data: Any, aliases: Mapping[str, str]) -> Any:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a quoted "5" is a mistake in YAML, not a number (durations take strings on purpose).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Scope(_Model):
@@ -223,6 +238,12 @@ class ReceiverSettings(_Model):
     def _check_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+\S*$", value):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        check_headers(value)
         return value
 
 
