@@ -89,15 +89,52 @@ def results_table(results: Sequence[ProbeResult], *, width: int = 200) -> Table:
     return table
 
 
+def fits(console: Console, table: Table) -> bool:
+    """Whether `table` fits the console without squeezing a column (rich would cut values to "…")."""
+    return console.measure(table, options=console.options.update_width(10_000)).maximum <= console.width
+
+
+def _stacked(console: Console, results: Sequence[ProbeResult]) -> None:
+    """A narrow terminal or a pipe: each result as a heading line, its numbers, and its reply."""
+    several_targets = len({r.target for r in results}) > 1
+    indent = " " * (max(len(_status(r)) for r in results) + 2)
+    console.print("llm-monitor probe results (times in ms)\n", highlight=False)
+    for r in results:
+        endpoint = "chat" if r.endpoint == "chat" else "completion"
+        where = f", target {r.target}" if several_targets else ""
+        heading = _status(r)
+        heading.pad_right(len(indent) - len(heading))
+        heading.append(r.probe, style="bold")
+        heading.append(f"  {endpoint}{', streamed' if r.stream else ''}{where}", style="dim")
+        console.print(heading, highlight=False)
+        m = r.measurement
+        itl = "-" if r.itl_ms_mean is None else f"{_ms(r.itl_ms_mean)}/{_ms(r.itl_ms_p95)}"
+        numbers = [
+            f"TTFT {_ms(m.ttft_ms if m else None)}", f"E2E {_ms(r.latency_ms)}", f"ITL {itl}",
+            f"tokens {_tokens(r)}", f"finish {'-' if m is None else m.finish_reason}",
+        ]  # fmt: skip
+        console.print(indent + "  ".join(numbers), highlight=False)
+        if m is not None:
+            reply = Text(indent + _reply(r), style="dim")
+            reply.truncate(console.width, overflow="ellipsis")  # cells, not characters: CJK is double width
+            console.print(reply, highlight=False, no_wrap=True)
+
+
 def print_results(console: Console, results: Sequence[ProbeResult]) -> None:
-    """The table, then one line per error or failed check, then a summary line."""
-    console.print(results_table(results, width=console.width))
-    if console.width < 150:  # no room for the reply column: list the replies under the table
-        for r in results:
-            if r.measurement is not None:
-                console.print(
-                    f"  {escape(r.probe)}: {escape(_reply(r))}", highlight=False, no_wrap=True, overflow="ellipsis"
-                )
+    """The table (or, when it does not fit, a stacked layout), one line per error or failed check, a summary."""
+    table = results_table(results, width=console.width)
+    tabular = not results or fits(console, table)
+    if tabular:
+        console.print(table)
+        if console.width < 150:  # no room for the reply column: list the replies under the table
+            for r in results:
+                if r.measurement is not None:
+                    console.print(
+                        f"  {escape(r.probe)}: {escape(_reply(r))}", highlight=False, no_wrap=True,
+                        overflow="ellipsis",
+                    )  # fmt: skip
+    else:
+        _stacked(console, results)
     for r in results:
         if r.error_kind is not None:
             phase = f" ({r.timeout_phase})" if r.timeout_phase else ""
@@ -107,10 +144,12 @@ def print_results(console: Console, results: Sequence[ProbeResult]) -> None:
         for c in r.failed_checks():
             console.print(f"[yellow]✗ {escape(r.probe)}[/yellow] {escape(f'{c.name}: {c.detail}')}", highlight=False)
     ok = sum(1 for r in results if r.ok)
-    estimated = any(r.measurement is not None and r.measurement.tokens_estimated for r in results)
-    note = "; ~ = token count estimated (the server sent no usage)" if estimated else ""
+    legend = ["⇢ = streamed"] if tabular else []
+    if any(r.measurement is not None and r.measurement.tokens_estimated for r in results):
+        legend.append("~ = token count estimated (the server sent no usage)")
     style = "green" if ok == len(results) else "red"
-    console.print(f"[{style}]{ok}/{len(results)} probes ok[/{style}]  (⇢ = streamed{note})", highlight=False)
+    key = f"  ({'; '.join(legend)})" if legend else ""
+    console.print(f"[{style}]{ok}/{len(results)} probes ok[/{style}]{key}", highlight=False)
 
 
 def print_unreachable(console: Console, results: Sequence[ProbeResult]) -> bool:

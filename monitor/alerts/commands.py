@@ -16,6 +16,7 @@ import aiohttp
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo
@@ -26,6 +27,7 @@ from monitor.alerts.model import AlertSnapshot, AlertView, Notification, Silence
 from monitor.alerts.rules import format_value
 from monitor.alerts.webhook import Delivery, build_request, send
 from monitor.errors import ConfigError
+from monitor.report import fits
 from monitor.store.db import connect, ensure_schema
 
 if TYPE_CHECKING:
@@ -82,17 +84,36 @@ def run_alerts(settings: Settings, *, as_json: bool, include_inactive: bool = Fa
         return 0
     table = Table(show_edge=False, header_style="bold")
     for column in ("STATE", "RULE", "PROBE", "TARGET", "SEVERITY", "VALUE", "THRESHOLD", "SINCE", "MUTED"):
-        table.add_column(column, justify="right" if column in ("VALUE", "THRESHOLD") else "left")
+        table.add_column(column, justify="right" if column in ("VALUE", "THRESHOLD") else "left", no_wrap=True)
     for view in views:
-        since = {"firing": view.fired_at, "pending": view.active_since, "resolved": view.resolved_at}.get(view.state)
         table.add_row(
             f"[{_STYLES.get(view.state, '')}]{view.state}[/]",
             escape(view.rule), escape(view.probe or "-"), escape(view.labels.get("target", "-")),
-            escape(view.severity), format_value(view.value), format_value(view.threshold), _when(since),
+            escape(view.severity), format_value(view.value), format_value(view.threshold), _when(_since(view)),
             escape(view.muted_by or ""),
         )  # fmt: skip
-    console.print(table)
+    if fits(console, table):
+        console.print(table)
+        return 0
+    # Too narrow for the table (or piped at 80 columns): two lines per alert, nothing cut short.
+    for view in views:
+        console.print(
+            f"[{_STYLES.get(view.state, '')}]{view.state:<8}[/] [bold]{escape(view.rule)}[/]  "
+            f"probe {escape(view.probe or '-')}, target {escape(view.labels.get('target', '-'))}, "
+            f"{escape(view.severity)}",
+            highlight=False,
+        )
+        muted = f", muted by {escape(view.muted_by)}" if view.muted_by else ""
+        console.print(
+            f"         value {format_value(view.value)}, threshold {format_value(view.threshold)}, "
+            f"since {_when(_since(view))}{muted}",
+            highlight=False,
+        )
     return 0
+
+
+def _since(view: AlertView) -> datetime | None:
+    return {"firing": view.fired_at, "pending": view.active_since, "resolved": view.resolved_at}.get(view.state)
 
 
 # --- silences -------------------------------------------------------------------------------------
@@ -141,16 +162,36 @@ def run_silence_list(settings: Settings, *, as_json: bool, include_expired: bool
         return 0
     table = Table(show_edge=False, header_style="bold")
     for column in ("ID", "MATCHERS", "STARTS", "ENDS", "STATUS", "BY", "COMMENT"):
-        table.add_column(column)
-    for s in silences:
-        status = "active" if s.active(now) else ("expired" if s.expired_at or s.ends_at <= now else "scheduled")
-        matchers = ", ".join(f"{k}={v}" for k, v in sorted(s.matchers.items()))
+        table.add_column(column, no_wrap=True)
+    rows = [
+        (s, _silence_status(s, now), ", ".join(f"{k}={v}" for k, v in sorted(s.matchers.items()))) for s in silences
+    ]
+    for s, status, matchers in rows:
         table.add_row(
             str(s.id), escape(matchers), _when(s.starts_at), _when(s.expired_at or s.ends_at), status,
             escape(s.created_by), escape(s.comment),
         )  # fmt: skip
-    console.print(table)
+    if fits(console, table):
+        console.print(table)
+        return 0
+    # Too narrow for the table: a heading line per silence, then when, who and why (wrapped, never cut).
+    indent = " " * (max(len(str(s.id)) for s in silences) + 2)
+    for s, status, matchers in rows:
+        console.print(f"[bold]{s.id:<{len(indent) - 2}}[/]  {status:<9}  {escape(matchers)}", highlight=False)
+        console.print(
+            f"{indent}{_when(s.starts_at)} to {_when(s.expired_at or s.ends_at)}, by {escape(s.created_by)}",
+            highlight=False,
+        )
+        for part in Text(s.comment).wrap(console, console.width - len(indent)):
+            part.rstrip()
+            console.print(Text(indent) + part, highlight=False)
     return 0
+
+
+def _silence_status(s: SilenceView, now: datetime) -> str:
+    if s.active(now):
+        return "active"
+    return "expired" if s.expired_at or s.ends_at <= now else "scheduled"
 
 
 def run_silence_expire(settings: Settings, silence_id: int) -> int:
