@@ -4,26 +4,45 @@
 through `monitor.dashboard.routes.setup_dashboard`). The daemon owns every
 resource handed in (store, engine, alert engine) and closes them itself; the app never does.
 
-Writes (POST, DELETE) need `Authorization: Bearer <token>` when `api.token_env` is set. Without a
-token the API must listen on loopback only (`check_bind` refuses anything else); writes are then
-open to local processes, but not to web pages: a write carrying a browser `Origin` header is refused.
+Who may do what:
+
+- Writes (POST, DELETE) need `Authorization: Bearer <token>` when `api.token_env` is set. Without a
+  token the API must listen on loopback only (`check_bind` refuses anything else); writes are then
+  open to local processes, but not to web pages: a write carrying a browser `Origin` header is refused.
+- Reads need a token only when `api.read_token_env` is set: `Bearer <read or write token>`, or HTTP
+  Basic with the token as the password (any user name), which browsers prompt for, so the dashboard
+  keeps working. The write token alone does not close reads: the write token is for automation,
+  and a loopback bind is already private. `/healthz`, `/readyz` and `/metrics` stay open either way,
+  for container healthchecks and Prometheus scrapes (they show counts and names, not replies).
+- On a loopback bind the `Host` header must name loopback (`localhost`, `127.0.0.1`, `[::1]`, any
+  port) or one of `api.allowed_hosts`, else 421: a DNS-rebinding page reaches 127.0.0.1 under its
+  own host name, and would otherwise read results through the victim's browser.
+
+Hostile input gets a 4xx with a one-line reason, never a 500: durations and ids are bounded, JSON
+bodies must be finite and shallow, and a request aiohttp cannot parse (a 10 KB URL) is logged as
+one line, not a traceback.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.alerts.config import MAX_DURATION_S
 from monitor.alerts.model import AlertView, SilenceView
 from monitor.dashboard.routes import setup_dashboard
 from monitor.errors import ConfigError, StoreError
@@ -39,6 +58,7 @@ __all__ = [
     "STORE_KEY",
     "AlertsBackend",
     "LeadershipView",
+    "SettingsSource",
     "check_bind",
     "create_app",
     "is_loopback",
@@ -49,6 +69,13 @@ logger = logging.getLogger(__name__)
 MAX_RESULTS = 1000
 READY_DB_TIMEOUT_S = 2.0
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Open without the read token: what a compose healthcheck and a Prometheus scrape ask for.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+MAX_ID = 2**63 - 1  # BIGINT: a larger id cannot exist, and would overflow the database driver
+MAX_JSON_DEPTH = 16
+MAX_SINCE_S = 36500 * 86400  # retention keeps at most this much (retention.*_days <= 36500)
+READ_CHALLENGE = 'Basic realm="llm-monitor", charset="UTF-8", Bearer realm="llm-monitor"'
 _dumps = partial(json.dumps, ensure_ascii=False)
 
 
@@ -83,8 +110,10 @@ class LeadershipView(Protocol):
 
 
 Gauges = Callable[[], Awaitable[Iterable[GaugeFamily | CounterFamily]]]
+# The settings in force now: the daemon's SIGHUP reload replaces them while the app runs.
+SettingsSource = Callable[[], Settings]
 
-SETTINGS_KEY = web.AppKey("settings", Settings)
+SETTINGS_KEY: web.AppKey[SettingsSource] = web.AppKey("settings")
 STORE_KEY = web.AppKey("store", Store)
 DB_KEY = web.AppKey("db", AsyncEngine)
 METRICS_KEY = web.AppKey("metrics", ProbeMetrics)
@@ -106,14 +135,32 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(settings: Settings) -> None:
     """Refuse a non-loopback bind without a token: anyone who can reach it could write."""
-    if not is_loopback(settings.api.host) and settings.api_token is None:
+    if is_loopback(settings.api.host):
+        return
+    if settings.api_token is None:
         raise ConfigError(
             f"api.host: binding to {settings.api.host} needs api.token_env (writes would be unauthenticated)"
         )
+    if settings.api_read_token is None:
+        logger.warning(
+            "api.host %s: results, replies and the dashboard are readable by anyone who can reach it "
+            "(set api.read_token_env to require a token for reads)", settings.api.host,
+        )  # fmt: skip
+
+
+class _ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's connection log: a request it cannot parse (a 10 KB URL, a bad header line) is the
+    client's mistake, so one line instead of a traceback. Everything else passes through."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, BadHttpMessage):
+            self.info("refused a malformed request: %s", str(exc_info.message)[:200])
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def create_app(
-    settings: Settings,
+    settings: Settings | SettingsSource,
     *,
     store: Store,
     db: AsyncEngine | None = None,
@@ -124,9 +171,17 @@ def create_app(
     gauges: Gauges | None = None,
     leadership: LeadershipView | None = None,
 ) -> web.Application:
-    """The API application; every resource is owned by the caller."""
-    app = web.Application(middlewares=[_error_middleware, _auth_middleware])
-    app[SETTINGS_KEY] = settings
+    """The API application; every resource is owned by the caller.
+
+    `settings` is a snapshot, or a callable returning the settings in force (the daemon passes one,
+    so that a reload reaches the API and the dashboard).
+    """
+    source = settings if callable(settings) else partial(_fixed, settings)
+    app = web.Application(
+        middlewares=[_error_middleware, _host_middleware, _auth_middleware],
+        handler_args={"logger": _ProtocolLog(logging.getLogger("aiohttp.server"), {})},
+    )
+    app[SETTINGS_KEY] = source
     app[STORE_KEY] = store
     app[METRICS_KEY] = metrics or ProbeMetrics()
     if db is not None:
@@ -152,8 +207,12 @@ def create_app(
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
     if db is not None:
         # The dashboard's pages read the same database and alert engine; it only adds GET routes.
-        setup_dashboard(app, settings=settings, db=db, store=store, alerts=alerts)
+        setup_dashboard(app, settings=source, db=db, store=store, alerts=alerts)
     return app
+
+
+def _fixed(settings: Settings) -> Settings:
+    return settings
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -172,6 +231,7 @@ async def _error_middleware(
 ) -> web.StreamResponse:
     """Every failure leaves as `{"error": "..."}` with a fitting status."""
     try:
+        _check_ids(request)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -184,21 +244,78 @@ async def _error_middleware(
         return _error(500, "internal error (see the daemon log)")
 
 
+def _check_ids(request: web.Request) -> None:
+    # Every `{id}` route (silences here, load runs in the dashboard) looks its id up in a BIGINT column.
+    raw = request.match_info.get("id")
+    if raw is not None and raw.isdigit() and not 1 <= int(raw) <= MAX_ID:
+        raise web.HTTPBadRequest(text=f"id: must be between 1 and {MAX_ID}")
+
+
+@web.middleware
+async def _host_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """On a loopback bind, refuse a `Host` that is not loopback or allowed (DNS rebinding)."""
+    settings = request.app[SETTINGS_KEY]()
+    host = request.headers.get("Host")
+    # A browser always sends Host; a request without one (HTTP/1.0) cannot come from a rebinding page.
+    if host is not None and is_loopback(settings.api.host) and not _host_allowed(host, settings.api.allowed_hosts):
+        return _error(
+            421, "Host header not allowed: this API answers to localhost, 127.0.0.1, [::1] or api.allowed_hosts"
+        )
+    return await handler(request)
+
+
+def _host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    host = host.strip().lower()
+    if host in allowed:
+        return True
+    # Strip the port: "[::1]:9464" -> "[::1]", "localhost:9464" -> "localhost"
+    name = host.rsplit(":", 1)[0] if host.rfind(":") > host.rfind("]") else host
+    return name in LOOPBACK_NAMES or name in allowed
+
+
 @web.middleware
 async def _auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    settings = request.app[SETTINGS_KEY]()
+    token = settings.api_token
     if request.method in WRITE_METHODS:
-        token = request.app[SETTINGS_KEY].api_token
         if token is not None:
-            given = request.headers.get("Authorization", "")
-            scheme, _, value = given.partition(" ")
-            expected = token.get_secret_value().encode()
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+            if not _bearer_matches(request, [token.get_secret_value()]):
                 return _error(401, "writes need Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
         elif "Origin" in request.headers:
             return _error(403, "writes from web pages are refused when no api.token_env is set")
+    elif settings.api_read_token is not None and request.path not in OPEN_PATHS:
+        accepted = [t.get_secret_value() for t in (settings.api_read_token, token) if t is not None]
+        if not _bearer_matches(request, accepted) and not _basic_matches(request, accepted):
+            return _error(401, "reads need the read token (Bearer, or Basic with it as the password)", {
+                "WWW-Authenticate": READ_CHALLENGE
+            })  # fmt: skip
     return await handler(request)
+
+
+def _bearer_matches(request: web.Request, tokens: Sequence[str]) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and _any_equal(value.strip(), tokens)
+
+
+def _basic_matches(request: web.Request, tokens: Sequence[str]) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return _any_equal(decoded.partition(":")[2], tokens)
+
+
+def _any_equal(given: str, tokens: Sequence[str]) -> bool:
+    # Compare with every token (no early exit), in constant time each.
+    matches = [hmac.compare_digest(given.encode(), t.encode()) for t in tokens]
+    return any(matches)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -254,9 +371,14 @@ def _since(value: str | None) -> datetime | None:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         try:
-            return datetime.now(UTC) - timedelta(seconds=to_seconds(value))
+            seconds = to_seconds(value)
         except ConfigError:
-            raise web.HTTPBadRequest(text=f"since: {value!r} is neither an ISO 8601 time nor a duration") from None
+            raise web.HTTPBadRequest(
+                text=f"since: {value[:100]!r} is neither an ISO 8601 time nor a duration"
+            ) from None
+        if seconds > MAX_SINCE_S:
+            raise web.HTTPBadRequest(text=f"since: at most {MAX_SINCE_S // 86400} days back") from None
+        return datetime.now(UTC) - timedelta(seconds=seconds)
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
@@ -327,10 +449,7 @@ async def silences_handler(request: web.Request) -> web.Response:
 async def create_silence(request: web.Request) -> web.Response:
     """`POST /api/v1/silences` with `{matchers, duration_s | ends_at, comment, created_by?}`."""
     alerts = _alerts(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body: not valid JSON") from None
+    body = _parse_json(await request.text())
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="body: must be a JSON object")
     matchers = body.get("matchers")
@@ -355,6 +474,46 @@ async def create_silence(request: web.Request) -> web.Response:
     return _json(silence.to_json(), status=201)
 
 
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number in JSON")
+
+
+def _parse_json(text: str) -> Any:
+    """A request body as JSON: finite numbers only, at most `MAX_JSON_DEPTH` levels deep (else 400)."""
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise web.HTTPBadRequest(text=f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        reason = str(exc) if "not a number" in str(exc) else "not valid JSON"
+        raise web.HTTPBadRequest(text=f"body: {reason}") from None
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of [ and { outside strings; stops counting once past the limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _silence_duration_s(body: Mapping[str, Any]) -> float:
     if ("duration_s" in body) == ("ends_at" in body):
         raise web.HTTPBadRequest(text="give duration_s or ends_at (one of them)")
@@ -367,10 +526,17 @@ def _silence_duration_s(body: Mapping[str, Any]) -> float:
         if ends_at.tzinfo is None:
             ends_at = ends_at.replace(tzinfo=UTC)
         duration_s = (ends_at - datetime.now(UTC)).total_seconds()
+        field = "ends_at"
     else:
         duration_s = body["duration_s"]
         if not isinstance(duration_s, int | float) or isinstance(duration_s, bool):
             raise web.HTTPBadRequest(text="duration_s: must be a number of seconds")
+        field = "duration_s"
+    # Also catches what json.loads turns into inf (1e400) and ints too large for a float.
+    if isinstance(duration_s, int) and duration_s > MAX_DURATION_S:
+        duration_s = math.inf
+    if not math.isfinite(duration_s) or duration_s > MAX_DURATION_S:
+        raise web.HTTPBadRequest(text=f"{field}: a silence lasts at most {MAX_DURATION_S} s (366 days)")
     if duration_s <= 0:
         raise web.HTTPBadRequest(text="the silence would end in the past")
     return float(duration_s)
@@ -378,10 +544,10 @@ def _silence_duration_s(body: Mapping[str, Any]) -> float:
 
 async def delete_silence(request: web.Request) -> web.Response:
     alerts = _alerts(request)
-    try:
-        silence_id = int(request.match_info["id"])
-    except ValueError:
-        raise web.HTTPBadRequest(text="id: must be a whole number") from None
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 19:
+        raise web.HTTPBadRequest(text=f"id: must be a whole number between 1 and {MAX_ID}")
+    silence_id = int(raw)
     if not await alerts.expire_silence(silence_id):
         raise web.HTTPNotFound(text=f"no active silence {silence_id}")
     return _json({"id": silence_id, "expired": True})

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -71,6 +71,7 @@ from monitor.store.rollups import Rollups, RollupWindowSource, TieredWindowSourc
 __all__ = ["Daemon", "DaemonSummary", "check_runnable", "run_daemon"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 ALERT_STATES = ("pending", "firing")
 # How far back each rollup run recomputes, beyond the slowest target's timeout.
@@ -78,6 +79,9 @@ ROLLUP_SETTLE_EXTRA_S = 30.0
 # A new leader that cannot load the alert states (database trouble) tries again this often; it must
 # not evaluate rules from stale states, which could repeat what the previous leader already sent.
 TAKEOVER_RETRY_S = 1.0
+# /metrics reads the outbox depth (and, on a follower, the alert states) from the database; a hung
+# database must not hang the scrape (the same bound as /readyz).
+METRICS_DB_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +241,9 @@ class Daemon:
         follower = asyncio.create_task(self._follow(leadership), name="leadership")
         stack.push_async_callback(self._cancel, follower)
 
+        # A callable, not a snapshot: a reload reaches the API and the dashboard (probe lists, rules).
         app = create_app(
-            settings, store=store, db=engine, metrics=self.metrics, alerts=alerts, rollups=rollups,
+            lambda: self.settings, store=store, db=engine, metrics=self.metrics, alerts=alerts, rollups=rollups,
             scheduler_running=lambda: self._active is not None and self._active.running, gauges=self._gauges,
             leadership=leadership,
         )  # fmt: skip
@@ -431,28 +436,31 @@ class Daemon:
             families.append(dropped)
         if self._alerts is None or self._outbox is None:
             return families
+        alerts, outbox = self._alerts, self._outbox
+        failed = GaugeFamily(
+            "llm_monitor_metrics_query_failed",
+            f"1 when this scrape's database query failed or took over {METRICS_DB_TIMEOUT_S:g} s "
+            "(its gauge is left out).",
+            ("query",),
+        )
         states: Counter[str] = Counter()
         if self.leading:
-            for (_, state), count in self._alerts.state_counts().items():
+            for (_, state), count in alerts.state_counts().items():
                 states[state] += count
         else:
             # A follower's engine does not run; the leader's states are in the database.
-            try:
-                states.update(view.state for view in await self._alerts.alerts(include_inactive=True))
-            except StoreError as exc:
-                logger.warning("alert states unavailable: %s", exc)
+            views = await _bounded_query("alert_states", failed, lambda: alerts.alerts(include_inactive=True))
+            states.update(view.state for view in views or ())
         by_state: dict[tuple[str, ...], float] = {(s,): float(states.get(s, 0)) for s in (*ALERT_STATES, *states)}
         families.append(GaugeFamily("llm_monitor_alerts", "Alert instances by state.", ("state",), by_state))
-        try:
-            pending = await self._outbox.depth()
-        except (SQLAlchemyError, OSError) as exc:
-            logger.warning("outbox depth unavailable: %s", exc)
-            return families
-        families.append(
-            GaugeFamily(
-                "llm_monitor_outbox_pending", "Notifications waiting in the outbox.", values={(): float(pending)}
+        pending = await _bounded_query("outbox_depth", failed, outbox.depth)
+        if pending is not None:
+            families.append(
+                GaugeFamily(
+                    "llm_monitor_outbox_pending", "Notifications waiting in the outbox.", values={(): float(pending)}
+                )
             )
-        )
+        families.append(failed)
         return families
 
     def _remaining_s(self) -> float:
@@ -586,6 +594,22 @@ class Daemon:
             stored=writer.stored if writer else 0, dropped=writer.dropped if writer else 0,
             skipped_busy=stats.skipped_busy, missed=stats.missed, cancelled=stats.cancelled,
         )  # fmt: skip
+
+
+async def _bounded_query(name: str, failed: GaugeFamily, query: Callable[[], Awaitable[_T]]) -> _T | None:
+    """Run one /metrics database query within METRICS_DB_TIMEOUT_S; None (logged, and 1 in `failed`) if not."""
+    try:
+        async with asyncio.timeout(METRICS_DB_TIMEOUT_S):
+            value = await query()
+    except TimeoutError:
+        logger.warning("/metrics: %s query took over %g s; left out of this scrape", name, METRICS_DB_TIMEOUT_S)
+    except (StoreError, SQLAlchemyError, OSError) as exc:
+        logger.warning("/metrics: %s unavailable: %s", name, exc)
+    else:
+        failed.set((name,), 0.0)
+        return value
+    failed.set((name,), 1.0)
+    return None
 
 
 def check_runnable(settings: Settings) -> None:

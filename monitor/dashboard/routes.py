@@ -62,12 +62,21 @@ def _system_now() -> datetime:
 class Dashboard:
     """What the handlers share: the read models, the settings, the static files and a clock."""
 
-    data: DashboardData
+    _data: DashboardData
     load: LoadRuns
-    settings: Settings
+    current_settings: Callable[[], Settings]  # the settings in force: a daemon reload replaces them
     static: dict[str, bytes]
     asset_version: str
     clock: Clock
+
+    @property
+    def settings(self) -> Settings:
+        return self.current_settings()
+
+    @property
+    def data(self) -> DashboardData:
+        self._data.settings = self.current_settings()
+        return self._data
 
     @property
     def rules(self) -> dict[str, RuleSettings]:
@@ -80,7 +89,7 @@ DASHBOARD_KEY = web.AppKey("dashboard", Dashboard)
 def setup_dashboard(
     app: web.Application,
     *,
-    settings: Settings,
+    settings: Settings | Callable[[], Settings],
     db: AsyncEngine,
     store: Store,
     alerts: AlertSource | None = None,
@@ -91,10 +100,11 @@ def setup_dashboard(
     static_dir = resources.files("monitor.dashboard") / "static"
     static = {name: (static_dir / name).read_bytes() for name in STATIC_FILES}
     version = hashlib.sha256(b"".join(static.values())).hexdigest()[:12]
+    current = settings if callable(settings) else lambda: settings
     app[DASHBOARD_KEY] = Dashboard(
-        data=DashboardData(settings, sessionmaker, store=store, alerts=alerts),
+        _data=DashboardData(current(), sessionmaker, store=store, alerts=alerts),
         load=LoadRuns(sessionmaker),
-        settings=settings,
+        current_settings=current,
         static=static,
         asset_version=version,
         clock=clock,
