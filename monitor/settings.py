@@ -358,13 +358,16 @@ def load_settings(
     raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
     if base_url is not None:
         target = {"name": "default", "base_url": base_url, "model": model}
-        raw["targets"] = [target, *[t for t in raw.get("targets") or [] if t.get("name") != "default"]]
+        # A malformed section is left as it is, for validation to name (`targets: must be a list`).
+        others = raw.get("targets") or []
+        if isinstance(others, list):
+            raw["targets"] = [target, *[t for t in others if not isinstance(t, dict) or t.get("name") != "default"]]
         if path is None:
             raw["probes"] = default_probes("default")
     elif model is not None:
         raise ConfigError("--model needs --base-url")
     url = db_url or env.get(f"{ENV_PREFIX}DB_URL")
-    if url:
+    if url and isinstance(raw.get("storage") or {}, dict):
         raw["storage"] = {**(raw.get("storage") or {}), "url": url}
     settings = parse_settings(raw)
     return resolve_keys(settings, env)

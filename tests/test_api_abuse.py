@@ -101,7 +101,7 @@ async def test_out_of_range_and_non_finite_input_is_400(
     for path in ("/api/v1/results?since=99999999999999d", "/api/v1/trend?since=99999999999999d"):
         await _assert_400(await client.get(path), "since: ")
     await _assert_400(await client.delete(f"/api/v1/silences/{HUGE_ID}", headers=auth), "id: ")
-    for path in (f"/api/v1/loadruns/{HUGE_ID}", f"/loadruns/{HUGE_ID}"):
+    for path in (f"/api/v1/loadruns/{HUGE_ID}", f"/loadruns/{HUGE_ID}", f"/api/v1/loadruns/1?baseline={HUGE_ID}"):
         resp = await client.get(path)
         assert resp.status in (400, 404), (path, resp.status)
     silence = {"matchers": {"alertname": "x"}, "comment": "maintenance"}

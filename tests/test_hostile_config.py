@@ -206,3 +206,15 @@ def test_sighup_reload_of_hostile_configs_keeps_the_running_one(mock: MockProces
         daemon.kill()
     assert "Traceback" not in daemon.output
     assert "never retrieved" not in daemon.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("targets: [1]", "targets[1]: must be a mapping"), ("targets: 5", "targets: must be a list"),
+     ("storage: 5", "storage: must be a mapping")],
+)  # fmt: skip
+def test_probe_flags_over_a_malformed_file_name_the_field(text: str, expected: str, tmp_path: Path) -> None:
+    """--base-url and --db are merged into the file's sections; a malformed section used to crash the merge."""
+    config = _write(tmp_path, text)
+    args = ["probe", "-c", str(config), "--base-url", "http://127.0.0.1:9/v1", "--db", f"sqlite:///{tmp_path}/d.db"]
+    _assert_one_error(_cli(*args, cwd=tmp_path), expected)
