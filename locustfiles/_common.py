@@ -39,6 +39,7 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import _collect
+import gevent
 from _http import ALL_STATUS_CODES, Failure, closed_before_reply, drop_idle_connections, read_reply
 from _turns import wait_quiet
 
@@ -215,6 +216,10 @@ def build_config(environment: Environment) -> Config:
 
 @events.init.add_listener
 def _init(environment: Environment, **kw: Any) -> None:
+    # libev caches the loop's "now" and has not run since before the locustfile was imported; Locust
+    # arms its --run-time timer right after this event, against that stale clock. On a busy machine
+    # the imports take seconds, and a 3 s run ended at once, with no request sent.
+    gevent.get_hub().loop.update_now()
     options = environment.parsed_options
     _collect.install(environment, options.llm_out if options is not None else None)
 

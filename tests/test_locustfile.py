@@ -52,6 +52,22 @@ def test_plain_locust_run_exits_0_with_llm_entries(mock: MockProcess, tmp_path: 
     assert locust_e2e == window.requests  # Locust's table and llm-monitor's windows count the same requests
 
 
+def test_a_slow_import_does_not_cut_the_run_time(mock: MockProcess, tmp_path: Path) -> None:
+    """Locust arms --run-time on gevent's cached clock; a locustfile import slower than the run ended it at once."""
+    slow = tmp_path / "slow_import.py"
+    slow.write_text("import time\n\ntime.sleep(2.5)  # a busy machine importing pydantic, rich, ...\n")
+    out = tmp_path / "events.jsonl"
+    proc = _locust(
+        "-f", f"{slow},{LOCUSTFILES / 'llm.py'}", "--headless", "-u", "2", "-r", "2", "-t", "2s",
+        "--host", mock.root_url, "--exit-code-on-error", "1", "--llm-out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _events(out)
+    assert data.summary is not None
+    assert data.summary["elapsed_s"] >= 1.9, data.summary  # was about 0.01 s, with no request sent
+    assert data.window().requests > 0
+
+
 def test_host_with_v1_and_per_chunk_usage(mock: MockProcess, tmp_path: Path) -> None:
     """`--host .../v1` works too; with continuous usage every gap of a multi-token chunk is counted."""
     trace = tmp_path / "trace.jsonl"
