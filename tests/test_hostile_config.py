@@ -92,6 +92,10 @@ HOSTILE = {
         + "\nrules: [{name: r, kind: threshold, metric: latency_ms, op: '>', value: 1, window_s: 1e300}]",
         "rules[0].window_s: must be <=",
     ),
+    "rule-count-string": (
+        _probe("interval_s: 60") + "\nrules: [{name: r, kind: consecutive_failures, count: '3'}]",
+        "rules[0].count: must be a whole number (without quotes)",
+    ),
 }
 # The ones that used to pass check-config and then crash `run` (exit 70) or blow up memory.
 CRASHED_RUN = ["interval-1e300", "jitter-inf", "retention-interval-1e300", "absence-eval-inf", "anchor-bomb"]

@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    Strict,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -86,7 +87,12 @@ def parse_duration(value: object) -> object:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(le=MAX_DURATION_S)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Strict(), Field(le=MAX_DURATION_S)]
+# Strict per field, not per model: a quoted "5" in YAML is a mistake, not a number (the pydantic
+# mypy plugin would type a strict model's constructor too narrowly for nested models).
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
 
 
 def check_headers(value: Mapping[str, str]) -> None:
@@ -112,8 +118,7 @@ def _rename(data: Any, aliases: Mapping[str, str]) -> Any:
 
 
 class _Model(BaseModel):
-    # strict: a quoted "5" is a mistake in YAML, not a number (durations take strings on purpose).
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Scope(_Model):
@@ -165,20 +170,20 @@ class RuleSettings(_Model):
     check: str | None = Field(None, description="the check whose failure rate check_failure_rate measures")
     agg: Agg | None = None
     window_s: Seconds | None = Field(None, gt=0)
-    min_samples: int = Field(1, ge=1)
+    min_samples: Int = Field(1, ge=1, le=1_000_000)
     # threshold
     op: Op | None = None
-    value: float | None = None
+    value: Number | None = None
     # regression
     baseline_window_s: Seconds | None = Field(None, gt=0)
-    baseline_min_samples: int | None = Field(None, ge=1)
-    ratio: float | None = Field(None, gt=0)
-    delta: float | None = Field(None, gt=0)
+    baseline_min_samples: Int | None = Field(None, ge=1, le=1_000_000)
+    ratio: Number | None = Field(None, gt=0)
+    delta: Number | None = Field(None, gt=0)
     direction: Literal["up", "down"] = "up"
     # absence
     absent_for_s: Seconds | None = Field(None, gt=0)
     # consecutive_failures
-    count: int | None = Field(None, ge=1)
+    count: Int | None = Field(None, ge=1, le=1_000_000)
 
     @model_validator(mode="before")
     @classmethod
@@ -228,7 +233,7 @@ class ReceiverSettings(_Model):
     format: ReceiverFormat = "generic"
     url: str
     secret_env: str | None = Field(None, description="environment variable holding the signing secret")
-    send_resolved: bool = True
+    send_resolved: Bool = True
     timeout_s: Seconds = Field(10.0, gt=0, le=300)
     max_age_s: Seconds = Field(DEFAULT_MAX_AGE_S, gt=0, description="retry a message until it is this old")
     headers: dict[str, str] = Field(default_factory=dict)
