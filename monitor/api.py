@@ -246,9 +246,10 @@ async def _error_middleware(
 
 def _check_ids(request: web.Request) -> None:
     # Every `{id}` route (silences here, load runs in the dashboard) looks its id up in a BIGINT column.
+    # str.isdigit() and the router's \d also take "²" and other non-ASCII digits, which int() refuses.
     raw = request.match_info.get("id")
-    if raw is not None and raw.isdigit() and not 1 <= int(raw) <= MAX_ID:
-        raise web.HTTPBadRequest(text=f"id: must be between 1 and {MAX_ID}")
+    if raw is not None and (not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= MAX_ID):
+        raise web.HTTPBadRequest(text=f"id: must be a whole number between 1 and {MAX_ID}")
 
 
 @web.middleware
@@ -544,10 +545,7 @@ def _silence_duration_s(body: Mapping[str, Any]) -> float:
 
 async def delete_silence(request: web.Request) -> web.Response:
     alerts = _alerts(request)
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 19:
-        raise web.HTTPBadRequest(text=f"id: must be a whole number between 1 and {MAX_ID}")
-    silence_id = int(raw)
+    silence_id = int(request.match_info["id"])  # checked by _check_ids
     if not await alerts.expire_silence(silence_id):
         raise web.HTTPNotFound(text=f"no active silence {silence_id}")
     return _json({"id": silence_id, "expired": True})
