@@ -1,4 +1,5 @@
-"""probe_results: where a result came from (daemon or a one-shot command); load_run_id references load_runs
+"""probe_results: where a result came from (daemon or a one-shot command); load_run_id references load_runs;
+whether the server's text had to be cleaned (sanitised)
 
 Revision ID: 0006
 Revises: 0005
@@ -31,6 +32,8 @@ def upgrade() -> None:
     with op.batch_alter_table("probe_results") as batch:
         # Every row written so far came from the daemon as far as anyone can tell.
         batch.add_column(sa.Column("source", sa.String(length=16), server_default="daemon", nullable=False))
+        # Rows written before this were not marked; false is what they claimed.
+        batch.add_column(sa.Column("sanitised", sa.Boolean(), server_default=sa.false(), nullable=False))
         batch.create_foreign_key(_FK, "load_runs", ["load_run_id"], ["id"], ondelete="SET NULL")
     op.create_index("ix_probe_results_source_started_at", "probe_results", ["source", "started_at"])
 
@@ -39,4 +42,5 @@ def downgrade() -> None:
     op.drop_index("ix_probe_results_source_started_at", table_name="probe_results")
     with op.batch_alter_table("probe_results") as batch:
         batch.drop_constraint(_FK, type_="foreignkey")
+        batch.drop_column("sanitised")
         batch.drop_column("source")

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -127,6 +128,8 @@ class ProbeResultRow(Base):
     # Set for canaries sent during a load test (and results linked to it); a deleted run leaves them unlinked.
     load_run_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("load_runs.id", ondelete="SET NULL"))
     source: Mapped[str] = mapped_column(String(16), server_default="daemon")
+    # Server text in this row (reply, reasons, error detail) had characters replaced to be storable.
+    sanitised: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 # Daemon reads (trends, rollups, alert windows, the dashboard) add this to every query on probe_results.

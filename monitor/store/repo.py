@@ -62,6 +62,7 @@ class StoredResult:
     failed_checks: tuple[str, ...]
     load_run_id: int | None
     source: str  # daemon | probe | doctor (see `monitor.store.models.ResultSource`)
+    sanitised: bool  # the server's text was cleaned before it was stored (see monitor.untrusted)
 
 
 class Store:
@@ -194,6 +195,7 @@ def _to_row(result: ProbeResult, load_run_id: int | None, source: ResultSource) 
         failed_checks=",".join(check.name for check in result.failed_checks()),
         load_run_id=load_run_id,
         source=source,
+        sanitised=result.sanitised,
     )
 
 
@@ -229,6 +231,7 @@ def _from_row(row: ProbeResultRow) -> StoredResult:
         failed_checks=tuple(row.failed_checks.split(",")) if row.failed_checks else (),
         load_run_id=row.load_run_id,
         source=row.source,
+        sanitised=row.sanitised,
     )
 
 
