@@ -24,7 +24,8 @@ in a 200 response. Events after a malformed one are still measured, so the measu
 how much of the reply got through. An event still open at ``finish`` is parsed anyway and
 dated by the last read, so a cut-off stream ends in a malformed-JSON error. A ``stream=True``
 body with no ``data:`` line that is a JSON object (a server that ignored ``stream``) is
-measured like a non-streaming reply (``ttft_ms`` None).
+measured like a non-streaming reply (``ttft_ms`` None). One JSON document (an SSE event, or the whole
+body) past ``MAX_EVENT_BYTES`` is a ``bad_response`` and is never parsed; the events after it still are.
 
 The meter is where server text enters: the reply text, ``finish_reason``, ``stop_reason`` and
 every error detail pass through the request's ``monitor.untrusted.Untrusted`` (lone surrogates and
@@ -53,7 +54,7 @@ from typing import Any, Literal
 from monitor.meter_layout import Chunk as _Chunk, Layout, Usage as _Usage, find_string, learn_layout
 from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted
 
-__all__ = ["Endpoint", "MeterErrorKind", "StreamMeasurement", "StreamMeter", "estimate_tokens"]
+__all__ = ["MAX_EVENT_BYTES", "Endpoint", "MeterErrorKind", "StreamMeasurement", "StreamMeter", "estimate_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ MeterErrorKind = Literal["bad_response", "stream_error"]
 
 ERROR_DETAIL_MAX_CHARS = MAX_DETAIL_CHARS
 _PREVIEW_CHARS = 80
+# The largest JSON document parsed: one SSE event (a token delta, a few hundred bytes) or a whole JSON
+# reply (4 MiB is ~1M tokens). A bigger one is reported unparsed (bad_response), so one hostile line
+# cannot cost a json.loads of max_body_bytes, plus the checks on its text, while other probes wait.
+MAX_EVENT_BYTES = 4 << 20
 # Usage numbers beyond this are a broken server, not a count: they are treated as not reported.
 MAX_TOKEN_COUNT = 2**31 - 1
 
@@ -119,7 +124,7 @@ class StreamMeter:
     __slots__ = (
         "_endpoint", "_stream", "_start_s", "_last_s", "_marker", "_layouts", "_hot", "_learn_budget",
         "_pend", "_cr", "_raw", "_parts", "_content_ms", "_content_ct", "_n", "_done", "_finish", "_stop",
-        "_usage", "_error", "_body_mode", "_finalized", "_untrusted",
+        "_usage", "_error", "_body_mode", "_finalized", "_untrusted", "_pend_bytes", "_skip",
     )  # fmt: skip
 
     def __init__(self, endpoint: Endpoint, *, stream: bool, start_s: float, untrusted: Untrusted | None = None) -> None:
@@ -135,6 +140,8 @@ class StreamMeter:
         self._learn_budget = self._LEARN_ATTEMPTS
         self._pend: list[bytes] = []  # non-stream: the body; stream: bytes of an unfinished event
         self._cr = False  # a read ended in "\r": it may be half of "\r\n"
+        self._pend_bytes = 0  # stream: len(b"".join(self._pend))
+        self._skip: bytes | None = None  # dropping an oversized event: its last byte seen so far
         self._raw: list[bytes] | None = []  # kept until the first data event, for the plain-JSON fallback
         self._parts: list[str] = []
         self._content_ms: list[float] = []
@@ -153,18 +160,26 @@ class StreamMeter:
         try:
             self._last_s = now_s
             if self._body_mode:
-                self._pend.append(data)
+                self._pend_bytes += len(data)
+                if self._pend_bytes <= MAX_EVENT_BYTES:
+                    self._pend.append(data)
+                elif self._pend:
+                    self._pend.clear()  # past the cap: _measure_body reports it, nothing is kept
                 return
             if self._raw is not None:
                 self._raw.append(data)
             if self._cr or 13 in data:  # int membership is a memchr, much cheaper than b"\r"
                 data = self._to_lf(data)
+            if self._skip is not None:
+                data = self._skip_event(data)
             pend = self._pend
             if pend:
                 # Joining only when an event can end keeps a long event in many reads linear.
                 if b"\n\n" not in data and not (data[:1] == b"\n" and pend[-1][-1:] == b"\n"):
                     if data:
                         pend.append(data)
+                        self._pend_bytes += len(data)
+                        self._check_pending()
                     return
                 pend.append(data)
                 data = b"".join(pend)
@@ -172,6 +187,8 @@ class StreamMeter:
             tail = self._scan(data, now_s)
             if tail:
                 pend.append(tail)
+                self._pend_bytes = len(tail)
+                self._check_pending()
         except Exception as exc:  # a meter bug must not kill a probe or a Locust user
             logger.exception("stream meter failed on a read")
             self._fail("bad_response", f"meter internal error: {exc!r}")
@@ -201,7 +218,7 @@ class StreamMeter:
         hits = i = 0
         while True:
             m = match(data, i + len_pre) if data.startswith(pre, i) else None
-            if m is not None:
+            if m is not None and m.end() - i <= MAX_EVENT_BYTES + 2:
                 body = m[1]
                 try:  # meter_layout.read_string, inlined
                     content = scanstring((body + b'"').decode(), 0)[0] if escapes and 0x5C in body else body.decode()
@@ -224,11 +241,46 @@ class StreamMeter:
                 break
             self._n += hits  # keeps event numbers in error details right
             hits = 0
-            self._event(data[i:end], now_s)
+            if end - i > MAX_EVENT_BYTES:
+                self._oversized()
+            else:
+                self._event(data[i:end], now_s)
             cts = self._content_ct
             i = end + 2
         self._n += hits
         return data[i:] if i else data
+
+    def _check_pending(self) -> None:
+        """Drop the unfinished event once it is past ``MAX_EVENT_BYTES``, unless it is a plain JSON body."""
+        if self._pend_bytes <= MAX_EVENT_BYTES + 1:  # + 1: the first "\n" of its end may be in
+            return
+        # A server that ignored "stream": true sends one JSON object and no blank line; _finalize measures it
+        # from _raw, which max_body_bytes bounds. Once a data event was seen there is no such fallback.
+        if self._maybe_json_body(self._pend[0]):
+            return
+        last = self._pend[-1][-1:]
+        self._pend.clear()
+        self._pend_bytes = 0
+        self._oversized()
+        self._skip = last
+
+    def _maybe_json_body(self, start: bytes) -> bool:
+        return self._raw is not None and start.lstrip()[:1] == b"{"
+
+    def _oversized(self) -> None:
+        self._n += 1
+        self._raw = None
+        self._fail("bad_response", f"SSE event {self._n} exceeds {MAX_EVENT_BYTES} bytes; dropped unparsed")
+
+    def _skip_event(self, data: bytes) -> bytes:
+        """What follows the end of the oversized event being dropped (``b""`` while it goes on)."""
+        assert self._skip is not None
+        end = (self._skip + data).find(b"\n\n")
+        if end < 0:
+            self._skip = data[-1:] or self._skip
+            return b""
+        self._skip = None
+        return data[end + 1 :]  # end counts the held-back byte
 
     def _to_lf(self, data: bytes) -> bytes:
         if self._cr:
@@ -344,6 +396,9 @@ class StreamMeter:
 
     def _finalize(self) -> None:
         if self._body_mode:
+            if self._pend_bytes > MAX_EVENT_BYTES:
+                self._fail("bad_response", f"response body of {self._pend_bytes} bytes exceeds {MAX_EVENT_BYTES} bytes")
+                return
             self._measure_body(b"".join(self._pend))
             return
         tail = b"".join(self._pend) + (b"\n" if self._cr else b"")
@@ -351,7 +406,10 @@ class StreamMeter:
         # A final event without its blank line (or even its newline) is still parsed;
         # a cut-off one then shows up as malformed JSON.
         for blk in tail.split(b"\n\n"):
-            self._event(blk, self._last_s)
+            if len(blk) > MAX_EVENT_BYTES and not self._maybe_json_body(blk):
+                self._oversized()
+            else:
+                self._event(blk, self._last_s)
         if self._n or self._done:
             if not self._n:
                 self._fail("bad_response", "empty stream: only [DONE]")
@@ -359,7 +417,10 @@ class StreamMeter:
         body = b"".join(self._raw or ())
         if body.lstrip()[:1] == b"{":  # a server that ignored "stream": true
             self._body_mode = True
-            self._measure_body(body)
+            if len(body) > MAX_EVENT_BYTES:
+                self._fail("bad_response", f"response body of {len(body)} bytes exceeds {MAX_EVENT_BYTES} bytes")
+            else:
+                self._measure_body(body)
         elif body.strip():
             preview = self._untrusted.preview(body, _PREVIEW_CHARS)
             self._fail("bad_response", f"no SSE data events in stream body: {preview}")

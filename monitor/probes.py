@@ -30,6 +30,13 @@ from monitor.untrusted import Untrusted, one_line
 
 logger = logging.getLogger(__name__)
 
+# Probes share one event loop: parsing a read must not hold it long, or every other probe's clock
+# (TTFT, deadlines) runs late. A read is fed to the meter in slices, and after holding the loop for
+# _HOLD_S a probe yields to it. Many tiny events cost ~1 us per byte, so a slice stays near 1 ms.
+_SLICE_BYTES = 2048
+_HOLD_S = 0.001
+_LONG_TEXT_CHARS = 128 * 1024
+
 
 def build_request(target: TargetSettings, probe: ProbeSettings) -> tuple[str, dict[str, Any]]:
     """The URL and JSON body a probe sends (sampling params and extra_body passed through as-is)."""
@@ -127,6 +134,7 @@ class Prober:
                         detail = await _error_detail(resp, untrusted)
                         return _failed(base, start_s, "http_error", detail, status=status)
                     received, cap = 0, target.max_body_bytes
+                    yield_at = time.perf_counter() + _HOLD_S
                     # iter_any yields decoded bytes as aiohttp inflates each read (bounded per read), so
                     # stopping here never inflates a compressed body much past the cap.
                     async for data in resp.content.iter_any():
@@ -136,7 +144,12 @@ class Prober:
                             resp.close()
                             detail = f"reply body exceeds max_body_bytes={cap}"
                             return _failed(base, start_s, "body_too_large", detail, status=status)
-                        meter.feed(data, now_s)
+                        for start in range(0, len(data), _SLICE_BYTES):
+                            # Every slice of one read gets the read's time, as one feed would.
+                            meter.feed(data[start : start + _SLICE_BYTES] if len(data) > _SLICE_BYTES else data, now_s)
+                            if time.perf_counter() > yield_at:
+                                await asyncio.sleep(0)  # the timeout can fire here too
+                                yield_at = time.perf_counter() + _HOLD_S
                         deadlines.got_chunk(asyncio.get_running_loop().time())
                         cm.reschedule(deadlines.next_deadline())
         except aiohttp.ConnectionTimeoutError:
@@ -145,10 +158,8 @@ class Prober:
         except TimeoutError:
             phase = deadlines.expired_phase()
             return _failed(base, start_s, "timeout", _timeout_detail(phase, target), phase=phase, status=status)
-        except aiohttp.ClientConnectorDNSError as exc:
-            return _failed(base, start_s, "connect_error", _dns_detail(exc))
         except aiohttp.ClientConnectorError as exc:
-            return _failed(base, start_s, "connect_error", _connect_detail(exc))
+            return _failed(base, start_s, "connect_error", connect_detail(exc))
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             if status is None:
                 return _failed(base, start_s, "connect_error", f"server closed the connection: {line(str(exc))}")
@@ -166,6 +177,8 @@ class Prober:
             return replace(
                 base, http_status=status, error_kind=m.error_kind, error_detail=m.error_detail, measurement=m
             )
+        if len(m.text) > _LONG_TEXT_CHARS:
+            await asyncio.sleep(0)  # finishing a long reply held the loop; its checks scan it again
         return replace(base, http_status=status, measurement=m, checks=run_checks(probe, m))
 
 
@@ -198,17 +211,19 @@ def _timeout_detail(phase: TimeoutPhase, target: TargetSettings) -> str:
     return f"request exceeded timeout_s={target.timeout_s:g}"
 
 
-def _dns_detail(exc: aiohttp.ClientConnectorDNSError) -> str:
-    # The resolver's errno is a negative EAI_* code: os.strerror would say "Unknown error -2".
-    cause = exc.os_error.strerror
-    return f"cannot resolve host {exc.host!r}" + (f": {one_line(cause)}" if cause else "")
+def connect_detail(exc: aiohttp.ClientConnectorError, *, address: bool = True) -> str:
+    """One line on why a connection failed: `cannot resolve host 'x': ...` or `cannot connect to h:p: ...`.
 
-
-def _connect_detail(exc: aiohttp.ClientConnectorError) -> str:
+    Shared with the doctor's plain requests, so both name a DNS failure the same way; ``address=False``
+    leaves out `cannot connect to h:p: ` for a caller whose message names the URL already.
+    """
     err = exc.os_error
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        # The resolver's errno is a negative EAI_* code: os.strerror would say "Unknown error -2".
+        return f"cannot resolve host {exc.host!r}" + (f": {one_line(err.strerror)}" if err.strerror else "")
     # asyncio puts "Connect call failed (...)" in strerror; the errno text is the useful part.
     cause = os.strerror(err.errno) if err.errno and err.errno > 0 else (err.strerror or str(err))
-    return f"cannot connect to {exc.host}:{exc.port}: {one_line(cause)}"
+    return f"cannot connect to {exc.host}:{exc.port}: {one_line(cause)}" if address else one_line(cause)
 
 
 async def _error_detail(resp: aiohttp.ClientResponse, untrusted: Untrusted) -> str:

@@ -48,7 +48,9 @@ class Untrusted:
 
     def text(self, value: str) -> str:
         """``value`` storable on every backend, with the secret redacted. Apply before any truncation."""
-        if _UNSTORABLE.search(value) is not None:
+        # isascii() is O(1) in CPython and "in" a memchr: a long ASCII reply skips the regex scan.
+        unstorable = "\x00" in value if value.isascii() else _UNSTORABLE.search(value) is not None
+        if unstorable:
             value = _UNSTORABLE.sub(REPLACEMENT, value)
             self.sanitised = True
         for secret in self._secrets:
