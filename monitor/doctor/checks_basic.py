@@ -26,7 +26,7 @@ async def check_reachable(client: DoctorClient) -> tuple[Finding, ServerInfo]:
     target = client.target
     reply = await client.get_json("/models")
     request = f"GET {URL(target.base_url + '/models').path}"
-    response = f"HTTP {reply.status}: {reply.message}"
+    response = reply.detail
     if reply.status in (401, 403):
         fix = "Give the API key: --api-key-env VAR (the variable that holds it), or api_key_env in the config."
         summary = f"the server refused the request (HTTP {reply.status}): it wants an API key"

@@ -84,7 +84,7 @@ async def _tokenize(ctx: Context) -> int | str:
         return "the server has no /tokenize (not vLLM?): that sub-check is skipped"
     count = reply.data.get("count") if isinstance(reply.data, dict) else None
     if reply.status != 200 or not isinstance(count, int):
-        return f"/tokenize answered HTTP {reply.status}: {reply.message}"
+        return f"/tokenize answered {reply.detail}"
     return count
 
 

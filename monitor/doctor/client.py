@@ -3,28 +3,31 @@
 Every chat/completion request goes through `Prober.run`, so it is measured and classified exactly
 like a probe, and its `ProbeResult` (probe name `doctor.<check-id>`) is kept for the store. The
 session is handed in by the runner, which owns it.
+
+The plain JSON requests follow the probes' rules for untrusted servers: a redirect is reported, not
+followed; a body is read up to the target's `max_body_bytes`; server text is cleaned and the API key
+redacted (one `Untrusted` per request) before anything is cut.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from monitor.envelope import error_message
+from monitor.envelope import http_error_detail, redirect_detail
 from monitor.errors import ProbeConnectError, ProbeTimeout
-from monitor.probes import Prober, build_request, request_headers
+from monitor.probes import Prober, build_request, connect_detail, request_headers
 from monitor.results import ProbeResult
 from monitor.settings import ProbeSettings, TargetSettings
+from monitor.untrusted import Untrusted
 
 logger = logging.getLogger(__name__)
 
-MAX_JSON_BYTES = 4 * 1024 * 1024
 _LONG_VALUE_CHARS = 100
 
 
@@ -49,8 +52,9 @@ class Exchange:
 @dataclass(frozen=True, slots=True)
 class JsonReply:
     status: int
-    data: Any  # the decoded body, None when it is not JSON
-    message: str  # the server's error message, or the raw body text, one line
+    data: Any  # the decoded body (its strings cleaned and redacted), None when it is not JSON
+    # One line, redacted: `HTTP 404: <the server's message>`, `HTTP 302: redirect to <Location>`, ...
+    detail: str
 
 
 class DoctorClient:
@@ -134,29 +138,59 @@ class DoctorClient:
 
     async def _json(self, method: str, url: str, body: dict[str, Any] | None) -> JsonReply:
         """One plain request; a refused connection or a timeout raises, anything else is a reply."""
-        target = self.target
+        target, untrusted = self.target, Untrusted(self._api_key)
         timeout = aiohttp.ClientTimeout(total=target.timeout_s, connect=target.connect_timeout_s)
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         try:
+            # Not followed: a POST would come back as a GET, and the answer would be another server's.
             async with self._session.request(
-                method, url, data=data, headers=request_headers(target, self._api_key), timeout=timeout
-            ) as resp:
-                raw = await resp.content.read(MAX_JSON_BYTES)
+                method, url, data=data, headers=request_headers(target, self._api_key), timeout=timeout,
+                allow_redirects=False,
+            ) as resp:  # fmt: skip
                 status = resp.status
+                if 300 <= status < 400:
+                    return JsonReply(status, None, redirect_detail(status, resp.headers.get("Location"), untrusted))
+                raw = await _read_capped(resp, target.max_body_bytes)
         except aiohttp.ClientConnectorError as exc:
-            err = exc.os_error
-            cause = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
-            raise ProbeConnectError(f"cannot reach {url}: {cause}") from None
+            raise ProbeConnectError(f"cannot reach {url}: {connect_detail(exc, address=False)}") from None
         except TimeoutError:
             raise ProbeTimeout(f"cannot reach {url}: no answer within {target.timeout_s:g} s", phase="total") from None
         except aiohttp.ClientError as exc:
-            raise ProbeConnectError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+            text = untrusted.line(str(exc))
+            raise ProbeConnectError(
+                f"cannot reach {url}: {type(exc).__name__}" + (f": {text}" if text else "")
+            ) from None
+        if raw is None:
+            return JsonReply(status, None, f"HTTP {status}: reply body exceeds max_body_bytes={target.max_body_bytes}")
         try:
-            decoded = json.loads(raw)
-        except ValueError:
+            decoded = _clean(json.loads(raw), untrusted)
+        except (ValueError, RecursionError):
             decoded = None
-        message = " ".join(error_message(raw).split())[:300] if raw.strip() else "(empty body)"
-        return JsonReply(status, decoded, message)
+        return JsonReply(status, decoded, http_error_detail(status, raw, untrusted))
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
+    """The whole body, or None once it passes `max_bytes` (the rest is not read)."""
+    parts: list[bytes] = []
+    size = 0
+    async for data in resp.content.iter_any():
+        size += len(data)
+        if size > max_bytes:
+            resp.close()
+            return None
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _clean(value: Any, untrusted: Untrusted) -> Any:
+    """A decoded JSON value with every string (keys too) storable and redacted."""
+    if isinstance(value, str):
+        return untrusted.text(value)
+    if isinstance(value, list):
+        return [_clean(v, untrusted) for v in value]
+    if isinstance(value, dict):
+        return {untrusted.text(k): _clean(v, untrusted) for k, v in value.items()}
+    return value
 
 
 def describe(url: str, body: dict[str, Any]) -> str:
