@@ -265,7 +265,8 @@ class StreamMeter:
         self._skip = last
 
     def _maybe_json_body(self, start: bytes) -> bool:
-        return self._raw is not None and start.lstrip()[:1] == b"{"
+        # A bounded prefix: this runs on every read of a long unfinished document.
+        return self._raw is not None and start[:4096].lstrip()[:1] == b"{"
 
     def _oversized(self) -> None:
         self._n += 1
