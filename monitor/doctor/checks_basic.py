@@ -47,14 +47,22 @@ async def check_reachable(client: DoctorClient) -> tuple[Finding, ServerInfo]:
         summary = f"model {model!r} is not served; the server serves: {', '.join(served)}"
         fix = f"Use --model {served[0]}, or start vLLM with --served-model-name {model}."
         return Finding("reachable", "fail", summary, request, response, fix), ServerInfo(served, model, None, False)
-    limit = card.get("max_model_len")
-    max_model_len = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    max_model_len = _context_length(card)
     summary = f"{model} is served" + (
         f", max_model_len {max_model_len}" if max_model_len else "; the server does not report max_model_len"
     )
     details = () if target.model else (f"no --model given: using the served model {model}",)
     finding = Finding("reachable", "pass", summary, request, response + _mml(max_model_len), details=details)
     return finding, ServerInfo(served, model, max_model_len)
+
+
+def _context_length(card: dict[str, Any]) -> int | None:
+    """vLLM's `max_model_len`, else llama.cpp's `meta.n_ctx` (the context the server runs with)."""
+    meta = card.get("meta")
+    for limit in (card.get("max_model_len"), meta.get("n_ctx") if isinstance(meta, dict) else None):
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return limit
+    return None
 
 
 def _model_cards(data: Any) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ async def check_limits(ctx: Context) -> Finding:
     else:
         skip_note = "max_model_len unknown: the over-long prompt was not sent"
         verdicts.append(_Verdict("skip", "over-long prompt", skip_note))
-    verdicts.append(_judge("temperature -1", temperature_task.result(), timeout_s))
+    verdicts.append(_judge_temperature(_judge("temperature -1", temperature_task.result(), timeout_s)))
     status = worst(*(v.status for v in verdicts))
     decisive = max(verdicts, key=lambda v: _SEVERITY.index(v.status))
     ex = decisive.exchange
@@ -88,3 +88,14 @@ def _judge(what: str, ex: Exchange, timeout_s: float) -> _Verdict:
         "sampling values, so clients get wrong answers instead of errors."
     )
     return _Verdict("fail", what, f"{what}: accepted with HTTP {status} instead of rejected", ex, fix)
+
+
+def _judge_temperature(verdict: _Verdict) -> _Verdict:
+    """An accepted temperature -1 is a warning, not a failure: llama.cpp documents temperature <= 0 as
+    greedy decoding, so a healthy llama.cpp server answers it. Clients still get no error for a value
+    the OpenAI API rejects, which is worth knowing."""
+    if verdict.status != "fail" or verdict.exchange is None or verdict.exchange.result.error_kind is not None:
+        return verdict
+    note = "temperature -1: accepted with HTTP 200 (llama.cpp and some gateways treat temperature <= 0 as greedy)"
+    fix = "Clients that send an invalid temperature get greedy answers instead of an error; validate it client-side."
+    return verdict._replace(status="warn", note=note, fix=fix)
