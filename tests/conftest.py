@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +75,39 @@ def chat_probe(**kw: Any) -> dict[str, Any]:
 
 def completion_probe(**kw: Any) -> dict[str, Any]:
     return {"name": "completion", "target": "mock", "endpoint": "completion", "prompt": "你好", **kw}
+
+
+# --- the conformance tier's "Tested against" table ------------------------------------------------
+_REAL_OUTCOMES: dict[str, dict[str, str]] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Collect each real-server test's outcome by server, for the table written at the end."""
+    report: pytest.TestReport = yield
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    server = params.get("server") if "test_real_servers.py" in item.nodeid else None
+    if server is not None and (report.when == "call" or report.outcome != "passed"):
+        test = item.name.split("[", 1)[0].removeprefix("test_")
+        if "endpoint" in params:
+            test += f" ({params['endpoint']})"
+        _REAL_OUTCOMES.setdefault(server, {})[test] = report.outcome
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _REAL_OUTCOMES:
+        return
+    from tests.realservers.servers import SERVERS, servers_root, tested_against_table
+
+    versions = {}
+    for name in _REAL_OUTCOMES:
+        try:
+            versions[name] = SERVERS[name].version(servers_root())
+        except Exception:  # the table is a report; a server that cannot say its version still gets a row
+            versions[name] = name
+    out = Path(session.config.rootpath) / "build" / "tested-against.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(tested_against_table(_REAL_OUTCOMES, versions), encoding="utf-8")
