@@ -99,7 +99,7 @@ async def test_no_chat_template_is_an_http_error(mock: MockProcess, session: aio
 async def test_unknown_model_names_the_server_message(mock: MockProcess, session: aiohttp.ClientSession) -> None:
     r = await _run(session, mock.base_url, chat_probe(), model="gpt-4")
     assert r.error_kind == "http_error" and r.http_status == 404
-    assert r.error_detail == "HTTP 404: The model `gpt-4` does not exist."
+    assert r.error_detail == "HTTP 404: The model `gpt-4` does not exist. Valid aliases: glm-4-9b-chat."
 
 
 async def test_status_500_empty_body(mock: MockProcess, session: aiohttp.ClientSession) -> None:

@@ -2,7 +2,8 @@
 
 `create_mock_app(config)` builds the aiohttp application; `monitor.mock.server.run_mock(config,
 host, port)` serves it until SIGINT/SIGTERM (not imported here, so `python -m monitor.mock.server`
-runs cleanly). Wire shapes follow vLLM 0.10.1+; the "§" numbers in comments are sections of
+runs cleanly). Wire shapes follow vLLM 0.32 (checked against recorded responses in
+tests/fixtures/vllm-0.32.0); the "§" numbers in comments are sections of
 docs/vllm-wire.md.
 """
 

@@ -1,4 +1,4 @@
-"""`create_mock_app(config)`: the aiohttp application that impersonates `vllm serve` (0.10.1+)."""
+"""`create_mock_app(config)`: the aiohttp application that impersonates `vllm serve` (0.32)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from monitor.mock import control, glm, wire
-from monitor.mock.config import MockConfig, MockFlavor
+from monitor.mock.config import VLLM_VERSION, MockConfig, MockFlavor
 from monitor.mock.generation import NO_CHAT_TEMPLATE, chat_completions, completions
 from monitor.mock.protocol import (
     DetokenizeRequest,
@@ -29,8 +29,7 @@ __all__ = ["VLLM_VERSION", "create_mock_app"]
 
 logger = logging.getLogger(__name__)
 
-VLLM_VERSION = "0.10.1.1"
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"  # prometheus_client of vLLM 0.32
 
 
 def _json(obj: Any, status: int = 200, flavor: MockFlavor = "vllm") -> web.Response:
@@ -44,7 +43,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except RequestError as exc:
         flavor = request.app[STATE_KEY].config.flavor
-        return _json(wire.error_body(exc.message, exc.error_type, exc.status), exc.status, flavor)
+        return _json(wire.error_body(exc.message, exc.error_type, exc.status, exc.param), exc.status, flavor)
     except ServerFailure:
         return web.Response(status=500)  # engine failures are a bare 500 with an empty body (§3.2)
     except web.HTTPNotFound:

@@ -10,9 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_MODEL", "MockConfig", "MockFlavor"]
+__all__ = ["DEFAULT_MODEL", "VLLM_VERSION", "MockConfig", "MockFlavor"]
 
 DEFAULT_MODEL = "glm-4-9b-chat"
+VLLM_VERSION = "0.32.0"  # the vLLM whose wire the mock follows (tests/fixtures/vllm-0.32.0)
 
 MockFlavor = Literal["vllm", "openai"]
 

@@ -1,7 +1,8 @@
 """`POST /v1/chat/completions` and `POST /v1/completions`: vLLM's validation order, then replies.
 
-Order of checks, as in `serving_chat.py` / `serving_completion.py`: body parsing (400 "Bad
-Request"), model (404), chat template, context length (§3.3), sampling params (§3.2).
+Order of checks, as in vLLM 0.32's `chat_completion/serving.py` / `completion/serving.py`: body
+parsing (400 "Bad Request"), model (404), chat template, prompt length (§9: only a prompt over the
+context is an error; max_tokens is clamped to the rest), sampling params (§3.2).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from monitor.mock import glm, replies, wire
-from monitor.mock.config import MockConfig
+from monitor.mock.config import VLLM_VERSION, MockConfig
 from monitor.mock.engine import Generation, SamplingRules, generate
 from monitor.mock.protocol import (
     ChatRequest,
@@ -26,6 +27,7 @@ from monitor.mock.protocol import (
     check_json_content_type,
     check_model,
     check_sampling,
+    clamp_max_tokens,
     parse_body,
 )
 from monitor.mock.state import STATE_KEY, MockState, TimingRecord
@@ -67,10 +69,10 @@ def _reply_key(config: MockConfig, request: ChatRequest | CompletionRequest, cho
     return f"{config.seed}:{request.seed}:{sampled_choice}:{prompt}"
 
 
-def _check_context(prompt_tokens: int, max_tokens: int | None, config: MockConfig, *, chat: bool) -> None:
-    if config.oversize_500 and prompt_tokens >= config.max_model_len:
+def _check_context(prompt_tokens: int, config: MockConfig, *, text_prompt: bool) -> None:
+    if config.oversize_500 and prompt_tokens > config.max_model_len:
         raise ServerFailure
-    check_context(prompt_tokens, max_tokens, config.max_model_len, chat=chat)
+    check_context(prompt_tokens, config.max_model_len, text_prompt=text_prompt)
 
 
 def _prepare_chat(body: bytes, config: MockConfig) -> _Prepared:
@@ -84,11 +86,13 @@ def _prepare_chat(body: bytes, config: MockConfig) -> _Prepared:
     messages = request.message_dicts()
     prompt = glm.render_chat(messages, add_generation_prompt=request.add_generation_prompt)
     prompt_tokens = len(glm.encode(prompt))
-    max_tokens = request.max_completion_tokens or request.max_tokens
-    _check_context(prompt_tokens, max_tokens, config, chat=True)
+    _check_context(prompt_tokens, config, text_prompt=True)
+    # Chat's default max_tokens is the rest of the context window (§5); a larger one is clamped (§9).
+    max_tokens = clamp_max_tokens(
+        request.max_completion_tokens or request.max_tokens, prompt_tokens, config.max_model_len
+    )
     check_sampling(request, max_tokens)
-    # Chat's default max_tokens is the rest of the context window (§5).
-    rules = _rules(request, max_tokens or config.max_model_len - prompt_tokens, config)
+    rules = _rules(request, max_tokens, config)
     generations = [
         generate(
             replies.chat_tokens(
@@ -105,19 +109,24 @@ def _prepare_completion(body: bytes, config: MockConfig) -> _Prepared:
     request = parse_body(body, CompletionRequest)
     check_model(request.model, config.model)
     if request.suffix is not None:
-        raise RequestError("suffix is not currently supported")
+        raise RequestError("suffix is only supported for models with FIM completion rendering", param="suffix")
     prompts = request.prompts()
     for _, prompt_ids in prompts:
-        _check_context(len(prompt_ids), request.max_tokens, config, chat=False)
-    check_sampling(request, request.max_tokens)
+        _check_context(len(prompt_ids), config, text_prompt=request.has_text_prompt)
+    longest = max(len(ids) for _, ids in prompts)
+    check_sampling(request, clamp_max_tokens(request.max_tokens, longest, config.max_model_len))
     generations = []
     for text, prompt_ids in prompts:
-        rules = _rules(request, request.max_tokens or config.max_model_len - len(prompt_ids), config)
+        rules = _rules(request, clamp_max_tokens(request.max_tokens, len(prompt_ids), config.max_model_len), config)
         for i in range(request.n):
             key = _reply_key(config, request, i, text)
             generations.append(generate(replies.completion_tokens(text, key), rules))
     prompt_tokens = sum(len(ids) for _, ids in prompts)
     return _Prepared(prompt_tokens, generations, bool(request.stream), request.stream_options)
+
+
+def _fingerprint(config: MockConfig) -> str | None:
+    return None if config.flavor == "openai" else wire.fingerprint(VLLM_VERSION, config.model)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -138,7 +147,8 @@ async def _serve(request: web.Request, *, chat: bool) -> web.StreamResponse:
     error_die, malformed_die = state.roll()
     if error_die < config.error_rate:
         raise ServerFailure
-    suffix = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    # vLLM 0.32's random_uuid() is 16 hex digits (64 bits).
+    suffix = request.headers.get("X-Request-Id") or f"{uuid.uuid4().int & (2**64 - 1):016x}"
     request_id = ("chatcmpl-" if chat else "cmpl-") + suffix
     record = (
         state.timings.start(suffix, stream=prepared.stream, received_s=received_s) if config.record_timings else None
@@ -161,6 +171,8 @@ async def _serve(request: web.Request, *, chat: bool) -> web.StreamResponse:
                 model=config.model,
                 prompt_tokens=prepared.prompt_tokens,
                 flavor=config.flavor,
+                include_usage=include_usage,
+                system_fingerprint=_fingerprint(config),
             )
             plan = StreamPlan(
                 renderer=renderer,
@@ -220,7 +232,9 @@ async def _send_full(
     state.metrics.itl.observe_many(itl_s, steps - 1)
     render = wire.chat_body if chat else wire.completion_body
     created = int(time.time())
-    payload = render(request_id, created, config.model, prepared.prompt_tokens, prepared.generations)
+    payload = render(
+        request_id, created, config.model, prepared.prompt_tokens, prepared.generations, _fingerprint(config)
+    )
     body = wire.dumps(payload, config.flavor)
     if malformed:
         body = wire.malformed(body)

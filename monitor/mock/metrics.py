@@ -1,4 +1,4 @@
-"""A small, hand-rendered subset of vLLM's Prometheus metrics (§4.2).
+"""A small, hand-rendered subset of vLLM 0.32's Prometheus metrics (§4.2, §9).
 
 prometheus_client is only a test dependency, so the exposition text is written by hand; the
 tests parse it back with `prometheus_client.parser`.
@@ -146,7 +146,6 @@ class MockMetrics:
 
         gauge("vllm:num_requests_running", "Number of requests in model execution batches.", self.running)
         gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", 0)
-        gauge("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", kv_usage)
         gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", kv_usage)
         # prometheus_client's text format names counter families with their _total suffix.
         for name, help_text, value in (
@@ -161,8 +160,7 @@ class MockMetrics:
         family("vllm:request_success_total", "counter", "Count of successfully processed requests.", success)
         for name, help_text, histogram in (
             ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", self.ttft),
-            # 0.10 emits time_per_output_token, 0.11 adds inter_token_latency: same data (§4.2).
-            ("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", self.itl),
+            # vLLM 0.32 has only inter_token_latency (time_per_output_token went in 0.13, §4.2, §9).
             ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", self.itl),
             ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e),
         ):

@@ -1,4 +1,4 @@
-"""Request models and vLLM's request validation, with vLLM's error wording (wire reference §3).
+"""Request models and vLLM's request validation, with vLLM 0.32's error wording (wire reference §3, §9).
 
 Like vLLM's `OpenAIBaseModel`, every model accepts and ignores unknown keys (§1.1).
 """
@@ -6,9 +6,12 @@ Like vLLM's `OpenAIBaseModel`, every model accepts and ignores unknown keys (§1
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from monitor.mock import glm
 
@@ -20,7 +23,10 @@ __all__ = [
     "ServerFailure",
     "StreamOptions",
     "TokenizeRequest",
+    "check_context",
+    "clamp_max_tokens",
     "parse_body",
+    "validation_error",
 ]
 
 
@@ -31,11 +37,20 @@ class ServerFailure(Exception):
 class RequestError(Exception):
     """A request vLLM would reject; carries the HTTP status and the envelope's `type`."""
 
-    def __init__(self, message: str, *, status: int = 400, error_type: str = "BadRequestError") -> None:
+    def __init__(
+        self, message: str, *, status: int = 400, error_type: str = "BadRequestError", param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.error_type = error_type
+        self.param = param
+
+
+def validation_error(message: str, param: str, value: object = None) -> RequestError:
+    """vLLM's `VLLMValidationError`: the message gets "(parameter=P, value=V)" and `param` is set (§9)."""
+    extras = f"parameter={param}" + ("" if value is None else f", value={value}")
+    return RequestError(f"{message} ({extras})", param=param)
 
 
 class _Lenient(BaseModel):
@@ -43,8 +58,8 @@ class _Lenient(BaseModel):
 
 
 class StreamOptions(_Lenient):
-    # vLLM's StreamOptions defaults include_usage to True (§1.4), unlike OpenAI.
-    include_usage: bool | None = True
+    # vLLM 0.32 defaults include_usage to False, as OpenAI does (0.10 had True; §9).
+    include_usage: bool | None = False
     continuous_usage_stats: bool | None = False
 
 
@@ -64,11 +79,14 @@ class _SamplingRequest(_Lenient):
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
 
-    @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> _SamplingRequest:
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("Stream options can only be defined when `stream=True`.")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_options_need_stream(cls, data: Any) -> Any:
+        # A non-empty stream_options without stream. RequestError is no ValueError, so pydantic lets it
+        # through as vLLM's VLLMValidationError: a BadRequestError, not a "Bad Request" list (§9).
+        if isinstance(data, dict) and data.get("stream_options") and not data.get("stream"):
+            raise validation_error("Stream options can only be defined when `stream=True`.", "stream_options")
+        return data
 
     @property
     def stop_strings(self) -> list[str]:
@@ -99,11 +117,16 @@ class CompletionRequest(_SamplingRequest):
     max_tokens: int | None = 16
     suffix: str | None = None
 
-    @model_validator(mode="after")
-    def _prompt_required(self) -> CompletionRequest:
-        if self.prompt is None or self.prompt == []:
-            raise ValueError("At least one of `prompt` or `prompt_embeds` must be set.")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_required(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("prompt") in (None, "") and not data.get("prompt_embeds"):
+            raise validation_error("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
+        return data
+
+    @property
+    def has_text_prompt(self) -> bool:
+        return isinstance(self.prompt, str) or any(isinstance(item, str) for item in self.prompt or [])
 
     def prompts(self) -> list[tuple[str, list[int]]]:
         """(text, token ids) per prompt; text prompts get `[gMASK]<sop>` like add_special_tokens=True."""
@@ -135,56 +158,103 @@ class TokenizeRequest(_Lenient):
 
 M = TypeVar("M", bound=BaseModel)
 
+GREEDY_EPS = 1e-5  # vLLM's _SAMPLING_EPS: a temperature below it is greedy
+
 
 class DetokenizeRequest(_Lenient):
     model: str | None = None
     tokens: list[int]
 
 
+def _summarise_input(value: object) -> object:
+    """vLLM's bound on the `input` echoed in a validation error: containers are described, not shown."""
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "...[truncated]"
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return str(value)
+
+
+# pydantic's union-branch and wrapper names in `loc` (a subset of vLLM's list): not field names.
+_LOC_MARKERS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "union", "function-after"})
+
+
+def _clean_loc(loc: Sequence[object]) -> str:
+    """vLLM's `clean_loc_for_param`: ('body', 'prompt', 'list[int]') -> "body.prompt"."""
+    parts = [str(part) for part in loc]
+    kept = [part for part in parts if not re.search(r"[\[\]{}()]", part) and part.lower() not in _LOC_MARKERS]
+    return ".".join(kept or parts)
+
+
+def _validation_failure(errors: list[dict[str, Any]]) -> RequestError:
+    """vLLM's `validation_exception_handler`: "N validation error(s):" and one line per error (§9)."""
+    if not errors:
+        return RequestError("Validation error", error_type="Bad Request")
+    label = "error" if len(errors) == 1 else "errors"
+    lines = []
+    for error in errors[:10]:
+        shown = {**error, "loc": _clean_loc(error["loc"])}
+        if "input" in shown:
+            shown["input"] = _summarise_input(shown["input"])
+        text = str(shown)
+        lines.append(text if len(text) <= 1000 else text[:1000] + "...[truncated]")
+    if len(errors) > 10:
+        lines.append(f"...and {len(errors) - 10} more {label}")
+    message = f"{len(errors)} validation {label}:\n" + "".join(f"  {line}\n" for line in lines)
+    param = _clean_loc(errors[0]["loc"])
+    return RequestError(message.rstrip(), error_type="Bad Request", param=param)
+
+
 def check_json_content_type(content_type: str) -> None:
-    """vLLM's `validate_json_request` dependency: anything but application/json is 415 (§3.2)."""
+    """vLLM's `validate_json_request`: anything but application/json is a 400 validation error (§9)."""
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise RequestError(
-            "Unsupported Media Type: Only 'application/json' is allowed",
-            status=415,
-            error_type="Unsupported Media Type",
+            "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed",
+            error_type="Bad Request",
         )
 
 
 def check_model(model: str | None, served_model: str) -> None:
-    """An absent model means the base model; any other name is 404 (`_check_model()`, §3.2)."""
+    """An absent model means the base model; any other name is 404 naming the served ones (§3.2, §9)."""
     if model and model != served_model:
-        raise RequestError(f"The model `{model}` does not exist.", status=404, error_type="NotFoundError")
+        raise RequestError(
+            f"The model `{model}` does not exist. Valid aliases: {served_model}.",
+            status=404,
+            error_type="NotFoundError",
+            param="model",
+        )
 
 
 def parse_body(body: bytes, model: type[M]) -> M:
-    """Parse a JSON body; failures become 400 `"Bad Request"` like vLLM >= 0.10.1 (never 422)."""
+    """Parse a JSON body; failures become 400 `"Bad Request"` like vLLM (never 422)."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         position = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
-        # FastAPI's RequestValidationError for a body that is not JSON (§3.2, inferred).
-        detail = [{"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error", "input": {}}]
-        detail[0]["ctx"] = {"error": reason}
-        raise RequestError(str(detail), error_type="Bad Request") from exc
+        # FastAPI's RequestValidationError for a body that is not JSON.
+        error = {"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error", "input": {}}
+        raise _validation_failure([{**error, "ctx": {"error": reason}}]) from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        raise RequestError(str(errors), error_type="Bad Request") from exc
+        details: list[ErrorDetails] = exc.errors(include_url=False)
+        raise _validation_failure([{**error, "loc": ("body", *error["loc"])} for error in details]) from exc
 
 
 def check_sampling(request: _SamplingRequest, max_tokens: int | None) -> None:
-    """`SamplingParams._verify_args()` messages (vllm/sampling_params.py), all 400 BadRequestError."""
+    """`SamplingParams._verify_args()` messages (vllm/sampling_params.py, 0.32), all 400 BadRequestError."""
     if request.n < 1:
         raise RequestError(f"n must be at least 1, got {request.n}.")
-    if request.temperature is not None and request.temperature < 0:
-        raise RequestError(f"temperature must be non-negative, got {request.temperature}.")
+    temperature = request.temperature
+    if temperature is not None and temperature < 0:
+        raise validation_error(f"temperature must be non-negative, got {temperature}.", "temperature", temperature)
+    if temperature is not None and temperature > 2:
+        raise validation_error(f"temperature must be in [0, 2], got {temperature}.", "temperature", temperature)
     if request.top_p is not None and not 0 < request.top_p <= 1:
-        raise RequestError(f"top_p must be in (0, 1], got {request.top_p}.")
+        raise validation_error(f"top_p must be in (0, 1], got {request.top_p}.", "top_p", request.top_p)
     if max_tokens is not None and max_tokens < 1:
-        raise RequestError(f"max_tokens must be at least 1, got {max_tokens}.")
+        raise validation_error(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
     if request.min_tokens < 0:
         raise RequestError(f"min_tokens must be greater than or equal to 0, got {request.min_tokens}.")
     if max_tokens is not None and request.min_tokens > max_tokens:
@@ -193,19 +263,29 @@ def check_sampling(request: _SamplingRequest, max_tokens: int | None) -> None:
         )
     if any(stop == "" for stop in request.stop_strings):
         raise RequestError("stop cannot contain an empty string.")
+    if temperature is not None and temperature < GREEDY_EPS and request.n > 1:
+        raise RequestError(f"n must be 1 when using greedy sampling, got {request.n}.")
 
 
-def check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: int, *, chat: bool) -> None:
-    """`_validate_input()` of vLLM 0.10.x-0.11 (§3.3); chat messages get the stray " None" (§3.2)."""
-    suffix = " None" if chat else ""
-    if prompt_tokens >= max_model_len:
-        raise RequestError(
-            f"This model's maximum context length is {max_model_len} tokens. However, your request has "
-            f"{prompt_tokens} input tokens. Please reduce the length of the input messages.{suffix}"
+def check_context(prompt_tokens: int, max_model_len: int, *, text_prompt: bool) -> None:
+    """The renderer's prompt check of vLLM 0.32 (§9): only a prompt over the context is an error.
+
+    prompt + max_tokens over the context is not: `get_max_tokens()` clamps max_tokens to the rest.
+    A text prompt is tokenized with truncation to max_model_len + 1, hence "at least" that many.
+    """
+    if prompt_tokens > max_model_len:
+        count = max_model_len + 1 if text_prompt else prompt_tokens
+        qualifier = "at least " if text_prompt else ""
+        raise validation_error(
+            f"This model's maximum context length is {max_model_len} tokens. However, your prompt contains "
+            f"{qualifier}{count} input tokens, which exceeds this limit even without any output tokens. "
+            "Please reduce the length of the input prompt.",
+            "input_tokens",
+            count,
         )
-    if max_tokens is not None and prompt_tokens + max_tokens > max_model_len:
-        raise RequestError(
-            f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum context "
-            f"length is {max_model_len} tokens and your request has {prompt_tokens} input tokens "
-            f"({max_tokens} > {max_model_len} - {prompt_tokens}).{suffix}"
-        )
+
+
+def clamp_max_tokens(max_tokens: int | None, prompt_tokens: int, max_model_len: int) -> int:
+    """`get_max_tokens()`: the request's max_tokens, at most the rest of the context (its default)."""
+    rest = max_model_len - prompt_tokens
+    return rest if max_tokens is None else min(rest, max_tokens)

@@ -1,4 +1,4 @@
-"""Bytes on the wire: vLLM 0.10.1+ response bodies and SSE chunks, key order included (§1, §2).
+"""Bytes on the wire: vLLM 0.32 response bodies and SSE chunks, key order included (§1, §2, §9).
 
 Streamed chunks are assembled from prebuilt byte templates plus an escaped delta, because a
 `json.dumps` per token would dominate the mock's cost in zero-latency mode.
@@ -6,6 +6,7 @@ Streamed chunks are assembled from prebuilt byte templates plus an escaped delta
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from functools import lru_cache
@@ -15,7 +16,7 @@ from typing import Any
 from monitor.mock.config import MockFlavor
 from monitor.mock.engine import Generation
 
-__all__ = ["ChunkRenderer", "chat_body", "completion_body", "dumps", "error_body", "malformed"]
+__all__ = ["ChunkRenderer", "chat_body", "completion_body", "dumps", "error_body", "fingerprint", "malformed"]
 
 
 def dumps(obj: object, flavor: MockFlavor = "vllm") -> bytes:
@@ -23,9 +24,14 @@ def dumps(obj: object, flavor: MockFlavor = "vllm") -> bytes:
     return json.dumps(obj, ensure_ascii=flavor == "openai", separators=(",", ":")).encode()
 
 
-def error_body(message: str, error_type: str, status: int) -> dict[str, Any]:
-    """The nested error envelope of vLLM >= 0.10.1 (§3.1)."""
-    return {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+def error_body(message: str, error_type: str, status: int, param: str | None = None) -> dict[str, Any]:
+    """The nested error envelope (§3.1); vLLM 0.32 fills `param` for validation errors (§9)."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": status}}
+
+
+def fingerprint(version: str, model: str) -> str:
+    """vLLM's default `system_fingerprint`: "vllm-<version>-<8 hex of the config hash>" (§9)."""
+    return f"vllm-{version}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -37,9 +43,21 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+def _full_usage(prompt_tokens: int, generations: Sequence[Generation]) -> dict[str, Any]:
+    completion_tokens = sum(len(gen.token_ids) for gen in generations)
+    usage: dict[str, Any] = _usage(prompt_tokens, completion_tokens)
+    return {**usage, "prompt_tokens_details": None, "completion_tokens_details": None}
+
+
 def chat_body(
-    request_id: str, created: int, model: str, prompt_tokens: int, generations: Sequence[Generation]
+    request_id: str,
+    created: int,
+    model: str,
+    prompt_tokens: int,
+    generations: Sequence[Generation],
+    system_fingerprint: str | None,
 ) -> dict[str, Any]:
+    # ChatMessage drops `tool_calls` when it is empty; `reasoning` replaced `reasoning_content` (§9).
     choices: list[dict[str, Any]] = [
         {
             "index": index,
@@ -50,16 +68,16 @@ def chat_body(
                 "annotations": None,
                 "audio": None,
                 "function_call": None,
-                "tool_calls": [],
-                "reasoning_content": None,
+                "reasoning": None,
             },
             "logprobs": None,
             "finish_reason": gen.finish_reason,
             "stop_reason": gen.stop_reason,
+            "token_ids": None,
+            "routed_experts": None,
         }
         for index, gen in enumerate(generations)
     ]
-    completion_tokens = sum(len(gen.token_ids) for gen in generations)
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -67,15 +85,24 @@ def chat_body(
         "model": model,
         "choices": choices,
         "service_tier": None,
-        "system_fingerprint": None,
-        "usage": {**_usage(prompt_tokens, completion_tokens), "prompt_tokens_details": None},
+        "system_fingerprint": system_fingerprint,
+        "usage": _full_usage(prompt_tokens, generations),
         "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "prompt_text": None,
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
 
 
 def completion_body(
-    request_id: str, created: int, model: str, prompt_tokens: int, generations: Sequence[Generation]
+    request_id: str,
+    created: int,
+    model: str,
+    prompt_tokens: int,
+    generations: Sequence[Generation],
+    system_fingerprint: str | None,
 ) -> dict[str, Any]:
     choices: list[dict[str, Any]] = [
         {
@@ -84,11 +111,13 @@ def completion_body(
             "logprobs": None,
             "finish_reason": gen.finish_reason,
             "stop_reason": gen.stop_reason,
+            "token_ids": None,
             "prompt_logprobs": None,
+            "prompt_token_ids": None,
+            "routed_experts": None,
         }
         for index, gen in enumerate(generations)
     ]
-    completion_tokens = sum(len(gen.token_ids) for gen in generations)
     return {
         "id": request_id,
         "object": "text_completion",
@@ -96,9 +125,11 @@ def completion_body(
         "model": model,
         "choices": choices,
         "service_tier": None,
-        "system_fingerprint": None,
-        "usage": {**_usage(prompt_tokens, completion_tokens), "prompt_tokens_details": None},
+        "system_fingerprint": system_fingerprint,
+        "usage": _full_usage(prompt_tokens, generations),
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
 
 
@@ -121,10 +152,25 @@ def malformed(event_or_body: bytes) -> bytes:
 
 
 class ChunkRenderer:
-    """Renders the SSE events of one streamed request (chat or completions, either flavour)."""
+    """Renders the SSE events of one streamed request (chat or completions, either flavour).
+
+    vLLM 0.32 (§9): chat chunks are dumped with exclude_unset, so the role chunk carries null
+    `prompt_token_ids`/`prompt_text`, content and finish chunks a null `token_ids`; completions chunks
+    carry null `stop_reason`/`prompt_token_ids`/`token_ids` and no `usage` key. `system_fingerprint`
+    goes on the finish chunks, or on the usage chunk when include_usage is on.
+    """
 
     def __init__(
-        self, *, chat: bool, request_id: str, created: int, model: str, prompt_tokens: int, flavor: MockFlavor
+        self,
+        *,
+        chat: bool,
+        request_id: str,
+        created: int,
+        model: str,
+        prompt_tokens: int,
+        flavor: MockFlavor,
+        include_usage: bool = False,
+        system_fingerprint: str | None = None,
     ) -> None:
         self.chat = chat
         self.request_id = request_id
@@ -132,6 +178,10 @@ class ChunkRenderer:
         self.escape = _escape_ascii if self.openai else _escape
         self.sep = b"\r\n\r\n" if self.openai else b"\n\n"
         self.prompt_tokens = prompt_tokens
+        self.include_usage = include_usage
+        self.fingerprint = (
+            b"" if system_fingerprint is None else b',"system_fingerprint":' + self.escape(system_fingerprint)
+        )
         obj = "chat.completion.chunk" if chat else "text_completion"
         self.head = b'data: {"id":%s,"object":"%s","created":%d,"model":%s,"choices":[' % (
             self.escape(request_id),
@@ -139,35 +189,38 @@ class ChunkRenderer:
             created,
             self.escape(model),
         )
-        # Completions chunks are dumped with exclude_unset=False, so they carry null
-        # logprobs/finish_reason/stop_reason and "usage":null; chat chunks do not (§1.4, §2).
         self.text_key = b'"delta":{"content":' if chat else b'"text":'
         self.text_end = b"}" if chat else b""
-        self.open_tail = (
-            b',"logprobs":null,"finish_reason":null}]'
-            if chat
-            else (b',"logprobs":null,"finish_reason":null,"stop_reason":null}]')
-        )
+        if self.openai:
+            self.choice_tail = b"" if chat else b',"stop_reason":null'
+        else:
+            self.choice_tail = (
+                b',"token_ids":null' if chat else b',"stop_reason":null,"prompt_token_ids":null,"token_ids":null'
+            )
 
     def _event(self, body: bytes) -> bytes:
         return body + b"}" + self.sep
 
-    def _usage(self, completion_tokens: int | None) -> bytes:
+    def _usage(self, completion_tokens: int | None, *, details: bool = False) -> bytes:
         if completion_tokens is None:
-            return b"" if self.chat else b',"usage":null'
+            return b',"usage":null' if self.openai and not self.chat else b""
         p = self.prompt_tokens
-        return b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}' % (
+        usage = b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d' % (
             p,
             p + completion_tokens,
             completion_tokens,
         )
+        # Chat's continuous usage sets completion_tokens_details (to None) explicitly; completions' does not.
+        return usage + (b',"completion_tokens_details":null}' if details and not self.openai else b"}")
 
     def role(self, index: int, usage: int | None) -> bytes:
         """The chat role chunk, sent with the first token (§1.4 item 1)."""
+        extra = b"" if self.openai else b',"prompt_token_ids":null,"prompt_text":null'
         return self._event(
             self.head
             + b'{"index":%d,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]' % index
-            + self._usage(usage)
+            + self._usage(usage, details=True)
+            + extra
         )
 
     def content(self, index: int, delta: str, usage: int | None) -> bytes:
@@ -177,8 +230,10 @@ class ChunkRenderer:
             + self.text_key
             + self.escape(delta)
             + self.text_end
-            + self.open_tail
-            + self._usage(usage)
+            + b',"logprobs":null,"finish_reason":null'
+            + self.choice_tail
+            + b"}]"
+            + self._usage(usage, details=self.chat)
         )
 
     def final(self, index: int, delta: str, gen: Generation, usage: int | None) -> list[bytes]:
@@ -190,21 +245,25 @@ class ChunkRenderer:
             finish = b'{"index":%d,%s,"logprobs":null,"finish_reason":%s}]' % (index, empty, reason)
             return [*events, self._event(self.head + finish + self._usage(usage))]
         stop_reason = json.dumps(gen.stop_reason).encode()
+        tail = b',"token_ids":null' if self.chat else b',"prompt_token_ids":null,"token_ids":null'
         body = (
             b'{"index":%d,' % index
             + self.text_key
             + self.escape(delta)
             + self.text_end
-            + b',"logprobs":null,"finish_reason":%s,"stop_reason":%s}]' % (reason, stop_reason)
+            + b',"logprobs":null,"finish_reason":%s,"stop_reason":%s' % (reason, stop_reason)
+            + tail
+            + b"}]"
         )
-        return [self._event(self.head + body + self._usage(usage))]
+        fingerprint = b"" if self.include_usage else self.fingerprint
+        return [self._event(self.head + body + self._usage(usage, details=self.chat) + fingerprint)]
 
     def usage(self, completion_tokens: int) -> bytes:
         """The usage-only chunk (`choices: []`), dumped with exclude_none (§1.4 item 4)."""
-        return self._event(self.head + b"]" + self._usage(completion_tokens))
+        return self._event(self.head + b"]" + self._usage(completion_tokens) + self.fingerprint)
 
     def error(self, message: str) -> bytes:
-        # Mid-stream errors use plain json.dumps: spaces and ASCII escapes (§3.4).
+        # Mid-stream errors use plain json.dumps: spaces and ASCII escapes (§3.4; not verified on 0.32).
         return b"data: " + json.dumps(error_body(message, "BadRequestError", 400)).encode() + self.sep
 
     def done(self) -> bytes:
