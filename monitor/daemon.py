@@ -477,7 +477,9 @@ class Daemon:
             return
         scheduler.pause()
         cancelled = await scheduler.drain(self._remaining_s(), self._force)
-        if cancelled:
+        if cancelled and self._force.is_set():
+            logger.warning("cancelled %d in-flight jobs (forced stop, no grace)", cancelled)
+        elif cancelled:
             logger.warning("cancelled %d in-flight jobs after the %.0f s grace", cancelled, self._grace_s)
         await scheduler.shutdown()
         self._active = None

@@ -403,6 +403,7 @@ class ProbeScheduler:
         self._scheduler: AsyncIOScheduler | None = None
         self._scheduled_at: dict[str, datetime] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._draining = False  # set by drain() just before it cancels what is left
         self.stats = SchedulerStats()
         self.lateness_s: deque[float] = deque(maxlen=LATENESS_SAMPLES)
 
@@ -519,7 +520,12 @@ class ProbeScheduler:
             await self._writer.put(result)
         except asyncio.CancelledError:
             self.stats.cancelled += 1
-            raise
+            if not self._draining:
+                raise
+            # Cancelled by drain(): end quietly. Re-raised, APScheduler logs it as a job error with a traceback.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
         except Exception:  # a job must not kill the scheduler
             logger.exception("probe %s failed unexpectedly", name)
         finally:
@@ -561,6 +567,7 @@ class ProbeScheduler:
         finally:
             forced.cancel()
         left = list(self._inflight)
+        self._draining = True
         for task in left:
             task.cancel("daemon shutting down")
         await asyncio.gather(*left, return_exceptions=True)
