@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.store import connect, ensure_schema
 from tests.dbs import create_pg_database, drop_pg_database, pg_available, sqlite_url
 from tests.mockserver import MockProcess
 
@@ -66,6 +68,17 @@ def fix_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield sqlite_url(tmp_path)
         return
     yield request.getfixturevalue("pg_db_url")
+
+
+@pytest.fixture(name="engine")
+async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine on each backend of `db_url` (test modules may override it, e.g. SQLite only)."""
+    engine = await connect(db_url)
+    try:
+        await ensure_schema(engine)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def chat_probe(**kw: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.api import create_app
 from monitor.settings import Settings, load_settings, parse_settings
-from monitor.store.db import connect, ensure_schema
+from monitor.store.db import connect
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
 from tests.conftest import chat_probe
@@ -51,16 +51,6 @@ def _settings(tmp_path: Path, **api: Any) -> Settings:
     path = tmp_path / "monitor.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return load_settings(path, environ={"W_TOKEN": WRITE_TOKEN, "R_TOKEN": READ_TOKEN})
-
-
-@pytest.fixture(name="engine")
-async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await connect(db_url)
-    try:
-        await ensure_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(name="make_client")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ from monitor.dashboard.routes import CSP
 from monitor.dashboard.svg import Marker, Series, line_chart, nice_ticks, sparkline, time_ticks
 from monitor.results import ProbeResult
 from monitor.settings import Settings, load_settings
-from monitor.store.db import connect, ensure_schema
 from monitor.store.rollups import Rollups
 from tests.dashboard_data import XSS, dashboard_app, result, seed_load_run
 
@@ -66,16 +65,6 @@ def _settings(tmp_path: Path, *, token: bool = True) -> Settings:
     path = tmp_path / "monitor.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     return load_settings(path, environ={"API_TOKEN": TOKEN, "GLM_KEY": TARGET_KEY})
-
-
-@pytest.fixture(name="engine")
-async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await connect(db_url)
-    try:
-        await ensure_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(name="make_client")

@@ -7,7 +7,6 @@ results stored through the Store and alert state through the alert tables.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from monitor.alerts.model import fingerprint
 from monitor.alerts.state import AlertRecord
 from monitor.results import ProbeResult
 from monitor.settings import ProbeSettings, Settings, load_settings
-from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 from tests.dashboard_data import dashboard_app, result
 
@@ -51,16 +49,6 @@ def _settings(tmp_path: Path) -> Settings:
     path = tmp_path / "monitor.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     return load_settings(path)
-
-
-@pytest.fixture(name="engine")
-async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await connect(db_url)
-    try:
-        await ensure_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(name="client")

@@ -8,7 +8,6 @@ the foreign key from `probe_results.load_run_id` to `load_runs`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,7 +24,7 @@ from monitor.errors import StoreError
 from monitor.loadtest.repo import LoadStore
 from monitor.oneshot import probe_once
 from monitor.settings import Settings, load_settings
-from monitor.store.db import connect, create_engine, downgrade, ensure_schema, upgrade
+from monitor.store.db import connect, create_engine, downgrade, upgrade
 from monitor.store.models import UTCDateTime
 from monitor.store.models_loadtest import LoadRunRow
 from monitor.store.repo import Store
@@ -35,16 +34,6 @@ from tests.mockserver import MockProcess
 
 MODEL = "glm-4-9b-chat"
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture(name="engine")
-async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await connect(db_url)
-    try:
-        await ensure_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def _settings(mock: MockProcess, db_url: str) -> Settings:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
 from monitor.retention import Retention
 from monitor.settings import RetentionSettings
-from monitor.store.db import connect, ensure_schema
 from monitor.store.models import ProbeResultRow
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.repo import Store
@@ -20,16 +17,6 @@ from monitor.store.rollups import Rollups
 from tests.test_rollups import make_result
 
 DAY0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture(name="engine")
-async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await connect(db_url)
-    try:
-        await ensure_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from monitor.alerts.source import RawWindowSource
 from monitor.meter import StreamMeasurement
 from monitor.results import CheckResult, ProbeResult, percentile
-from monitor.store.db import connect, ensure_schema
 from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.repo import Store
 from monitor.store.rollups import (
@@ -53,16 +51,6 @@ def make_result(
     )  # fmt: skip
     checks = (CheckResult(failed_check, False, "failed on purpose"),) if failed_check else ()
     return replace(base, measurement=measurement, checks=checks)
-
-
-@pytest.fixture(name="engine")
-async def fix_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await connect(db_url)
-    try:
-        await ensure_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(name="sessionmaker")
