@@ -49,6 +49,7 @@ from monitor.errors import ConfigError, StoreError
 from monitor.metrics import CONTENT_TYPE, CounterFamily, GaugeFamily, ProbeMetrics, leadership_families
 from monitor.settings import Settings, to_seconds
 from monitor.store.db import ping
+from monitor.store.models import MAX_ROW_ID, parse_row_id
 from monitor.store.repo import Store, StoredResult
 from monitor.store.rollups import Rollups
 
@@ -72,7 +73,6 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Open without the read token: what a compose healthcheck and a Prometheus scrape ask for.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
-MAX_ID = 2**63 - 1  # BIGINT: a larger id cannot exist, and would overflow the database driver
 MAX_JSON_DEPTH = 16
 MAX_SINCE_S = 36500 * 86400  # retention keeps at most this much (retention.*_days <= 36500)
 READ_CHALLENGE = 'Basic realm="llm-monitor", charset="UTF-8", Bearer realm="llm-monitor"'
@@ -246,10 +246,9 @@ async def _error_middleware(
 
 def _check_ids(request: web.Request) -> None:
     # Every `{id}` route (silences here, load runs in the dashboard) looks its id up in a BIGINT column.
-    # str.isdigit() and the router's \d also take "²" and other non-ASCII digits, which int() refuses.
     raw = request.match_info.get("id")
-    if raw is not None and (not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= MAX_ID):
-        raise web.HTTPBadRequest(text=f"id: must be a whole number between 1 and {MAX_ID}")
+    if raw is not None and parse_row_id(raw) is None:
+        raise web.HTTPBadRequest(text=f"id: must be a whole number between 1 and {MAX_ROW_ID}")
 
 
 @web.middleware

@@ -93,7 +93,7 @@ async def test_out_of_range_and_non_finite_input_is_400(
     for silence_id in (HUGE_ID, "1" * 5000, "²", "0", "-1", "x"):
         await _assert_400(await client.delete(f"/api/v1/silences/{silence_id}", headers=auth), "id: ")
     for path in (f"/api/v1/loadruns/{HUGE_ID}", f"/loadruns/{HUGE_ID}", "/loadruns/²", "/api/v1/loadruns/١",
-                 f"/api/v1/loadruns/1?baseline={HUGE_ID}"):  # fmt: skip
+                 f"/api/v1/loadruns/1?baseline={HUGE_ID}", "/api/v1/loadruns/1?baseline=²"):  # fmt: skip
         resp = await client.get(path)
         assert resp.status in (400, 404), (path, resp.status)
     silence = {"matchers": {"alertname": "x"}, "comment": "maintenance"}

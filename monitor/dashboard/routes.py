@@ -29,6 +29,7 @@ from monitor.dashboard.queries import WINDOWS, AlertSource, DashboardData
 from monitor.dashboard.queries_load import LoadRuns, run_json
 from monitor.errors import StoreError
 from monitor.settings import Settings
+from monitor.store.models import parse_row_id
 from monitor.store.repo import Store
 
 __all__ = ["CSP", "DASHBOARD_KEY", "SECURITY_HEADERS", "Dashboard", "setup_dashboard"]
@@ -246,9 +247,10 @@ def _baseline(request: web.Request) -> int | None:
     raw = request.query.get("baseline", "")
     if not raw:
         return None
-    if not raw.isdigit():
+    run_id = parse_row_id(raw)
+    if run_id is None:
         raise web.HTTPBadRequest(text="baseline: must be a run id")
-    return int(raw)
+    return run_id
 
 
 @_page

@@ -24,13 +24,25 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "DAEMON_RESULTS",
+    "MAX_ROW_ID",
     "NAME_MAX_CHARS",
     "ONESHOT_SOURCES",
     "Base",
     "ProbeResultRow",
+    "parse_row_id",
     "ResultSource",
     "UTCDateTime",
 ]
+
+MAX_ROW_ID = 2**63 - 1  # BIGINT: a larger id cannot exist, and would overflow the database driver
+
+
+def parse_row_id(raw: str) -> int | None:
+    """A row id from a URL, or None. str.isdigit() and aiohttp's \\d also take "²", which int() refuses."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= MAX_ROW_ID:
+        return None
+    return int(raw)
+
 
 # Probe and target names are configuration keys; settings should reject longer ones.
 NAME_MAX_CHARS = 200
