@@ -19,6 +19,7 @@ targets:
     timeout_s: 60                        # whole request
     connect_timeout_s: 10
     chunk_timeout_s: 30                  # longest silence allowed between two stream chunks
+    # max_body_bytes: 8388608            # largest decoded reply (8 MiB); a longer one is body_too_large
 
 probes:
   # A chat canary: the reply must end on its own (finish_reason stop) and never write the next turn.
@@ -58,6 +59,8 @@ api:
   host: 127.0.0.1                        # a non-loopback host needs token_env
   port: 9464                             # /healthz /readyz /metrics /api/v1/... and the dashboard
   # token_env: MONITOR_API_TOKEN         # bearer token for writes (silences)
+  # read_token_env: MONITOR_READ_TOKEN   # reads need this or the write token; /healthz, /metrics stay open
+  # allowed_hosts: [monitor.internal]    # Host names accepted on a loopback bind besides localhost (else 421)
 
 retention:
   raw_days: 14                           # raw results; per-minute and per-hour rollups are kept longer
