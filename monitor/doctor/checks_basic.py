@@ -12,7 +12,7 @@ from yarl import URL
 
 from monitor.doctor.client import DoctorClient, Exchange
 from monitor.doctor.context import ServerInfo, failed_check
-from monitor.doctor.findings import Finding, excerpt, quote
+from monitor.doctor.findings import Finding, Status, excerpt, quote
 from monitor.doctor.remedies import Family, chat_template_fix, leak_fix
 
 # A reply that starts like this continues the user's sentence instead of answering it.
@@ -112,6 +112,15 @@ def _continues(text: str, completion: Exchange) -> bool:
     return completion.ok and len(raw) >= _SAME_START_CHARS and text[:_SAME_START_CHARS] == raw[:_SAME_START_CHARS]
 
 
+# A default output limit, if the server has one, is far below this (vLLM: 16, OpenAI's API: 16).
+NO_LIMIT_TOKENS = 256
+NO_LIMIT_TIMEOUT_S = 30.0
+_NO_LIMIT_FIX = (
+    " A request without max_tokens can hold a slot until the context is full: set a server-side default "
+    "(llama-server: -n/--n-predict) or always send max_tokens."
+)
+
+
 def judge_endpoint_semantics(chat: Exchange, completion: Exchange) -> Finding:
     """Check 3: the same "你好" on both endpoints, side by side, with what the difference means."""
     req, resp = completion.request, excerpt(completion.result)
@@ -121,6 +130,12 @@ def judge_endpoint_semantics(chat: Exchange, completion: Exchange) -> Finding:
         f"there (vLLM's default is {VLLM_COMPLETION_DEFAULT_MAX_TOKENS})."
     )
     r = completion.result
+    if r.error_kind == "timeout":
+        summary = (
+            f"with no max_tokens, completions did not finish within {NO_LIMIT_TIMEOUT_S:g} s: the server sets no "
+            "default output limit (llama.cpp generates until the context is full)"
+        )
+        return Finding("endpoint_semantics", "warn", summary, req, resp, fix=fix + _NO_LIMIT_FIX, details=(chat_side,))
     if not completion.ok:
         missing = r.http_status == 404
         summary = "the server does not offer /v1/completions" if missing else f"the completions request failed: {resp}"
@@ -129,11 +144,19 @@ def judge_endpoint_semantics(chat: Exchange, completion: Exchange) -> Finding:
     assert m is not None  # completion.ok
     completion_side = f"completions: {quote(completion.text, 60)}"
     explain = ['completions applies no chat template: the model continues the text "你好" instead of answering it.']
-    if m.finish_reason == "length":
+    unlimited = m.finish_reason == "length" and (m.completion_tokens or 0) > NO_LIMIT_TOKENS
+    if m.finish_reason == "length" and not unlimited:
         limit = "vLLM's default for /v1/completions" if m.completion_tokens == 16 else "the server's default"
         explain.append(f"no max_tokens was sent: it stopped after {m.completion_tokens} tokens ({limit}).")
     summary = "completions continues raw text, chat answers; use chat for dialogue"
+    status: Status = "pass"
+    if unlimited:
+        status, fix = "warn", fix + _NO_LIMIT_FIX
+        summary = (
+            f"with no max_tokens, completions generated {m.completion_tokens} tokens: the server sets no default "
+            "output limit (llama.cpp generates until the context is full)"
+        )
     return Finding(
-        "endpoint_semantics", "pass", summary, req, resp, fix=fix,
+        "endpoint_semantics", status, summary, req, resp, fix=fix,
         details=(chat_side, completion_side, *explain), informational=True,
     )  # fmt: skip

@@ -17,7 +17,12 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
-from monitor.doctor.checks_basic import check_reachable, judge_chat_template, judge_endpoint_semantics
+from monitor.doctor.checks_basic import (
+    NO_LIMIT_TIMEOUT_S,
+    check_reachable,
+    judge_chat_template,
+    judge_endpoint_semantics,
+)
 from monitor.doctor.checks_chat import (
     SHORT_MAX_TOKENS,
     check_multi_turn,
@@ -89,8 +94,11 @@ async def diagnose(client: DoctorClient) -> DoctorReport:
     async with asyncio.TaskGroup() as tg:
         max_tokens = fit_max_tokens(info, SHORT_MAX_TOKENS)
         chat_task = tg.create_task(client.chat("chat_template", HELLO, max_tokens=max_tokens))
-        # No max_tokens: shows the server's default for completions (vLLM: 16).
-        completion_task = tg.create_task(client.completion("endpoint_semantics", "你好"))
+        # No max_tokens: shows the server's default for completions (vLLM: 16; llama.cpp: none, it generates
+        # until the context is full, so this request is bounded in time).
+        completion_task = tg.create_task(
+            client.completion("endpoint_semantics", "你好", timeout_s=min(target.timeout_s, NO_LIMIT_TIMEOUT_S))
+        )
     chat, completion = chat_task.result(), completion_task.result()
     await _raise_if_unreachable(client, chat)
     family = detect_family(info.model, (chat.text,))
