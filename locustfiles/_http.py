@@ -18,7 +18,7 @@ from typing import Any
 
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 
-from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, redirect_detail
+from monitor.envelope import MAX_ERROR_BODY_BYTES, closed_mid_stream_detail, http_error_detail, redirect_detail
 from monitor.meter import StreamMeter
 from monitor.untrusted import Untrusted
 
@@ -80,7 +80,8 @@ def read_reply(resp: Any, meter: StreamMeter, untrusted: Untrusted, max_body_byt
             data = sock.recv(RECV_BYTES)
             now_s = pc()
             if not data:
-                raise Failure("stream_error", "connection closed mid-stream (no [DONE])")
+                cause = closed_mid_stream_detail("no [DONE]", ended_without_finish=meter.ended_without_finish)
+                raise Failure("stream_error", cause)
             stream.feed(data)
             if buf:
                 received = _count(received + len(buf), max_body_bytes)

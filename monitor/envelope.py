@@ -14,8 +14,8 @@ import uuid
 from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted, one_line
 
 __all__ = [
-    "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "error_message", "http_error_detail", "new_request_id", "one_line",
-    "redirect_detail",
+    "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "closed_mid_stream_detail", "error_message", "http_error_detail",
+    "new_request_id", "one_line", "redirect_detail",
 ]  # fmt: skip
 
 # Error bodies are read only this far: enough for any server's message, bounded for a hostile one.
@@ -63,3 +63,14 @@ def redirect_detail(status: int, location: str | None, untrusted: Untrusted | No
     if not location:
         return f"HTTP {status}: redirect without a Location"
     return f"HTTP {status}: redirect to {(untrusted or Untrusted()).line(location)}"
+
+
+def closed_mid_stream_detail(cause: str, *, ended_without_finish: bool) -> str:
+    """Why a stream broke off. A [DONE] with no finish_reason, then a dropped connection, is an abort by the
+    server; llama-cpp-python does this to a running stream whenever another request arrives."""
+    if ended_without_finish:
+        return (
+            "the server aborted the stream: [DONE] with no finish_reason, then the connection dropped "
+            "(llama-cpp-python does this when another request arrives: start it with --interrupt_requests False)"
+        )
+    return f"connection closed mid-stream: {cause}"

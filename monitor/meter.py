@@ -155,6 +155,11 @@ class StreamMeter:
         self._body_mode = not stream
         self._finalized = False
 
+    @property
+    def ended_without_finish(self) -> bool:
+        """[DONE] arrived but no choice ever finished: the server aborted the request."""
+        return self._done and self._finish is None
+
     def feed(self, data: bytes, now_s: float) -> None:
         """Add one read of the body; never raises. Events completed by this read get ``now_s``."""
         try:

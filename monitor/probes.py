@@ -22,7 +22,13 @@ from typing import Any
 import aiohttp
 
 from monitor.checks import run_checks
-from monitor.envelope import MAX_ERROR_BODY_BYTES, http_error_detail, new_request_id, redirect_detail
+from monitor.envelope import (
+    MAX_ERROR_BODY_BYTES,
+    closed_mid_stream_detail,
+    http_error_detail,
+    new_request_id,
+    redirect_detail,
+)
 from monitor.meter import StreamMeter
 from monitor.results import ErrorKind, ProbeResult, TimeoutPhase
 from monitor.settings import ProbeSettings, TargetSettings
@@ -163,7 +169,8 @@ class Prober:
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             if status is None:
                 return _failed(base, start_s, "connect_error", f"server closed the connection: {line(str(exc))}")
-            return _partial(base, meter, status, f"connection closed mid-stream: {line(str(exc))}")
+            detail = closed_mid_stream_detail(line(str(exc)), ended_without_finish=meter.ended_without_finish)
+            return _partial(base, meter, status, detail)
         except aiohttp.ClientResponseError as exc:
             return _failed(base, start_s, "bad_response", f"invalid HTTP response: {line(exc.message)}")
         except aiohttp.ClientError as exc:
