@@ -140,6 +140,23 @@ async def test_failing_slo_exits_1_counts_truncation_and_compares_with_a_baselin
 
 
 @pytest.mark.load
+def test_the_targets_max_body_bytes_caps_load_replies(mock: MockProcess, tmp_path: Path, sqlite_db_url: str) -> None:
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f"targets: [{{name: mock, base_url: {mock.base_url}, max_body_bytes: 200}}]\n"
+        "probes: [{name: c, target: mock, endpoint: chat, messages: [{role: user, content: hi}]}]\n",
+        encoding="utf-8",
+    )
+    proc = _loadtest(
+        "-c", str(config), "--db", sqlite_db_url, "--endpoint", "chat", "--users", "1", "--duration", "2s",
+        "--no-canaries", "--json",
+    )  # fmt: skip
+    summary = json.loads(proc.stdout)["summary"]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # every request failed
+    assert set(summary["errors"]) == {"body_too_large"} and summary["metrics"]["error_rate"] == 1.0, summary
+
+
+@pytest.mark.load
 async def test_mock_faults_are_classified(mock: MockProcess, sqlite_db_url: str, engine: AsyncEngine) -> None:
     mock.configure(error_rate=0.3, disconnect_after=5, seed=11)
     proc = _loadtest(

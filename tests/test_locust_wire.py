@@ -147,6 +147,24 @@ async def test_connections_closed_before_the_reply_are_retried_once_and_counted(
 
 
 @pytest.mark.timeout(90)
+async def test_loadtest_reports_reconnects_in_its_summary(
+    reuse_closing: tuple[_ReuseClosingServer, str], tmp_path: Path
+) -> None:
+    server, root = reuse_closing
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "loadtest", "--base-url", root + "/v1", "--endpoint", "chat",
+        "--users", "2", "--duration", "3s", "--db", f"sqlite+aiosqlite:///{tmp_path / 'load.db'}", "--json",
+        "--slo", "error_rate<=0", cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(80):
+        stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
+    summary = json.loads(stdout)["summary"]
+    assert summary["metrics"]["error_rate"] == 0
+    assert server.closed_unanswered > 0 and summary["reconnects"] == server.closed_unanswered, summary
+
+
+@pytest.mark.timeout(90)
 async def test_a_connection_that_breaks_after_the_reply_began_is_a_stream_error(
     reuse_closing: tuple[_ReuseClosingServer, str], tmp_path: Path
 ) -> None:

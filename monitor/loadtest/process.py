@@ -85,6 +85,7 @@ def _llm_options(params: LoadParams) -> list[str]:
         "--llm-timeout", f"{params.timeout_s:g}",
         "--llm-arrival", params.arrival,
         "--llm-max-inflight", str(params.max_inflight),
+        "--llm-max-body-bytes", str(params.target.max_body_bytes),
     ]  # fmt: skip
     if params.target.model:
         args += ["--llm-model", params.target.model]

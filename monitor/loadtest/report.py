@@ -133,6 +133,12 @@ def print_outcome(console: Console, outcome: RunOutcome) -> None:
             f"canaries under load: {canary['ok']}/{canary['count']} ok, TTFT p95 "
             f"{_fmt('ttft_p95_ms', canary.get('ttft_p95_ms'))}"
         )
+    reconnects = summary.get("reconnects") or 0
+    if reconnects:
+        console.print(
+            f"{reconnects:,} requests met a connection the server had closed and were retried once on a new one "
+            "(not failures)"
+        )
     errors = summary.get("errors") or {}
     samples = summary.get("error_samples") or {}
     for kind, count in sorted(errors.items(), key=lambda kv: -kv[1]):

@@ -309,6 +309,8 @@ class _Run:
             "endpoints": {ep: summarize(data.window(endpoint=ep), duration_s) for ep in data.endpoints()},
             "errors": dict(window.errors),
             "error_samples": line.get("error_samples", {}),
+            # Requests retried once because the server had closed their pooled connection (not failures).
+            "reconnects": int(line.get("reconnects") or 0),
             "tokens_estimated": window.estimated_tokens,
             "canary": canary,
             "generator": _generator(line, duration_s, params),
