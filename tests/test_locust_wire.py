@@ -36,11 +36,15 @@ CHAT_REPLY = (
 )
 
 
+USERS = 2
+
+
 async def _locust(root: str, out: Path, *args: str) -> tuple[int, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), KEY_ENV: KEY}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfiles" / "llm.py"), "--headless",
-        "-u", "2", "-r", "2", "-t", "3s", "--host", root, "--llm-out", str(out), "--llm-api-key-env", KEY_ENV,
+        "-u", str(USERS), "-r", str(USERS), "-t", "3s", "--host", root, "--llm-out", str(out),
+        "--llm-api-key-env", KEY_ENV,
         *args, cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(60):
@@ -143,7 +147,9 @@ async def test_connections_closed_before_the_reply_are_retried_once_and_counted(
     assert window.requests > 5 and window.failures == 0, (dict(window.errors), output[-3000:])
     assert code == 0, output[-3000:]
     assert server.closed_unanswered > 0  # the server did close reused connections on the users
-    assert data.summary is not None and data.summary["reconnects"] == server.closed_unanswered
+    assert data.summary is not None
+    # Each closed connection is one reconnect, except that the run's stop may cut a retry of each user.
+    assert server.closed_unanswered - USERS <= data.summary["reconnects"] <= server.closed_unanswered
 
 
 @pytest.mark.timeout(90)
@@ -153,7 +159,7 @@ async def test_loadtest_reports_reconnects_in_its_summary(
     server, root = reuse_closing
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor", "loadtest", "--base-url", root + "/v1", "--endpoint", "chat",
-        "--users", "2", "--duration", "3s", "--db", f"sqlite+aiosqlite:///{tmp_path / 'load.db'}", "--json",
+        "--users", str(USERS), "--duration", "3s", "--db", f"sqlite+aiosqlite:///{tmp_path / 'load.db'}", "--json",
         "--slo", "error_rate<=0", cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(80):
@@ -161,7 +167,8 @@ async def test_loadtest_reports_reconnects_in_its_summary(
     assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
     summary = json.loads(stdout)["summary"]
     assert summary["metrics"]["error_rate"] == 0
-    assert server.closed_unanswered > 0 and summary["reconnects"] == server.closed_unanswered, summary
+    assert server.closed_unanswered > 0, summary
+    assert server.closed_unanswered - USERS <= summary["reconnects"] <= server.closed_unanswered, summary
 
 
 @pytest.mark.timeout(90)
