@@ -14,8 +14,8 @@ import uuid
 from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted, one_line
 
 __all__ = [
-    "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "closed_mid_stream_detail", "error_message", "http_error_detail",
-    "new_request_id", "one_line", "redirect_detail",
+    "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "closed_mid_stream_detail", "envelope_message", "error_message",
+    "http_error_detail", "new_request_id", "one_line", "redirect_detail",
 ]  # fmt: skip
 
 # Error bodies are read only this far: enough for any server's message, bounded for a hostile one.
@@ -32,19 +32,40 @@ def error_message(raw: bytes) -> str:
     return _message(raw.decode("utf-8", errors="replace"))
 
 
+def envelope_message(obj: object) -> str | None:
+    """The message of a parsed error envelope; None if ``obj`` is not one.
+
+    The one test of "this JSON document is an error", used on HTTP error bodies and, by the stream
+    meter, on every SSE event and 200 body (vLLM and proxies send an error envelope with a 200).
+    A document with a non-null ``error`` is one whatever its shape; so is ``"object": "error"``.
+    """
+    if not isinstance(obj, dict):
+        return None
+    err = obj.get("error")
+    if err is not None:
+        if isinstance(err, dict) and err.get("message") is not None:
+            return str(err["message"])  # vLLM >= 0.10.1, OpenAI
+        if isinstance(err, str) and err:
+            return err  # vLLM --api-key: {"error": "Unauthorized"}
+        return json.dumps(err, ensure_ascii=False)  # no message: the error object itself says most
+    if obj.get("object") == "error":
+        # vLLM <= 0.10.0: {"object": "error", "message": ...}
+        return str(obj.get("message") or json.dumps(obj, ensure_ascii=False))
+    return None
+
+
 def _message(text: str) -> str:
     try:
         data = json.loads(text)
     except ValueError:
         return text
+    message = envelope_message(data)
+    if message is not None:
+        return message
     if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and "message" in err:
-            return str(err["message"])  # vLLM >= 0.10.1, OpenAI
-        if isinstance(err, str):
-            return err  # vLLM --api-key: {"error": "Unauthorized"}
+        # Only an error status says these are errors, so only HTTP error bodies read them.
         if "message" in data:
-            return str(data["message"])  # vLLM <= 0.10.0: {"object": "error", "message": ...}
+            return str(data["message"])
         if "detail" in data:
             return str(data["detail"])  # FastAPI / Starlette defaults
     return text

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Literal
 
+from monitor.envelope import envelope_message
 from monitor.meter_layout import Chunk as _Chunk, Layout, Usage as _Usage, find_string, learn_layout
 from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted
 
@@ -350,7 +351,7 @@ class StreamMeter:
             preview = self._untrusted.preview(payload, _PREVIEW_CHARS)
             self._fail("bad_response", f"malformed JSON in SSE event {n}: {exc}; data: {preview}")
             return None
-        message = _error_message(obj)
+        message = envelope_message(obj)
         if message is not None:
             self._fail("stream_error", message)
             return None
@@ -375,7 +376,7 @@ class StreamMeter:
 
     def _interpret(self, obj: object) -> _Chunk | None:
         chunk = _parse_chunk(obj, self._endpoint)
-        return chunk if isinstance(chunk, _Chunk) and _error_message(obj) is None else None
+        return chunk if isinstance(chunk, _Chunk) and envelope_message(obj) is None else None
 
     def _apply(self, chunk: _Chunk, now_s: float) -> None:
         content = chunk.content
@@ -514,20 +515,6 @@ def _data_field(blk: bytes) -> bytes | None:
     return b"\n".join(values) if values else None
 
 
-def _error_message(obj: object) -> str | None:
-    """The message of an error envelope (nested >= 0.10.1, flat before), else None."""
-    if not isinstance(obj, dict):
-        return None
-    err = obj.get("error")
-    if err is not None:
-        if isinstance(err, dict) and err.get("message") is not None:
-            return str(err["message"])
-        return json.dumps(err, ensure_ascii=False)
-    if obj.get("object") == "error":
-        return str(obj.get("message") or json.dumps(obj, ensure_ascii=False))
-    return None
-
-
 def _parse_chunk(obj: object, endpoint: Endpoint) -> _Chunk | str:
     """Interpret one streamed JSON event; a string names what is wrong with it."""
     if not isinstance(obj, dict):
@@ -556,7 +543,7 @@ def _parse_chunk(obj: object, endpoint: Endpoint) -> _Chunk | str:
 
 def _parse_body(obj: object, endpoint: Endpoint) -> _Chunk | str:
     """Interpret a whole JSON response; a string says what is wrong with it."""
-    message = _error_message(obj)
+    message = envelope_message(obj)
     if message is not None:  # vLLM and proxies can send an error envelope with a 200
         return f"error in response body: {message}"
     if not isinstance(obj, dict):

@@ -299,6 +299,22 @@ def test_mid_stream_error_event(event: bytes) -> None:
     assert (m.text, m.done_seen, m.chunk_count, m.finish_reason) == ("partial", True, 3, None)
 
 
+@pytest.mark.parametrize(
+    ("event", "detail"),
+    [
+        (b'{"error":"Unauthorized"}', "Unauthorized"),  # the --api-key envelope, as monitor.envelope reads it
+        (b'{"error":{"code":500}}', '{"code": 500}'),
+        (b'{"error":""}', '""'),
+        (b'{"object":"error","type":"X"}', '{"object": "error", "type": "X"}'),
+    ],
+)
+def test_error_events_are_read_by_the_envelope_parser(event: bytes, detail: str) -> None:
+    m = both("chat", [chat('{"content":"a"}'), b"data: " + event + b"\n\n" + DONE])
+    assert (m.error_kind, m.error_detail, m.text) == ("stream_error", detail, "a")
+    body = both("chat", [event], stream=False)
+    assert (body.error_kind, body.error_detail) == ("bad_response", f"error in response body: {detail}")
+
+
 def test_malformed_json_keeps_first_error_and_counts_later_events() -> None:
     reads = [chat('{"content":"a"}'), b'data: {"choices": [\n\n', b"data: nope\n\n", chat('{"content":"b"}')]
     m = both("chat", reads)
