@@ -123,9 +123,10 @@ class StreamMeter:
     _LEARN_ATTEMPTS = 4
 
     __slots__ = (
-        "_endpoint", "_stream", "_start_s", "_last_s", "_marker", "_layouts", "_hot", "_learn_budget",
-        "_pend", "_cr", "_raw", "_parts", "_content_ms", "_content_ct", "_n", "_done", "_finish", "_stop",
-        "_usage", "_error", "_body_mode", "_finalized", "_untrusted", "_pend_bytes", "_skip",
+        "_endpoint", "_stream", "_start_s", "_last_s", "_text_marker", "_layouts", "_hot", "_learn_budget",
+        "_pending", "_pending_bytes", "_held_cr", "_dropping", "_raw_reads", "_text_parts", "_content_ms",
+        "_content_counts", "_event_count", "_done_seen", "_finish_reason", "_stop_reason", "_usage", "_error",
+        "_body_mode", "_finalized", "_untrusted",
     )  # fmt: skip
 
     def __init__(self, endpoint: Endpoint, *, stream: bool, start_s: float, untrusted: Untrusted | None = None) -> None:
@@ -135,22 +136,22 @@ class StreamMeter:
         self._stream = stream
         self._start_s = start_s
         self._last_s = start_s
-        self._marker = b'"content":"' if endpoint == "chat" else b'"text":"'  # where _learn looks
+        self._text_marker = b'"content":"' if endpoint == "chat" else b'"text":"'  # where _learn looks
         self._layouts: list[Layout] = []
         self._hot: _Hot = _COLD  # the latest plain layout (see Layout.hot) that matched a second event
         self._learn_budget = self._LEARN_ATTEMPTS
-        self._pend: list[bytes] = []  # non-stream: the body; stream: bytes of an unfinished event
-        self._cr = False  # a read ended in "\r": it may be half of "\r\n"
-        self._pend_bytes = 0  # stream: len(b"".join(self._pend))
-        self._skip: bytes | None = None  # dropping an oversized event: its last byte seen so far
-        self._raw: list[bytes] | None = []  # kept until the first data event, for the plain-JSON fallback
-        self._parts: list[str] = []
+        self._pending: list[bytes] = []  # non-stream: the body; stream: bytes of an unfinished event
+        self._held_cr = False  # a read ended in "\r": it may be half of "\r\n"
+        self._pending_bytes = 0  # stream: len(b"".join(self._pending))
+        self._dropping: bytes | None = None  # dropping an oversized event: its last byte seen so far
+        self._raw_reads: list[bytes] | None = []  # kept until the first data event, for the plain-JSON fallback
+        self._text_parts: list[str] = []
         self._content_ms: list[float] = []
-        self._content_ct: list[int] | None = []
-        self._n = 0
-        self._done = False
-        self._finish: str | None = None
-        self._stop: str | int | None = None
+        self._content_counts: list[int] | None = []
+        self._event_count = 0
+        self._done_seen = False
+        self._finish_reason: str | None = None
+        self._stop_reason: str | int | None = None
         self._usage: _Usage | None = None
         self._error: tuple[MeterErrorKind, str] | None = None
         self._body_mode = not stream
@@ -159,32 +160,32 @@ class StreamMeter:
     @property
     def ended_without_finish(self) -> bool:
         """[DONE] arrived but no choice ever finished: the server aborted the request."""
-        return self._done and self._finish is None
+        return self._done_seen and self._finish_reason is None
 
     def feed(self, data: bytes, now_s: float) -> None:
         """Add one read of the body; never raises. Events completed by this read get ``now_s``."""
         try:
             self._last_s = now_s
             if self._body_mode:
-                self._pend_bytes += len(data)
-                if self._pend_bytes <= MAX_EVENT_BYTES:
-                    self._pend.append(data)
-                elif self._pend:
-                    self._pend.clear()  # past the cap: _measure_body reports it, nothing is kept
+                self._pending_bytes += len(data)
+                if self._pending_bytes <= MAX_EVENT_BYTES:
+                    self._pending.append(data)
+                elif self._pending:
+                    self._pending.clear()  # past the cap: _measure_body reports it, nothing is kept
                 return
-            if self._raw is not None:
-                self._raw.append(data)
-            if self._cr or 13 in data:  # int membership is a memchr, much cheaper than b"\r"
+            if self._raw_reads is not None:
+                self._raw_reads.append(data)
+            if self._held_cr or 13 in data:  # int membership is a memchr, much cheaper than b"\r"
                 data = self._to_lf(data)
-            if self._skip is not None:
+            if self._dropping is not None:
                 data = self._skip_event(data)
-            pend = self._pend
+            pend = self._pending
             if pend:
                 # Joining only when an event can end keeps a long event in many reads linear.
                 if b"\n\n" not in data and not (data[:1] == b"\n" and pend[-1][-1:] == b"\n"):
                     if data:
                         pend.append(data)
-                        self._pend_bytes += len(data)
+                        self._pending_bytes += len(data)
                         self._check_pending()
                     return
                 pend.append(data)
@@ -193,7 +194,7 @@ class StreamMeter:
             tail = self._scan(data, now_s)
             if tail:
                 pend.append(tail)
-                self._pend_bytes = len(tail)
+                self._pending_bytes = len(tail)
                 self._check_pending()
         except Exception as exc:  # a meter bug must not kill a probe or a Locust user
             logger.exception("stream meter failed on a read")
@@ -218,8 +219,8 @@ class StreamMeter:
         splitting ``data`` first; any other event goes through ``_event``.
         """
         pre, match, len_pre, pg, cg, prompt = self._hot
-        add_part, add_time, now_ms = self._parts.append, self._content_ms.append, now_s * 1000.0
-        cts = self._content_ct
+        add_part, add_time, now_ms = self._text_parts.append, self._content_ms.append, now_s * 1000.0
+        cts = self._content_counts
         escapes = 0x5C in data  # one memchr per read spares most events a check of their own
         hits = i = 0
         while True:
@@ -245,86 +246,86 @@ class StreamMeter:
             end = data.find(b"\n\n", i)
             if end < 0:
                 break
-            self._n += hits  # keeps event numbers in error details right
+            self._event_count += hits  # keeps event numbers in error details right
             hits = 0
             if end - i > MAX_EVENT_BYTES:
                 self._oversized()
             else:
                 self._event(data[i:end], now_s)
-            cts = self._content_ct
+            cts = self._content_counts
             i = end + 2
-        self._n += hits
+        self._event_count += hits
         return data[i:] if i else data
 
     def _check_pending(self) -> None:
         """Drop the unfinished event once it is past ``MAX_EVENT_BYTES``, unless it is a plain JSON body."""
-        if self._pend_bytes <= MAX_EVENT_BYTES + 1:  # + 1: the first "\n" of its end may be in
+        if self._pending_bytes <= MAX_EVENT_BYTES + 1:  # + 1: the first "\n" of its end may be in
             return
         # A server that ignored "stream": true sends one JSON object and no blank line; _finalize measures it
         # from _raw, which max_body_bytes bounds. Once a data event was seen there is no such fallback.
-        if self._maybe_json_body(self._pend[0]):
+        if self._maybe_json_body(self._pending[0]):
             return
-        last = self._pend[-1][-1:]
-        self._pend.clear()
-        self._pend_bytes = 0
+        last = self._pending[-1][-1:]
+        self._pending.clear()
+        self._pending_bytes = 0
         self._oversized()
-        self._skip = last
+        self._dropping = last
 
     def _maybe_json_body(self, start: bytes) -> bool:
         # A bounded prefix: this runs on every read of a long unfinished document.
-        return self._raw is not None and start[:4096].lstrip()[:1] == b"{"
+        return self._raw_reads is not None and start[:4096].lstrip()[:1] == b"{"
 
     def _oversized(self) -> None:
-        self._n += 1
-        self._raw = None
-        self._fail("bad_response", f"SSE event {self._n} exceeds {MAX_EVENT_BYTES} bytes; dropped unparsed")
+        self._event_count += 1
+        self._raw_reads = None
+        self._fail("bad_response", f"SSE event {self._event_count} exceeds {MAX_EVENT_BYTES} bytes; dropped unparsed")
 
     def _skip_event(self, data: bytes) -> bytes:
         """What follows the end of the oversized event being dropped (``b""`` while it goes on)."""
-        assert self._skip is not None
-        end = (self._skip + data).find(b"\n\n")
+        assert self._dropping is not None
+        end = (self._dropping + data).find(b"\n\n")
         if end < 0:
-            self._skip = data[-1:] or self._skip
+            self._dropping = data[-1:] or self._dropping
             return b""
-        self._skip = None
+        self._dropping = None
         return data[end + 1 :]  # end counts the held-back byte
 
     def _to_lf(self, data: bytes) -> bytes:
-        if self._cr:
+        if self._held_cr:
             data = b"\r" + data
         # Hold back a final "\r" until the next read shows whether "\n" follows it.
-        self._cr = data[-1:] == b"\r"
-        if self._cr:
+        self._held_cr = data[-1:] == b"\r"
+        if self._held_cr:
             data = data[:-1]
         return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
-    def _event(self, blk: bytes, now_s: float) -> None:
+    def _event(self, block: bytes, now_s: float) -> None:
         payload: bytes | None
-        single = blk[:5] == b"data:" and b"\n" not in blk
+        single = block[:5] == b"data:" and b"\n" not in block
         if single:
-            if self._layouts and self._match(blk, now_s):
+            if self._layouts and self._match(block, now_s):
                 return
-            payload = blk[6:] if blk[5:6] == b" " else blk[5:]
+            payload = block[6:] if block[5:6] == b" " else block[5:]
         else:
-            payload = _data_field(blk)
+            payload = _data_field(block)
         if not payload:
             return
-        self._raw = None
+        self._raw_reads = None
         if payload == b"[DONE]" or (len(payload) < 16 and payload.strip() == b"[DONE]"):
-            self._done = True
+            self._done_seen = True
             return
-        if single and self._learn_budget and self._learn(blk) and self._match(blk, now_s, learnt=True):
+        if single and self._learn_budget and self._learn(block) and self._match(block, now_s, learnt=True):
             return
-        self._n += 1
+        self._event_count += 1
         chunk = self._parse_event(payload)
         if chunk is not None:
             self._apply(chunk, now_s)
 
-    def _match(self, blk: bytes, now_s: float, *, learnt: bool = False) -> bool:
+    def _match(self, block: bytes, now_s: float, *, learnt: bool = False) -> bool:
         for layout in self._layouts:
-            chunk = layout.read(blk) if blk.startswith(layout.pre) else None
+            chunk = layout.read(block) if block.startswith(layout.pre) else None
             if chunk is not None:
-                self._n += 1
+                self._event_count += 1
                 self._apply(chunk, now_s)
                 if layout.hot:
                     # Compile only for a layout seen twice (or in an earlier stream), not for one
@@ -341,7 +342,7 @@ class StreamMeter:
             self._hot = (layout.pre, rest.match, len(layout.pre), pg, cg, usage[0] if usage else None)
 
     def _parse_event(self, payload: bytes) -> _Chunk | None:
-        n = self._n
+        n = self._event_count
         try:
             obj = json.loads(payload.decode())
         except UnicodeDecodeError:
@@ -361,14 +362,14 @@ class StreamMeter:
             return None
         return chunk
 
-    def _learn(self, blk: bytes) -> bool:
+    def _learn(self, block: bytes) -> bool:
         """Learn this event's layout (see ``monitor.meter_layout``), so later events skip ``json.loads``."""
-        slot = find_string(blk, self._marker)
+        slot = find_string(block, self._text_marker)
         # Role and finish chunks come once per stream: not worth a layout. Most have empty content.
-        if slot is None or _FINISHED.search(blk) is not None:
+        if slot is None or _FINISHED.search(block) is not None:
             return False
         self._learn_budget -= 1
-        layout = learn_layout(blk, *slot, self._interpret)
+        layout = learn_layout(block, *slot, self._interpret)
         if layout is None:
             return False
         self._layouts.append(layout)
@@ -381,19 +382,19 @@ class StreamMeter:
     def _apply(self, chunk: _Chunk, now_s: float) -> None:
         content = chunk.content
         if chunk.finish_reason is not None:
-            self._finish = chunk.finish_reason
+            self._finish_reason = chunk.finish_reason
         if chunk.stop_reason is not None:
-            self._stop = chunk.stop_reason
+            self._stop_reason = chunk.stop_reason
         usage = chunk.usage
         if usage is not None:
             self._usage = usage
         if content:
-            self._parts.append(content)
+            self._text_parts.append(content)
             self._content_ms.append(now_s * 1000.0)
-            cts = self._content_ct
+            cts = self._content_counts
             if cts is not None:
                 if usage is None or usage[1] is None:
-                    self._content_ct = None
+                    self._content_counts = None
                 else:
                     cts.append(usage[1])
 
@@ -403,25 +404,27 @@ class StreamMeter:
 
     def _finalize(self) -> None:
         if self._body_mode:
-            if self._pend_bytes > MAX_EVENT_BYTES:
-                self._fail("bad_response", f"response body of {self._pend_bytes} bytes exceeds {MAX_EVENT_BYTES} bytes")
+            if self._pending_bytes > MAX_EVENT_BYTES:
+                self._fail(
+                    "bad_response", f"response body of {self._pending_bytes} bytes exceeds {MAX_EVENT_BYTES} bytes"
+                )
                 return
-            self._measure_body(b"".join(self._pend))
+            self._measure_body(b"".join(self._pending))
             return
-        tail = b"".join(self._pend) + (b"\n" if self._cr else b"")
-        self._pend.clear()
+        tail = b"".join(self._pending) + (b"\n" if self._held_cr else b"")
+        self._pending.clear()
         # A final event without its blank line (or even its newline) is still parsed;
         # a cut-off one then shows up as malformed JSON.
-        for blk in tail.split(b"\n\n"):
-            if len(blk) > MAX_EVENT_BYTES and not self._maybe_json_body(blk):
+        for block in tail.split(b"\n\n"):
+            if len(block) > MAX_EVENT_BYTES and not self._maybe_json_body(block):
                 self._oversized()
             else:
-                self._event(blk, self._last_s)
-        if self._n or self._done:
-            if not self._n:
+                self._event(block, self._last_s)
+        if self._event_count or self._done_seen:
+            if not self._event_count:
                 self._fail("bad_response", "empty stream: only [DONE]")
             return
-        body = b"".join(self._raw or ())
+        body = b"".join(self._raw_reads or ())
         if body.lstrip()[:1] == b"{":  # a server that ignored "stream": true
             self._body_mode = True
             if len(body) > MAX_EVENT_BYTES:
@@ -438,7 +441,7 @@ class StreamMeter:
         if not body.strip():
             self._fail("bad_response", "empty response body")
             return
-        self._n = 1
+        self._event_count = 1
         try:
             obj = json.loads(body.decode())
         except UnicodeDecodeError:
@@ -454,7 +457,7 @@ class StreamMeter:
             self._apply(parsed, self._last_s)
 
     def _itl(self) -> tuple[tuple[float, ...], bool]:
-        ts, cts = self._content_ms, self._content_ct
+        ts, cts = self._content_ms, self._content_counts
         diffs = list(map(operator.sub, islice(ts, 1, None), ts))
         # Exact only if every content event carried usage (a plain hot layout appends no count).
         if not cts or len(cts) != len(ts) or cts[-1] - cts[0] > _MAX_EXACT_ITL_GAPS:
@@ -471,7 +474,7 @@ class StreamMeter:
 
     def _measurement(self, now_s: float, *, broken: bool = False) -> StreamMeasurement:
         clean = self._untrusted.text
-        text = "" if broken else clean("".join(self._parts))
+        text = "" if broken else clean("".join(self._text_parts))
         times, sse = self._content_ms, not self._body_mode
         itl_ms, exact = self._itl() if sse else ((), False)
         prompt_tokens, completion_tokens = (_plausible(n) for n in self._usage or (None, None))
@@ -479,7 +482,7 @@ class StreamMeter:
         if completion_tokens is None:
             completion_tokens = len(times) if sse else estimate_tokens(text)
         kind, detail = self._error or (None, None)
-        finish, stop = self._finish, self._stop
+        finish, stop = self._finish_reason, self._stop_reason
         return StreamMeasurement(
             endpoint=self._endpoint,
             stream=self._stream,
@@ -487,7 +490,7 @@ class StreamMeter:
             ttft_ms=times[0] - self._start_s * 1000.0 if sse and times else None,
             latency_ms=(now_s - self._start_s) * 1000.0,
             itl_ms=itl_ms,
-            chunk_count=self._n,
+            chunk_count=self._event_count,
             content_chunk_count=len(times),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -495,17 +498,17 @@ class StreamMeter:
             itl_per_token_exact=exact,
             finish_reason=None if finish is None else clean(finish),
             stop_reason=clean(stop) if isinstance(stop, str) else stop,
-            done_seen=self._done,
+            done_seen=self._done_seen,
             error_kind=kind,
             error_detail=detail,
             sanitised=self._untrusted.sanitised,
         )
 
 
-def _data_field(blk: bytes) -> bytes | None:
+def _data_field(block: bytes) -> bytes | None:
     """The SSE data of one event: its ``data`` lines joined by newlines; None if it has none."""
     values: list[bytes] = []
-    for line in blk.split(b"\n"):
+    for line in block.split(b"\n"):
         if line[:4] != b"data":
             continue  # comments (": ping"), event:, id:, retry:
         if len(line) == 4:
