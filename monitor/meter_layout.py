@@ -24,17 +24,9 @@ from _json import scanstring
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["Chunk", "Layout", "Usage", "find_string", "learn_layout", "read_string"]
+from monitor.meter_chunks import Chunk
 
-Usage = tuple[int | None, int | None]
-
-
-class Chunk(NamedTuple):
-    content: str
-    finish_reason: str | None
-    stop_reason: str | int | None
-    usage: Usage | None
-
+__all__ = ["Layout", "find_string", "learn_layout", "read_string"]
 
 # One JSON string body (without quotes). Possessive, so a damaged event fails in linear time.
 _STRING = rb'((?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+)'
