@@ -46,8 +46,8 @@ from _machine import cpu_model
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.alerts.source import RawWindowSource
+from monitor.config import parse_settings
 from monitor.daemon import Daemon
-from monitor.settings import parse_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.models_rollups import HOUR_S, MINUTE_S
 from monitor.store.rollups import Bucket, Rollups, RollupWindowSource, floor_time, with_fleet_rows

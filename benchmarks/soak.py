@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _machine import cpu_model
 
+from monitor.config import parse_settings
 from monitor.daemon import Daemon
-from monitor.settings import parse_settings
 from monitor.store.db import connect
 from monitor.store.repo import Store
 

@@ -44,10 +44,10 @@ from _http import ALL_STATUS_CODES, Failure, closed_before_reply, drop_idle_conn
 from _turns import wait_quiet
 
 from monitor.checks import run_checks
+from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import new_request_id
 from monitor.loadtest.prompts import BUILTIN_PROMPTS, Prompt, load_prompts
 from monitor.meter import StreamMeasurement, StreamMeter
-from monitor.settings import ProbeSettings, TargetSettings
 from monitor.untrusted import Untrusted
 
 logger = logging.getLogger(__name__)

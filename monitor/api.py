@@ -42,12 +42,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from monitor.alerts.config import MAX_DURATION_S
 from monitor.alerts.model import AlertView, SilenceView
+from monitor.config import MAX_DURATION_S, Settings, to_seconds
 from monitor.dashboard.routes import setup_dashboard
 from monitor.errors import ConfigError, StoreError
 from monitor.metrics import CONTENT_TYPE, CounterFamily, GaugeFamily, ProbeMetrics, leadership_families
-from monitor.settings import Settings, to_seconds
 from monitor.store.db import ping
 from monitor.store.models import MAX_ROW_ID, parse_row_id
 from monitor.store.repo import Store, StoredResult

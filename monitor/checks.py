@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import re
 
+from monitor.config import Expect, ProbeSettings
 from monitor.meter import StreamMeasurement
 from monitor.results import CheckResult
-from monitor.settings import Expect, ProbeSettings
 
 # Chat-template and special tokens of the common model families (GLM-4, ChatML/Qwen, Llama 2/3,
 # Mistral, Gemma, Phi). None of them belongs in a reply that vLLM decoded with skip_special_tokens.

@@ -18,8 +18,8 @@ import click
 from rich.console import Console
 
 from monitor import __version__
+from monitor.config import Settings, load_settings
 from monitor.errors import ConfigError, MonitorError
-from monitor.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ def check_config(config: Path) -> None:
 
     settings = load_settings(config)
     check_runnable(settings)
+    for line in settings.advice():
+        click.echo(f"{config}: warning: {line}", err=True)
     counts = {
         "targets": len(settings.targets), "probes": len(settings.probes), "rules": len(settings.rules),
         "receivers": len(settings.receivers), "maintenance windows": len(settings.maintenance),

@@ -43,7 +43,7 @@ def register(group: click.Group) -> None:
     def alerts(config: Path | None, db: str | None, as_json: bool, include_inactive: bool) -> None:
         """Show the current alert states (from the database; works with or without a running daemon)."""
         from monitor.alerts.commands import run_alerts
-        from monitor.settings import load_settings
+        from monitor.config import load_settings
 
         settings = load_settings(config, db_url=db)
         sys.exit(run_alerts(settings, as_json=as_json, include_inactive=include_inactive))
@@ -66,7 +66,7 @@ def register(group: click.Group) -> None:
     ) -> None:  # fmt: skip
         """Add a silence; prints its id."""
         from monitor.alerts.commands import run_silence_add
-        from monitor.settings import load_settings, to_seconds
+        from monitor.config import load_settings, to_seconds
 
         try:
             duration_s = to_seconds(duration)
@@ -89,7 +89,7 @@ def register(group: click.Group) -> None:
     def silence_list(config: Path | None, db: str | None, as_json: bool, include_expired: bool) -> None:
         """List active and scheduled silences."""
         from monitor.alerts.commands import run_silence_list
-        from monitor.settings import load_settings
+        from monitor.config import load_settings
 
         settings = load_settings(config, db_url=db)
         sys.exit(run_silence_list(settings, as_json=as_json, include_expired=include_expired))
@@ -101,7 +101,7 @@ def register(group: click.Group) -> None:
     def silence_expire(silence_id: int, config: Path | None, db: str | None) -> None:
         """End a silence now."""
         from monitor.alerts.commands import run_silence_expire
-        from monitor.settings import load_settings
+        from monitor.config import load_settings
 
         settings = load_settings(config, db_url=db)
         sys.exit(run_silence_expire(settings, silence_id))
@@ -116,7 +116,7 @@ def register(group: click.Group) -> None:
     def notify_test(receiver: str, config: Path) -> None:
         """Send a test message to RECEIVER in its format; prints the HTTP status (exit 1 if not accepted)."""
         from monitor.alerts.commands import run_notify_test
-        from monitor.settings import load_settings
+        from monitor.config import load_settings
 
         settings = load_settings(config)
         sys.exit(run_notify_test(settings, receiver))

@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from monitor.cli import config_option, db_option
-from monitor.settings import load_settings
+from monitor.config import load_settings
 
 
 def _daemon_logging() -> None:

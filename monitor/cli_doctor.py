@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from monitor.cli import config_option, db_option, target_options
+from monitor.config import Settings, TargetSettings, load_settings, resolve_keys
 from monitor.errors import ConfigError
-from monitor.settings import Settings, TargetSettings, load_settings, resolve_keys
 
 
 def register(group: click.Group) -> None:
@@ -85,7 +85,7 @@ def doctor_settings(
     if api_key_env is None:
         return settings, name
     try:
-        # The key is read from the environment by settings.py, like every other secret.
+        # The key is read from the environment by monitor.config's loader, like every other secret.
         return resolve_keys(settings), name
     except ConfigError as exc:
         if api_key_env in str(exc):

@@ -14,9 +14,9 @@ import click
 from rich.console import Console
 
 from monitor.cli import config_option, db_option, target_options
+from monitor.config import ProbeSettings, Settings, TargetSettings, load_settings, to_seconds
 from monitor.errors import ConfigError
 from monitor.loadtest.params import Arrival, EndpointChoice, LoadParams, Sweep
-from monitor.settings import ProbeSettings, Settings, TargetSettings, load_settings, to_seconds
 
 __all__ = ["LoadFlags", "build_params", "register", "run_loadtest", "run_worker"]
 

@@ -41,12 +41,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from monitor.alerts.clock import SystemClock
-from monitor.alerts.config import plain_secrets
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.api import check_bind, create_app
+from monitor.config import Settings, load_settings
 from monitor.errors import ConfigError, StoreError
 from monitor.leader import (
     DaemonLock,
@@ -61,8 +61,7 @@ from monitor.metrics import CounterFamily, GaugeFamily, ProbeMetrics
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.retention import Retention
-from monitor.scheduler import ProbeScheduler, ResultWriter, SchedulerStats, validate_schedules
-from monitor.settings import Settings, load_settings
+from monitor.scheduler import ProbeScheduler, ResultWriter, SchedulerStats
 from monitor.store.db import censor_url, connect, create_engine, ensure_schema
 from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store
@@ -174,6 +173,8 @@ class Daemon:
         """Run until stopped; returns 0. Startup failures raise (MonitorError with a one-line message)."""
         self._started_mono = time.monotonic()
         check_runnable(self.settings)
+        for line in self.settings.advice():
+            logger.warning("%s", line)
         async with AsyncExitStack() as stack:
             await self._startup(stack)
             self.started.set()
@@ -224,7 +225,9 @@ class Daemon:
         # Long windows (regression baselines over days) read rollups instead of millions of raw rows.
         source = TieredWindowSource(RawWindowSource(sessionmaker), RollupWindowSource(rollups))
         alerts = AlertEngine(settings, sessionmaker, source=source, clock=clock, outbox=outbox)
-        dispatcher = Dispatcher(settings, sessionmaker, notify_session, clock=clock, secrets=plain_secrets(settings))
+        dispatcher = Dispatcher(
+            settings, sessionmaker, notify_session, clock=clock, secrets=settings.plain_receiver_secrets()
+        )
         outbox.add_waker(dispatcher.wake)
         self._alerts, self._outbox, self._dispatcher = alerts, outbox, dispatcher
 
@@ -270,7 +273,6 @@ class Daemon:
         if not shared:
             leadership = SoleLeader(replica_id)
         else:
-            _check_lease_ttl(settings)
             # Its own connections: renewals never queue behind probe writes or dashboard reads.
             lease_engine: AsyncEngine = create_engine(settings.storage.url, poolclass=NullPool)
             stack.push_async_callback(lease_engine.dispose)
@@ -563,7 +565,7 @@ class Daemon:
         if self._alerts is not None:
             self._alerts.reload(new)
         if self._dispatcher is not None:
-            self._dispatcher.reload(self._with_bound_port(new), plain_secrets(new))
+            self._dispatcher.reload(self._with_bound_port(new), new.plain_receiver_secrets())
         self.settings = new
         self.reloads += 1
         logger.info(
@@ -617,28 +619,13 @@ async def _bounded_query(name: str, failed: GaugeFamily, query: Callable[[], Awa
 def check_runnable(settings: Settings) -> None:
     """What `run` needs beyond a valid config, checked at startup, on reload and by `check-config`.
 
-    Raises ConfigError (one line naming the field): a bind that needs a token, a schedule APScheduler
-    cannot build, or no probes at all (the daemon would do nothing and look healthy).
+    Raises ConfigError (one line naming the field): a bind that needs a token, or no probes at all
+    (the daemon would do nothing and look healthy). Schedules need no check here: the config's
+    `Crontab` and `Seconds` types already hold what APScheduler can build.
     """
     check_bind(settings)
     if not settings.probes:
         raise ConfigError("probes: none configured; `run` needs at least one probe")
-    validate_schedules(settings)
-
-
-def _check_lease_ttl(settings: Settings) -> None:
-    """Warn when a dead leader would leave probes unrun for more than two of the shortest intervals."""
-    timed = [p for p in settings.probes if p.cron is None]
-    if not timed:
-        return
-    shortest = min(timed, key=lambda p: p.interval_s)
-    if settings.daemon.lease_ttl_s > shortest.interval_s:
-        logger.warning(
-            "daemon.lease_ttl_s=%g is longer than the shortest probe interval (%g s, probe %s): after a leader "
-            "dies, its probes may skip up to %.0f s (lease + interval); keep lease_ttl_s <= interval_s",
-            settings.daemon.lease_ttl_s, shortest.interval_s, shortest.name,
-            settings.daemon.lease_ttl_s + shortest.interval_s,
-        )  # fmt: skip
 
 
 async def _free_outbox_claims(sessionmaker: async_sessionmaker[AsyncSession]) -> int:

@@ -19,10 +19,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from monitor.config import DEFAULT_DB_URL, Settings, parse_settings
 from monitor.daemon import Daemon, DaemonSummary
 from monitor.mock.app import create_mock_app
 from monitor.mock.config import DEFAULT_MODEL, MockConfig
-from monitor.settings import DEFAULT_DB_URL, Settings, parse_settings
 from monitor.store.db import censor_url
 
 # Realistic-looking latencies for a 9B model on one GPU.

@@ -11,7 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from monitor.settings import APISettings, Settings
+from monitor.config import APISettings, Settings
 
 # A daemon bound to every interface is still reached over loopback from inside its container.
 _WILDCARDS = {"0.0.0.0", "::", ""}

@@ -49,8 +49,8 @@ def add_mock_command(group: click.Group) -> None:
 
     def callback(host: str, port: int, **knobs: Any) -> None:
         """Run the vLLM-faithful mock server."""
+        from monitor.config import parse_mock_config
         from monitor.mock.server import run_mock
-        from monitor.settings import parse_mock_config
 
         config = parse_mock_config(MockConfig, {k: v for k, v in knobs.items() if v is not None})
         run_mock(config, host, port)

@@ -9,9 +9,9 @@ from contextlib import AsyncExitStack
 
 import aiohttp
 
+from monitor.config import ProbeSettings, Settings
 from monitor.probes import Prober
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, Settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 

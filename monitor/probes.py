@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from monitor.checks import run_checks
+from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import (
     MAX_ERROR_BODY_BYTES,
     closed_mid_stream_detail,
@@ -31,7 +32,6 @@ from monitor.envelope import (
 )
 from monitor.meter import StreamMeter
 from monitor.results import ErrorKind, ProbeResult, TimeoutPhase
-from monitor.settings import ProbeSettings, TargetSettings
 from monitor.untrusted import Untrusted, one_line
 
 logger = logging.getLogger(__name__)

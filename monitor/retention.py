@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import ColumnElement, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from monitor.config import RetentionSettings
 from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
-from monitor.settings import RetentionSettings
 from monitor.store.models import ProbeResultRow
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.rollups import Rollups

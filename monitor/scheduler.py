@@ -35,11 +35,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitor.errors import ConfigError, StoreError
+from monitor.config import ProbeSettings, Settings
+from monitor.errors import StoreError
 from monitor.metrics import ProbeMetrics
 from monitor.probes import Prober
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, Settings
 from monitor.store.db import describe_error
 from monitor.store.repo import Store
 
@@ -50,7 +50,6 @@ __all__ = [
     "ResultWriter",
     "SchedulerStats",
     "build_trigger",
-    "validate_schedules",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,24 +96,6 @@ def build_trigger(probe: ProbeSettings, *, now: datetime | None = None) -> Inter
     spread_s = min(probe.interval_s, SPREAD_MAX_S) * (zlib.crc32(probe.name.encode()) % 1000) / 1000
     start = now + timedelta(seconds=spread_s)
     return IntervalTrigger(seconds=probe.interval_s, start_date=start, jitter=jitter, timezone=UTC)
-
-
-def validate_schedules(settings: Settings) -> None:
-    """Build every probe's trigger and its first fire time; raise ConfigError naming the probe's field.
-
-    Settings bound every duration, so this should never fail; it is the scheduler's own word on it.
-    """
-    now = datetime.now(UTC)
-    for i, probe in enumerate(settings.probes):
-        field = "cron" if probe.cron is not None else "interval_s"
-        try:
-            build_trigger(probe, now=now).get_next_fire_time(None, now)
-        except ValueError as exc:
-            if probe.cron is None:
-                raise ConfigError(f"probes[{i}].interval_s: cannot be scheduled: {exc}") from None
-            raise ConfigError(f"probes[{i}].cron: invalid crontab {probe.cron!r}: {exc}") from None
-        except OverflowError:
-            raise ConfigError(f"probes[{i}].{field}: too far in the future to schedule") from None
 
 
 def _whole_s(seconds: float) -> int:

@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.api import create_app
 from monitor.checks import run_checks
+from monitor.config import ProbeSettings, Settings
 from monitor.dashboard.routes import DASHBOARD_KEY
 from monitor.loadtest.repo import LoadStore, SeriesPoint
 from monitor.meter import StreamMeasurement
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, Settings
 from monitor.store.repo import Store
 
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'

@@ -14,9 +14,9 @@ from monitor.alerts.clock import ManualClock
 from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
+from monitor.config import Settings, parse_settings
 from monitor.meter import StreamMeasurement
 from monitor.results import CheckResult, ProbeResult
-from monitor.settings import Settings, parse_settings
 from monitor.store import Store, create_engine, upgrade
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 
 from monitor.alerts import rules
-from monitor.alerts.config import MaintenanceWindow, RuleSettings, resolve_receiver_secrets
 from monitor.alerts.model import SilenceView, fingerprint
 from monitor.alerts.muting import in_window, mute_reason, normalize_matchers
 from monitor.alerts.source import Aggregate, RecentResult, aggregate_values
 from monitor.alerts.state import AlertRecord, Timing, advance, retire
+from monitor.config import MaintenanceWindow, RuleSettings, Scope, Settings, parse_settings, resolve_receiver_secrets
 from monitor.errors import ConfigError
-from monitor.settings import Settings, parse_settings
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 BASE: dict[str, Any] = {
@@ -298,7 +297,7 @@ def test_silences_and_windows_mute_matching_alerts() -> None:
     assert mute_reason(labels, now=at(3600), silences=[silence], windows=[]) is None
     expired = SilenceView(3, {"alertname": "high-ttft"}, at(0), at(3600), "x", "me", at(0), expired_at=at(5))
     assert mute_reason(labels, now=at(10), silences=[expired], windows=[]) is None
-    window = MaintenanceWindow(name="w", cron="0 10 * * *", duration_s=600, scope={"target": "glm4"})
+    window = MaintenanceWindow(name="w", cron="0 10 * * *", duration_s=600, scope=Scope(target="glm4"))
     assert mute_reason(labels, now=at(10), silences=[], windows=[window]) == "maintenance w"
     assert mute_reason({**labels, "target": "qwen"}, now=at(10), silences=[], windows=[window]) is None
     assert normalize_matchers({"rule": "high-ttft", "probe": "chat"}) == {"alertname": "high-ttft", "probe": "chat"}

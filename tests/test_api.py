@@ -21,8 +21,8 @@ from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.api import check_bind, create_app, is_loopback
+from monitor.config import Settings, load_settings
 from monitor.errors import ConfigError
-from monitor.settings import Settings, load_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups

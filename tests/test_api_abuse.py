@@ -28,7 +28,7 @@ from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.api import create_app
-from monitor.settings import Settings, load_settings, parse_settings
+from monitor.config import Settings, load_settings, parse_settings
 from monitor.store.db import connect
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 
 from monitor.checks import check_run_on, check_template_leak, cjk_ratio, run_checks
+from monitor.config import ProbeSettings
 from monitor.meter import StreamMeasurement
-from monitor.settings import ProbeSettings
 
 
 def _m(text: str = "你好！很高兴见到你。", finish: str | None = "stop", **kw: Any) -> StreamMeasurement:

@@ -17,8 +17,8 @@ from monitor.alerts.clock import ManualClock
 from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
+from monitor.config import load_settings
 from monitor.results import ProbeResult
-from monitor.settings import load_settings
 from monitor.store import Store, create_engine, upgrade
 from tests.receivers import WebhookReceiver
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from monitor.cli import build_cli
-from monitor.settings import ENV_VARS, load_settings, named_env_vars
+from monitor.config import ENV_VARS, load_settings, named_env_vars
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))

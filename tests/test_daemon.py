@@ -22,8 +22,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.config import Settings, parse_settings
 from monitor.daemon import Daemon
-from monitor.settings import Settings, parse_settings
 from monitor.store.db import connect
 from monitor.store.repo import Store
 from tests.conftest import chat_probe, completion_probe

@@ -28,13 +28,13 @@ from monitor.alerts.model import fingerprint
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.alerts.state import AlertRecord
+from monitor.config import Settings, load_settings
 from monitor.dashboard.buckets import RAW_TAIL_MAX_S, Segment, plan
 from monitor.dashboard.markup import Markup, el, esc
 from monitor.dashboard.queries import public_url
 from monitor.dashboard.routes import CSP
 from monitor.dashboard.svg import Marker, Series, line_chart, nice_ticks, sparkline, time_ticks
 from monitor.results import ProbeResult
-from monitor.settings import Settings, load_settings
 from monitor.store.rollups import Rollups
 from tests.dashboard_data import XSS, dashboard_app, result, seed_load_run
 

@@ -30,8 +30,8 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from monitor.config import Settings, parse_settings
 from monitor.daemon import Daemon
-from monitor.settings import Settings, parse_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 from tests.dashboard_data import XSS, history, result, seed_load_run

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from monitor.alerts import repo as alert_repo
 from monitor.alerts.model import fingerprint
 from monitor.alerts.state import AlertRecord
+from monitor.config import ProbeSettings, Settings, load_settings
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, Settings, load_settings
 from monitor.store.repo import Store
 from tests.dashboard_data import dashboard_app, result
 

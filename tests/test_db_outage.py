@@ -26,10 +26,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.config import parse_settings
 from monitor.meter import StreamMeter
 from monitor.results import ProbeResult
 from monitor.scheduler import ResultWriter
-from monitor.settings import parse_settings
 from monitor.store.db import connect, create_engine, ensure_schema
 from monitor.store.repo import Store
 from tests.conftest import chat_probe, completion_probe

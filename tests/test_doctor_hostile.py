@@ -22,10 +22,10 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from monitor.config import TargetSettings, parse_settings, resolve_keys
 from monitor.doctor.client import DoctorClient
 from monitor.doctor.runner import doctor
 from monitor.results import ProbeResult
-from monitor.settings import TargetSettings, parse_settings, resolve_keys
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 from tests.mockserver import REPO_ROOT

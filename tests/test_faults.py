@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from monitor.config import ProbeSettings, Settings, TargetSettings, parse_settings
 from monitor.probes import Prober
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, Settings, TargetSettings, parse_settings
 from monitor.store.db import connect
 from monitor.store.repo import Store
 from tests.conftest import chat_probe, completion_probe

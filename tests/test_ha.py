@@ -25,8 +25,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from monitor.config import Settings, parse_settings
 from monitor.leader import DaemonLock
-from monitor.settings import Settings, parse_settings
 from monitor.store.db import connect
 from tests.conftest import chat_probe
 from tests.mockserver import REPO_ROOT, MockProcess

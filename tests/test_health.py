@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from monitor.config import APISettings
 from monitor.health import readyz_url
-from monitor.settings import APISettings
 
 
 @pytest.fixture(name="readyz")

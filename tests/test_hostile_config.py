@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.alerts.config import MAX_DURATION_S
-from monitor.settings import MAX_CONFIG_DEPTH
+from monitor.config import MAX_CONFIG_DEPTH, MAX_DURATION_S
 from tests.conftest import chat_probe
 from tests.mockserver import REPO_ROOT, MockProcess
 from tests.test_daemon import DaemonProcess, _get_json, _wait_rows, daemon_config

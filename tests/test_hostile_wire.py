@@ -25,11 +25,11 @@ import yaml
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from monitor.config import parse_settings
 from monitor.envelope import http_error_detail
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.scheduler import ResultWriter
-from monitor.settings import parse_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 from monitor.untrusted import Untrusted
@@ -318,7 +318,7 @@ _RSS_SCRIPT = textwrap.dedent(
     import asyncio, json, sys
     import aiohttp, psutil
     from monitor.probes import Prober
-    from monitor.settings import parse_settings
+    from monitor.config import parse_settings
 
     async def main(root):
         raw = {"targets": [{"name": w, "base_url": f"{root}/{w}/v1"} for w in ("big", "bomb")],

@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from monitor.config import ProbeSettings, Settings, parse_settings
 from monitor.meter import MAX_EVENT_BYTES, StreamMeter
 from monitor.probes import Prober
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, Settings, parse_settings
 from tests.conftest import chat_probe
 from tests.mockserver import REPO_ROOT
 

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.api import create_app
+from monitor.config import parse_settings
 from monitor.errors import StoreError
 from monitor.leader import (
     AlreadyRunning,
@@ -28,7 +29,6 @@ from monitor.leader import (
     default_replica_id,
     sqlite_database,
 )
-from monitor.settings import parse_settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 

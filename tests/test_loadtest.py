@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.config import parse_settings
 from monitor.errors import ConfigError
 from monitor.loadtest.html import render_html
 from monitor.loadtest.params import LoadParams
@@ -27,7 +28,6 @@ from monitor.loadtest.runner import run_loadtest_async
 from monitor.loadtest.shapes import build_shape, level_at, parse_stages
 from monitor.loadtest.slo import parse_slo
 from monitor.results import ProbeResult
-from monitor.settings import parse_settings
 from monitor.store import Store, create_engine, ensure_schema
 from tests.mockserver import REPO_ROOT, MockProcess
 

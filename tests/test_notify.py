@@ -24,7 +24,7 @@ from monitor.alerts.formats import ALERTMANAGER_ZERO_TIME, build_payload, escape
 from monitor.alerts.model import AlertSnapshot, Notification, fingerprint
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.signing import dingtalk_sign, feishu_sign, sign, verify_signature
-from monitor.settings import Settings, parse_settings
+from monitor.config import Settings, parse_settings
 from monitor.store import create_engine, upgrade
 from monitor.store.models_alerts import DeliveryAttemptRow, OutboxRow
 from tests.receivers import WebhookReceiver

@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from monitor.alerts.source import RawWindowSource, ResultHistory
 from monitor.cli_doctor import doctor_settings
+from monitor.config import Settings, load_settings
 from monitor.doctor import doctor
 from monitor.errors import StoreError
 from monitor.loadtest.repo import LoadStore
 from monitor.oneshot import probe_once
-from monitor.settings import Settings, load_settings
 from monitor.store.db import connect, create_engine, downgrade, upgrade
 from monitor.store.models import UTCDateTime
 from monitor.store.models_loadtest import LoadRunRow

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from monitor.config import Settings, parse_settings
 from monitor.envelope import error_message, http_error_detail, one_line
 from monitor.probes import Prober, build_request
 from monitor.results import ProbeResult
-from monitor.settings import Settings, parse_settings
 from tests.conftest import chat_probe, completion_probe
 from tests.mockserver import MockProcess
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from monitor.config import RetentionSettings
 from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
 from monitor.retention import Retention
-from monitor.settings import RetentionSettings
 from monitor.store.models import ProbeResultRow
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.repo import Store

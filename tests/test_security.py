@@ -33,10 +33,10 @@ from sqlalchemy.engine import make_url
 
 from monitor.alerts.signing import verify_signature
 from monitor.api import check_bind
+from monitor.config import Settings, load_settings, parse_settings, resolve_keys
 from monitor.daemon import Daemon
 from monitor.errors import ConfigError
 from monitor.probes import Prober
-from monitor.settings import Settings, load_settings, parse_settings, resolve_keys
 from monitor.store.db import connect
 from monitor.store.schema import metadata
 from tests.conftest import chat_probe, completion_probe

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 import yaml
 
+from monitor.config import DEFAULT_DB_URL, load_settings, parse_settings, resolve_keys, to_seconds
 from monitor.errors import ConfigError
 from monitor.example import EXAMPLE_CONFIG
-from monitor.settings import DEFAULT_DB_URL, load_settings, parse_settings, resolve_keys, to_seconds
 
 ISSUE_CONFIG = """
 storage:

@@ -1,6 +1,5 @@
 """Alerting: rules -> alert states -> durable outbox -> webhook receivers.
 
-    config.py    rules:, receivers:, maintenance: (pydantic; imported by monitor.settings)
     source.py    window aggregates (WindowSource, RawWindowSource) and raw recent history
     rules.py     pure condition checks and annotation templates
     state.py     the pure state machine (inactive -> pending -> firing -> resolved)
@@ -11,6 +10,6 @@
     formats.py   payloads per receiver format; signing.py: HMAC signatures
     webhook.py   one signed request; dispatch.py: Dispatcher (claims, retries, order per alert)
 
-Nothing is re-exported here: monitor.settings imports monitor.alerts.config, and the engine
-modules import monitor.settings, so this package's __init__ must stay import-free.
+Their config (rules:, receivers:, maintenance:) is monitor.config.alerts: this package imports
+monitor.config, never the reverse. Nothing is re-exported here, so importing one module stays cheap.
 """

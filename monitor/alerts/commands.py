@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo
 from monitor.alerts.clock import SystemClock
-from monitor.alerts.config import plain_secrets
 from monitor.alerts.dispatch import external_url
 from monitor.alerts.model import AlertSnapshot, AlertView, Notification, SilenceView, fingerprint
 from monitor.alerts.rules import format_value
@@ -31,7 +30,7 @@ from monitor.report import fits
 from monitor.store.db import connect, ensure_schema
 
 if TYPE_CHECKING:
-    from monitor.settings import Settings
+    from monitor.config import Settings
 
 __all__ = ["run_alerts", "run_notify_test", "run_silence_add", "run_silence_expire", "run_silence_list"]
 
@@ -234,7 +233,7 @@ def run_notify_test(settings: Settings, name: str) -> int:
         idempotency_key=f"test-{uuid.uuid4().hex}", receiver=name, alert=sample_alert(name), created_at=now,
         external_url=external_url(settings.api.host, settings.api.port, settings.api.external_url),
     )  # fmt: skip
-    request = build_request(receiver, notification, secret=plain_secrets(settings).get(name), now=now)
+    request = build_request(receiver, notification, secret=settings.plain_receiver_secrets().get(name), now=now)
 
     async def main() -> Delivery:
         async with aiohttp.ClientSession() as http:

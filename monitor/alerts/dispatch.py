@@ -26,14 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from monitor.alerts.clock import Clock
-from monitor.alerts.config import ReceiverSettings
 from monitor.alerts.model import AlertSnapshot, Notification
 from monitor.alerts.webhook import Delivery, build_request, send
+from monitor.config import ReceiverSettings
 from monitor.store.db import describe_error
 from monitor.store.models_alerts import DeliveryAttemptRow, OutboxRow
 
 if TYPE_CHECKING:
-    from monitor.settings import Settings
+    from monitor.config import Settings
 
 __all__ = ["Dispatcher", "external_url"]
 

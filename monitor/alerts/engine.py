@@ -34,18 +34,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo, rules
 from monitor.alerts.clock import Clock
-from monitor.alerts.config import RuleSettings
 from monitor.alerts.model import AlertSnapshot, AlertView, NotifyStatus, SilenceView, fingerprint
 from monitor.alerts.muting import mute_reason
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import Aggregate, ResultHistory, WindowSource
 from monitor.alerts.state import AlertRecord, Step, Timing, advance, retire
+from monitor.config import RuleSettings
 from monitor.errors import StoreError
 from monitor.results import ProbeResult
 from monitor.store.models_alerts import OutboxRow
 
 if TYPE_CHECKING:
-    from monitor.settings import Settings
+    from monitor.config import Settings
 
 __all__ = ["AlertEngine"]
 

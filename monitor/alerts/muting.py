@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from monitor.alerts.config import MaintenanceWindow
 from monitor.alerts.model import SilenceView
+from monitor.config import MaintenanceWindow
 
 __all__ = ["in_window", "mute_reason", "normalize_matchers"]
 

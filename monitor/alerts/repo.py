@@ -10,10 +10,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from monitor.alerts.config import MaintenanceWindow
 from monitor.alerts.model import AlertView, SilenceView
 from monitor.alerts.muting import mute_reason, normalize_matchers
 from monitor.alerts.state import AlertRecord
+from monitor.config import MaintenanceWindow
 from monitor.errors import StoreError
 from monitor.store.db import describe_error
 from monitor.store.models_alerts import AlertStateRow, SilenceRow

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.alerts.config import RuleSettings
 from monitor.alerts.source import Aggregate, RecentResult
+from monitor.config import RuleSettings
 
 __all__ = [
     "Observation",

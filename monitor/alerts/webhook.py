@@ -15,10 +15,10 @@ import aiohttp
 from yarl import URL
 
 from monitor import __version__
-from monitor.alerts.config import ReceiverSettings
 from monitor.alerts.formats import build_payload
 from monitor.alerts.model import Notification
 from monitor.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, dingtalk_sign, feishu_sign, sign
+from monitor.config import ReceiverSettings
 
 __all__ = ["Delivery", "WebhookRequest", "build_request", "send"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from monitor.alerts.config import RATE_METRICS, RuleSettings
+from monitor.config import RATE_METRICS, RuleSettings
 
 __all__ = ["alert_unit", "alert_value", "fmt_count", "fmt_duration_s", "fmt_ms", "fmt_pct", "fmt_utc", "fmt_value"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from monitor.alerts.config import RuleSettings
 from monitor.alerts.model import AlertView
+from monitor.config import RuleSettings
 from monitor.dashboard.fmt import DASH, alert_value, fmt_count, fmt_duration_s, fmt_ms, fmt_pct
 from monitor.dashboard.layout import badge, probe_url, section, stat, time_el
 from monitor.dashboard.markup import Child, Markup, el

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from monitor.alerts.config import RuleSettings
 from monitor.alerts.model import AlertView, SilenceView
+from monitor.config import RuleSettings, Settings
 from monitor.dashboard.fmt import DASH, alert_value
 from monitor.dashboard.layout import badge, probe_url, section, time_el
 from monitor.dashboard.markup import Child, Markup, el
-from monitor.settings import Settings
 
 __all__ = ["EXPIRED_SHOWN", "alerts_body", "silence_forms"]
 

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo as alert_repo
 from monitor.alerts.model import AlertView, SilenceView, iso, parse_iso
+from monitor.config import ProbeSettings, Settings
 from monitor.dashboard.buckets import OverviewBuckets, merged, read_buckets, read_overview
-from monitor.settings import ProbeSettings, Settings
 from monitor.store.models import DAEMON_RESULTS, ONESHOT_SOURCES, ProbeResultRow
 from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store, StoredResult

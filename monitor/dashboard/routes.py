@@ -19,7 +19,7 @@ from importlib import resources
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from monitor.alerts.config import RuleSettings
+from monitor.config import RuleSettings, Settings
 from monitor.dashboard.layout import page
 from monitor.dashboard.markup import Markup, el
 from monitor.dashboard.pages import overview_body, probe_body
@@ -28,7 +28,6 @@ from monitor.dashboard.pages_load import load_run_body, load_runs_body
 from monitor.dashboard.queries import WINDOWS, AlertSource, DashboardData
 from monitor.dashboard.queries_load import LoadRuns, run_json
 from monitor.errors import StoreError
-from monitor.settings import Settings
 from monitor.store.models import parse_row_id
 from monitor.store.repo import Store
 

@@ -19,11 +19,11 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import http_error_detail, redirect_detail
 from monitor.errors import ProbeConnectError, ProbeTimeout
 from monitor.probes import Prober, build_request, connect_detail, request_headers
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, TargetSettings
 from monitor.untrusted import Untrusted
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
+from monitor.config import Settings
 from monitor.doctor.checks_basic import (
     NO_LIMIT_TIMEOUT_S,
     check_reachable,
@@ -38,7 +39,6 @@ from monitor.doctor.findings import CHECK_IDS, DoctorReport, Finding, skipped
 from monitor.doctor.remedies import detect_family
 from monitor.doctor.report import print_report
 from monitor.errors import ProbeTimeout
-from monitor.settings import Settings
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
 

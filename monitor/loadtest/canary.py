@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from monitor.config import ProbeSettings, TargetSettings
 from monitor.probes import Prober
 from monitor.results import ProbeResult
-from monitor.settings import ProbeSettings, TargetSettings
 from monitor.store import Store
 
 __all__ = ["run_canaries"]

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from monitor.config import ProbeSettings, TargetSettings
 from monitor.errors import ConfigError
 from monitor.loadtest.shapes import Stage, build_shape, format_stages, sweep_stages, total_duration_s
 from monitor.loadtest.slo import Objective
-from monitor.settings import ProbeSettings, TargetSettings
 
 __all__ = ["Arrival", "EndpointChoice", "LoadParams", "Sweep", "locust_stages"]
 

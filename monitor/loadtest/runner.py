@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from monitor.config import Settings
 from monitor.loadtest.canary import run_canaries
 from monitor.loadtest.metrics import metric_value, summarize
 from monitor.loadtest.params import LoadParams
@@ -34,7 +35,6 @@ from monitor.loadtest.repo import STALE_AFTER_S, LoadRun, LoadStore, SeriesPoint
 from monitor.loadtest.shapes import stage_bounds
 from monitor.loadtest.slo import ObjectiveResult, evaluate, verdict
 from monitor.loadtest.sweep import StepResult, evaluate_step, goodput
-from monitor.settings import Settings
 from monitor.store import Store, connect, ensure_schema
 
 __all__ = ["RunOutcome", "run_loadtest_async"]

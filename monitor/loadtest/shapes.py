@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from monitor.config import to_seconds
 from monitor.errors import ConfigError
-from monitor.settings import to_seconds
 
 __all__ = [
     "SHAPES",

@@ -10,12 +10,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_MODEL", "VLLM_VERSION", "MockConfig", "MockFlavor"]
+__all__ = ["DEFAULT_MODEL", "VLLM_VERSION", "MockConfig", "MockFlavor", "ReasoningField", "ReasoningModel"]
 
 DEFAULT_MODEL = "glm-4-9b-chat"
 VLLM_VERSION = "0.32.0"  # the vLLM whose wire the mock follows (tests/fixtures/vllm-0.32.0)
 
 MockFlavor = Literal["vllm", "openai"]
+# "none": GLM-4-9B-Chat served without parsers; the others: a <think> model served with its parsers
+# (monitor/mock/reasoning.py has the vLLM flags and the wire).
+ReasoningModel = Literal["none", "glm45", "qwen3"]
+ReasoningField = Literal["reasoning", "reasoning_content"]
 
 
 class MockConfig(BaseModel):
@@ -77,3 +81,35 @@ class MockConfig(BaseModel):
         "separate finish chunk, no /health or /metrics).",
     )
     record_timings: bool = Field(default=True, description="Record per-token send times, served at GET /_mock/timings.")
+
+    # Reasoning models, tool calls and structured output (monitor/mock/reasoning.py).
+    reasoning_model: ReasoningModel = Field(
+        default="none",
+        description="Model family: 'none' (GLM-4-9B-Chat, no parsers), 'glm45' (GLM-4.5: --reasoning-parser glm45 "
+        "--tool-call-parser glm45) or 'qwen3' (Qwen3: --reasoning-parser qwen3 --tool-call-parser hermes).",
+    )
+    reasoning_field: ReasoningField = Field(
+        default="reasoning",
+        description="Name of the reasoning field in messages and deltas: 'reasoning' (vLLM 0.32) or "
+        "'reasoning_content' (older vLLM, SGLang).",
+    )
+    no_reasoning_usage: bool = Field(
+        default=False,
+        description="usage.completion_tokens_details stays null instead of counting reasoning_tokens "
+        "(servers that do not itemise them).",
+    )
+    no_reasoning_parser: bool = Field(
+        default=False, description="Served without --reasoning-parser: <think>...</think> lands in content."
+    )
+    no_tool_parser: bool = Field(
+        default=False,
+        description="Tools are accepted but no parser extracts calls: the call stays text in content, "
+        "finish_reason stop.",
+    )
+    ignore_response_format: bool = Field(
+        default=False, description="response_format is ignored: the reply is prose, not JSON."
+    )
+    reasoning_budget_exhaust: bool = Field(
+        default=False,
+        description="The model never stops thinking: reasoning fills max_tokens, finish_reason length, no content.",
+    )

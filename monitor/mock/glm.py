@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
+    "ADDED_IDS",
     "ASSISTANT",
     "EOS",
     "GMASK",
@@ -53,6 +54,20 @@ SPECIAL_IDS: dict[str, int] = {
     "<|observation|>": OBSERVATION,
 }
 _SPECIAL_STRS = {token_id: text for text, token_id in SPECIAL_IDS.items()}
+# GLM-4.5-style added tokens of the reasoning flavours (monitor/mock/reasoning.py). They are not
+# special, so skip_special_tokens keeps their text, as the real parsers need. `encode` never
+# produces them: only the reasoning model writes them, by id.
+ADDED_IDS: dict[str, int] = {
+    "<think>": 151350,
+    "</think>": 151351,
+    "<tool_call>": 151352,
+    "</tool_call>": 151353,
+    "<arg_key>": 151356,
+    "</arg_key>": 151357,
+    "<arg_value>": 151358,
+    "</arg_value>": 151359,
+}
+_ADDED_STRS = {token_id: text for text, token_id in ADDED_IDS.items()}
 
 _PAIR_BASE = 0x10000  # two ASCII chars a, b -> _PAIR_BASE + a * 128 + b
 _BYTE_BASE = _PAIR_BASE + 128 * 128  # byte fallback: _BYTE_BASE + byte
@@ -99,6 +114,8 @@ def encode(text: str, *, allow_special: bool = True, add_special_tokens: bool = 
 def _token_bytes(token_id: int) -> bytes:
     if token_id in _SPECIAL_STRS:
         return _SPECIAL_STRS[token_id].encode()
+    if token_id in _ADDED_STRS:
+        return _ADDED_STRS[token_id].encode()
     if _BYTE_BASE <= token_id < _BYTE_BASE + 256:
         return bytes([token_id - _BYTE_BASE])
     if _PAIR_BASE <= token_id < _BYTE_BASE:
