@@ -10,36 +10,18 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
 import click
 from rich.console import Console
 
 from monitor import __version__
+from monitor.cli_options import config_option, db_option, target_options
 from monitor.config import Settings, load_settings
 from monitor.errors import ConfigError, MonitorError
 
 logger = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_option(required: bool = False) -> Callable[[F], F]:
-    return click.option(
-        "--config", "-c", type=click.Path(path_type=Path), required=required, envvar="MONITOR_CONFIG",
-        help="YAML config file (see `llm-monitor init`). Env: MONITOR_CONFIG.",
-    )  # fmt: skip
-
-
-def target_options(f: F) -> F:
-    f = click.option("--model", help="Model name to request (default: the server's).")(f)
-    f = click.option("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")(f)
-    return f
-
-
-db_option = click.option("--db", help="Database URL; overrides storage.url and the MONITOR_DB_URL variable.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from monitor.cli import config_option, db_option
+from monitor.cli_options import config_option, db_option
 from monitor.errors import ConfigError
 
 

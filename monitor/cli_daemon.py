@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from monitor.cli import config_option, db_option
+from monitor.cli_options import config_option, db_option
 from monitor.config import load_settings
 
 

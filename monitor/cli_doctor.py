@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from monitor.cli import config_option, db_option, target_options
+from monitor.cli_options import config_option, db_option, target_options
 from monitor.config import Settings, TargetSettings, load_settings, resolve_keys
 from monitor.errors import ConfigError
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from monitor.cli import config_option, db_option, target_options
+from monitor.cli_options import config_option, db_option, target_options
 from monitor.config import ProbeSettings, Settings, TargetSettings, load_settings, to_seconds
 from monitor.errors import ConfigError
 from monitor.loadtest.params import Arrival, EndpointChoice, LoadParams, Sweep
