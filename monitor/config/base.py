@@ -23,6 +23,7 @@ __all__ = [
     "Bool",
     "Crontab",
     "Days",
+    "FieldError",
     "Int",
     "Model",
     "Name",
@@ -47,6 +48,17 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class FieldError(ValueError):
+    """A model-level check's error about one field below the model (`tools[0].function.name`).
+
+    The loader appends `field` to the model's YAML path, so the one-line error names the exact spot.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Model(BaseModel):

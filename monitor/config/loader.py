@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.config.alerts import resolve_receiver_secrets
-from monitor.config.base import MAX_DURATION_S, read_secret
+from monitor.config.base import MAX_DURATION_S, FieldError, read_secret
 from monitor.config.probes import default_probes
 from monitor.config.settings import Settings
 from monitor.config.strict_yaml import read_config_file
@@ -105,6 +105,9 @@ def format_validation_error(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     path = _loc_to_path(first["loc"])
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):  # a model-level check that names the field below the model
+        path = f"{path}.{cause.field}" if path else cause.field
     message = _friendly(first)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{path}: {message}{more}" if path else f"{message}{more}"

@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from monitor.config.base import MAX_INT32, Crontab, Model, Name, Seconds, check_headers
+from monitor.config.base import MAX_INT32, Crontab, FieldError, Model, Name, Seconds, check_headers
+from monitor.config.schemas import (
+    check_json_schema,
+    check_response_format,
+    check_tool_choice,
+    check_tools,
+    tool_names,
+)
 
 __all__ = [
     "SAMPLING_PARAMS",
@@ -15,13 +22,18 @@ __all__ = [
     "Expect",
     "Message",
     "ProbeSettings",
+    "ReasoningExpectation",
     "Role",
     "TargetSettings",
+    "ToolCallExpect",
     "default_probes",
 ]
 
 EndpointKind = Literal["chat", "completion"]
 Role = Literal["system", "user", "assistant", "tool"]
+# Whether the reply must carry reasoning (a reasoning model behind a reasoning parser), must not
+# (thinking switched off), or either.
+ReasoningExpectation = Literal["expect", "forbid", "any"]
 
 # Request fields a probe may set at its top level; they are sent as-is. OpenAI's names plus
 # vLLM's extras (wire reference §5). Anything else goes under `extra_body`, so a typo such as
@@ -76,8 +88,23 @@ class Message(Model):
     content: str
 
 
+class ToolCallExpect(Model):
+    """The tool call a reply must make: which function, and a JSON schema its arguments must match."""
+
+    name: str | None = Field(None, min_length=1, description="the function the model must call")
+    arguments_schema: dict[str, Any] | None = Field(
+        None, description="JSON schema of the arguments (default: the tool's parameters)"
+    )
+
+    @field_validator("arguments_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_json_schema(value)
+
+
 class Expect(Model):
-    """User assertions on a reply; each becomes a check named `expect.<key>`."""
+    """User assertions on a reply; each becomes a check named `expect.<key>` (tool_call and json_schema
+    feed the `tool_call_missing`, `tool_call_invalid` and `schema_invalid` checks)."""
 
     contains: list[str] = Field(default_factory=list)
     not_contains: list[str] = Field(default_factory=list)
@@ -89,6 +116,13 @@ class Expect(Model):
     max_ttft_ms: float | None = Field(None, gt=0)
     max_latency_ms: float | None = Field(None, gt=0)
     finish_reason_in: list[str] | None = None
+    tool_call: ToolCallExpect | None = None
+    json_schema: dict[str, Any] | None = Field(None, description="JSON schema the reply's content must match")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_json_schema(value)
 
     @field_validator("contains", "not_contains", mode="before")
     @classmethod
@@ -115,6 +149,12 @@ class ProbeSettings(Model):
     max_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
     temperature: float | None = Field(None, ge=0)
     stream: bool = True
+    reasoning: ReasoningExpectation = Field(
+        "any", description="chat: the reply must (expect) or must not (forbid) reason"
+    )
+    stream_parity: bool = Field(
+        False, description="also send the request with stream flipped and compare tool calls / JSON (temperature 0)"
+    )
     interval_s: Seconds = Field(60.0, gt=0)
     cron: Crontab | None = None
     jitter_s: Seconds = Field(0.0, ge=0)
@@ -152,7 +192,38 @@ class ProbeSettings(Model):
             raise ValueError("messages are for chat probes; a completion probe uses prompt")
         if not self.stream and self.expect.max_ttft_ms is not None:
             raise ValueError("expect.max_ttft_ms needs stream: true (TTFT is not measurable without streaming)")
+        self._check_pipelines()
         return self
+
+    def _check_pipelines(self) -> None:
+        """Tools, tool_choice, response_format and the expectations on them (issue: reasoning, tools, JSON)."""
+        sampling = self.sampling
+        chat_only = {"tools", "tool_choice", "response_format"} & set(sampling)
+        if self.endpoint == "completion" and (chat_only or self.reasoning != "any" or self.expect.tool_call):
+            field = sorted(chat_only)[0] if chat_only else ("reasoning" if self.reasoning != "any" else "expect")
+            raise FieldError(field, "only chat probes take tools, tool_choice, response_format and reasoning")
+        tools = sampling.get("tools")
+        if tools is not None:
+            check_tools(tools)
+        if "tool_choice" in sampling:
+            check_tool_choice(sampling["tool_choice"], tools)
+        if "response_format" in sampling:
+            check_response_format(sampling["response_format"])
+        wanted = self.expect.tool_call
+        if wanted is not None:
+            if tools is None:
+                raise FieldError("expect.tool_call", "needs tools: the functions the model may call")
+            if wanted.name is not None and wanted.name not in tool_names(tools):
+                known = ", ".join(tool_names(tools))
+                raise FieldError("expect.tool_call.name", f"{wanted.name!r} is not one of the tools ({known})")
+        if self.stream_parity and self.temperature != 0:
+            raise FieldError("stream_parity", "needs temperature: 0 (sampled replies differ between any two requests)")
+
+    @property
+    def wants_tool_call(self) -> bool:
+        """The reply must call a tool: `expect.tool_call`, tool_choice `required` or a named function."""
+        choice = self.sampling.get("tool_choice")
+        return self.expect.tool_call is not None or choice == "required" or isinstance(choice, dict)
 
 
 def default_probes(target: str) -> list[dict[str, Any]]:
