@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+from monitor.checks_pipelines import budget_exhausted, excerpt, pipeline_checks
 from monitor.config import Expect, ProbeSettings
 from monitor.meter import StreamMeasurement
 from monitor.results import CheckResult
@@ -26,18 +27,27 @@ _RUN_ON = re.compile(
     r"\n[ \t]*(?:User|USER|Human|HUMAN|Q|Question|用户|问|提问者|Assistant|ASSISTANT|AI|助手)[ \t]*[:：]"
 )
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
-_EXCERPT_CHARS = 60
 
 
 def run_checks(probe: ProbeSettings, m: StreamMeasurement) -> tuple[CheckResult, ...]:
-    """All built-in checks, then the probe's `expect` assertions."""
-    run_on = check_run_on(m.text)
-    checks = [
-        check_truncated(probe, m, ran_on=not run_on.passed),
-        check_template_leak(m.text),
-        run_on,
-        check_empty_reply(m.text),
-    ]
+    """All built-in checks, the pipeline checks (reasoning, tools, JSON), then the probe's `expect` assertions.
+
+    When reasoning used the whole budget, `answer_empty` reports it (with the token split) and the
+    generic `truncated` and `empty_reply` pass saying so: one cause, one failed check to alert on.
+    """
+    if probe.endpoint == "chat" and budget_exhausted(m):
+        deferred = "reasoning used the budget and no answer came: see answer_empty"
+        checks = [CheckResult("truncated", True, deferred), check_template_leak(m.text),
+                  check_run_on(m.text), CheckResult("empty_reply", True, deferred)]  # fmt: skip
+    else:
+        run_on = check_run_on(m.text)
+        checks = [
+            check_truncated(probe, m, ran_on=not run_on.passed),
+            check_template_leak(m.text),
+            run_on,
+            check_empty_reply(m.text, tool_calls=len(m.tool_calls)),
+        ]
+    checks.extend(pipeline_checks(probe, m))
     checks.extend(check_expect(probe.expect, m))
     return tuple(checks)
 
@@ -77,7 +87,7 @@ def check_template_leak(text: str) -> CheckResult:
     return CheckResult(
         "template_leak",
         False,
-        f"special tokens in the reply: {', '.join(found)} (at char {where}: {_excerpt(text, where)}); "
+        f"special tokens in the reply: {', '.join(found)} (at char {where}: {excerpt(text, where)}); "
         "check the chat template and skip_special_tokens",
     )
 
@@ -96,12 +106,14 @@ def check_run_on(text: str) -> CheckResult:
     return CheckResult(
         "run_on",
         False,
-        f"the reply goes on to write the next turn at char {where}: {_excerpt(body, where)}; "
+        f"the reply goes on to write the next turn at char {where}: {excerpt(body, where)}; "
         "the server is missing the model's stop tokens",
     )
 
 
-def check_empty_reply(text: str) -> CheckResult:
+def check_empty_reply(text: str, *, tool_calls: int = 0) -> CheckResult:
+    if not text.strip() and tool_calls:
+        return CheckResult("empty_reply", True, f"no text: the reply is {tool_calls} tool call(s)")
     if text.strip():
         return CheckResult("empty_reply", True, f"{len(text)} chars")
     return CheckResult("empty_reply", False, "the reply is empty" if not text else "the reply is only whitespace")
@@ -115,7 +127,7 @@ def check_expect(expect: Expect, m: StreamMeasurement) -> list[CheckResult]:
         out.append(CheckResult("expect.contains", ok, f"{'found' if ok else 'missing'} {needle!r}"))
     for needle in expect.not_contains:
         ok = needle not in text
-        detail = f"absent {needle!r}" if ok else f"found {needle!r}: {_excerpt(text, text.find(needle))}"
+        detail = f"absent {needle!r}" if ok else f"found {needle!r}: {excerpt(text, text.find(needle))}"
         out.append(CheckResult("expect.not_contains", ok, detail))
     if expect.regex is not None:
         ok = re.search(expect.regex, text) is not None
@@ -163,11 +175,6 @@ def _limit(name: str, value: float | None, limit: float, label: str) -> CheckRes
     if value is None:
         return CheckResult(name, False, f"{label} was not measured")
     return CheckResult(name, value <= limit, f"{label} {value:.1f} ms (max {limit:g} ms)")
-
-
-def _excerpt(text: str, at: int) -> str:
-    start = max(0, at - 15)
-    return repr(text[start : start + _EXCERPT_CHARS])
 
 
 def _int(value: object) -> int | None:

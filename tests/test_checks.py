@@ -32,7 +32,14 @@ def _by_name(checks: Any) -> dict[str, Any]:
 def test_healthy_reply_passes_everything() -> None:
     checks = run_checks(_probe(), _m())
     assert all(c.passed for c in checks), checks
-    assert [c.name for c in checks] == ["truncated", "template_leak", "run_on", "empty_reply"]
+    assert [c.name for c in checks] == [
+        "truncated",
+        "template_leak",
+        "run_on",
+        "empty_reply",
+        "think_leak",
+        "answer_empty",
+    ]
 
 
 def test_truncation_fails_chat_and_names_max_tokens() -> None:
