@@ -42,7 +42,7 @@ def _reply(message: dict[str, Any], finish: str = "stop", usage: dict[str, Any] 
 def _stream(deltas: list[dict[str, Any]], finish: str = "stop") -> StreamMeasurement:
     """A streamed vLLM chat reply, one delta per SSE event, measured by the real meter."""
     meter = StreamMeter("chat", stream=True, start_s=0.0)
-    events = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    events: list[dict[str, Any]] = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     for i, event in enumerate(events):
         meter.feed(f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', **event})}\n\n".encode(), i / 100)
