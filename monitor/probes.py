@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from monitor.checks import run_checks
+from monitor.checks_pipelines import check_stream_parity
 from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import (
     MAX_ERROR_BODY_BYTES,
@@ -31,7 +32,7 @@ from monitor.envelope import (
     redirect_detail,
 )
 from monitor.meter import StreamMeter
-from monitor.results import ErrorKind, ProbeResult, TimeoutPhase
+from monitor.results import CheckResult, ErrorKind, ProbeResult, TimeoutPhase
 from monitor.untrusted import Untrusted, one_line
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,32 @@ class Prober:
         """One request; the API key never leaves in the result, even when the server quotes it back."""
         untrusted = Untrusted(api_key)
         result = await self._run(target, probe, api_key, untrusted)
+        if probe.stream_parity and result.measurement is not None:
+            result = await self._add_stream_parity(target, probe, api_key, untrusted, result)
         return replace(result, sanitised=True) if untrusted.sanitised else result
+
+    async def _add_stream_parity(
+        self,
+        target: TargetSettings,
+        probe: ProbeSettings,
+        api_key: str | None,
+        untrusted: Untrusted,
+        result: ProbeResult,
+    ) -> ProbeResult:
+        """Send the same request with `stream` flipped and add the `stream_parity` check to `result`.
+
+        The twin's own measurement is not stored: the probe's result stays the one it configured.
+        """
+        twin = probe.model_copy(update={"stream": not probe.stream, "stream_parity": False})
+        other = await self._run(target, twin, api_key, untrusted)
+        if other.measurement is None:
+            parity = CheckResult("stream_parity", False, f"the twin request failed: {other.error_detail}")
+        else:
+            mine, theirs = result.measurement, other.measurement
+            assert mine is not None  # checked by the caller
+            streamed, unstreamed = (mine, theirs) if probe.stream else (theirs, mine)
+            parity = check_stream_parity(streamed, unstreamed)
+        return replace(result, checks=(*result.checks, parity))
 
     async def _run(  # noqa: C901 (one request, each failure classified where it happens)
         self, target: TargetSettings, probe: ProbeSettings, api_key: str | None, untrusted: Untrusted
