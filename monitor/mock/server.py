@@ -70,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     for name, field in MockConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=field.description)
+            # Not BooleanOptionalAction: it reads any "--no-" prefix as a negation, so the flag of a
+            # knob named no_* (--no-stop-tokens) would turn the knob off. "--no-FLAG" is the negation.
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=field.description)
+            parser.add_argument(
+                "--no-" + flag[2:], dest=name, action="store_const", const=False, help=argparse.SUPPRESS
+            )
         else:
             # Values stay strings here; pydantic's lax mode converts and validates them.
             parser.add_argument(flag, default=None, metavar=name.upper(), help=field.description)
