@@ -1,5 +1,8 @@
 """A vLLM-faithful mock server (GLM-4-9B-Chat flavoured) with misconfiguration and fault modes.
 
+`reasoning_model` switches to a reasoning model with tool calls and structured output (GLM-4.5 or
+Qwen3 behind vLLM's parsers; monitor/mock/reasoning.py has the wire and its pipeline faults).
+
 `create_mock_app(config)` builds the aiohttp application; `monitor.mock.server.run_mock(config,
 host, port)` serves it until SIGINT/SIGTERM (not imported here, so `python -m monitor.mock.server`
 runs cleanly). Wire shapes follow vLLM 0.32 (checked against recorded responses in

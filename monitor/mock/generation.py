@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from monitor.mock import glm, replies, wire
+from monitor.mock import glm, parsers, reasoning, replies, schema, wire
 from monitor.mock.config import VLLM_VERSION, MockConfig
 from monitor.mock.engine import Generation, SamplingRules, generate
+from monitor.mock.parsers import Parsed
 from monitor.mock.protocol import (
     ChatRequest,
     CompletionRequest,
@@ -31,7 +32,7 @@ from monitor.mock.protocol import (
     parse_body,
 )
 from monitor.mock.state import STATE_KEY, MockState, TimingRecord
-from monitor.mock.stream import StreamPlan, abort_connection, hang, send_stream, write_body
+from monitor.mock.stream import StreamPlan, abort_connection, hang, send_error_stream, send_stream, write_body
 
 __all__ = ["chat_completions", "completions"]
 
@@ -39,7 +40,6 @@ NO_CHAT_TEMPLATE = (
     "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat "
     "template if the tokenizer does not define one."
 )
-AUTO_TOOLS = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,9 @@ class _Prepared:
     generations: list[Generation]
     stream: bool
     stream_options: StreamOptions | None
+    parsed: list[Parsed] | None = None  # the reasoning/tool parsers' view, one per choice
+    reasoning_details: bool = False  # usage itemises reasoning tokens
+    engine_error: str | None = None  # rejected by the engine (a bad JSON schema): 400, or an SSE error event
 
 
 def _rules(request: ChatRequest | CompletionRequest, max_tokens: int, config: MockConfig) -> SamplingRules:
@@ -75,17 +78,25 @@ def _check_context(prompt_tokens: int, config: MockConfig, *, text_prompt: bool)
     check_context(prompt_tokens, config.max_model_len, text_prompt=text_prompt)
 
 
+def _schema_error(request: ChatRequest, config: MockConfig, found: reasoning.Setup) -> str | None:
+    response_format = request.response_format
+    if config.ignore_response_format or response_format is None or response_format.json_schema is None:
+        return None
+    if found.tool_parser and found.tool_choice in ("required", "named"):
+        return None  # vLLM drops response_format when the tool choice forces a call
+    return schema.grammar_error(response_format.json_schema.json_schema or {})
+
+
 def _prepare_chat(body: bytes, config: MockConfig) -> _Prepared:
     request = parse_body(body, ChatRequest)
     check_model(request.model, config.model)
+    found = reasoning.setup(config, request)  # tool-choice 400s come before the template (render_chat)
     if config.no_chat_template:
         # Preprocessing errors are built as f"{e} {e.__cause__}", hence " None" (§3.2).
         raise RequestError(f"{NO_CHAT_TEMPLATE} None")
-    if request.tools and request.tool_choice in (None, "auto"):
-        raise RequestError(AUTO_TOOLS)
     messages = request.message_dicts()
     prompt = glm.render_chat(messages, add_generation_prompt=request.add_generation_prompt)
-    prompt_tokens = len(glm.encode(prompt))
+    prompt_tokens = len(glm.encode(prompt)) + len(reasoning.prompt_suffix(found))
     _check_context(prompt_tokens, config, text_prompt=True)
     # Chat's default max_tokens is the rest of the context window (§5); a larger one is clamped (§9).
     max_tokens = clamp_max_tokens(
@@ -93,16 +104,24 @@ def _prepare_chat(body: bytes, config: MockConfig) -> _Prepared:
     )
     check_sampling(request, max_tokens)
     rules = _rules(request, max_tokens, config)
-    generations = [
-        generate(
-            replies.chat_tokens(
-                messages, _reply_key(config, request, i, prompt), leak_special=config.leak_special_tokens
-            ),
-            rules,
-        )
-        for i in range(request.n)
-    ]
-    return _Prepared(prompt_tokens, generations, bool(request.stream), request.stream_options)
+    generations = []
+    for i in range(request.n):
+        key = _reply_key(config, request, i, prompt)
+        reply = reasoning.decide(config, request, found, messages, key)
+        if found.family is None and reply.kind == "text":
+            tokens = replies.chat_tokens(messages, key, leak_special=config.leak_special_tokens)
+        else:
+            tokens = reasoning.model_tokens(reply, found.family)
+        generations.append(generate(tokens, rules))
+    return _Prepared(
+        prompt_tokens,
+        generations,
+        bool(request.stream),
+        request.stream_options,
+        parsed=[parsers.parse(gen, found) for gen in generations] if found.parsed else None,
+        reasoning_details=found.reasoning_parser and not config.no_reasoning_usage,
+        engine_error=_schema_error(request, config, found),
+    )
 
 
 def _prepare_completion(body: bytes, config: MockConfig) -> _Prepared:
@@ -150,6 +169,12 @@ async def _serve(request: web.Request, *, chat: bool) -> web.StreamResponse:
     # vLLM 0.32's random_uuid() is 16 hex digits (64 bits).
     suffix = request.headers.get("X-Request-Id") or f"{uuid.uuid4().int & (2**64 - 1):016x}"
     request_id = ("chatcmpl-" if chat else "cmpl-") + suffix
+    if prepared.engine_error is not None:
+        if not prepared.stream:
+            raise RequestError(prepared.engine_error)
+        return await send_error_stream(
+            request, _renderer(config, chat, request_id, received_s, prepared), prepared.engine_error
+        )
     record = (
         state.timings.start(suffix, stream=prepared.stream, received_s=received_s) if config.record_timings else None
     )
@@ -163,23 +188,14 @@ async def _serve(request: web.Request, *, chat: bool) -> web.StreamResponse:
         malformed = malformed_die < config.malformed_rate
         if prepared.stream:
             options = prepared.stream_options
-            include_usage = bool(options and options.include_usage) and not config.no_stream_usage
-            renderer = wire.ChunkRenderer(
-                chat=chat,
-                request_id=request_id,
-                created=int(received_s),
-                model=config.model,
-                prompt_tokens=prepared.prompt_tokens,
-                flavor=config.flavor,
-                include_usage=include_usage,
-                system_fingerprint=_fingerprint(config),
-            )
+            renderer = _renderer(config, chat, request_id, received_s, prepared)
             plan = StreamPlan(
                 renderer=renderer,
                 generations=generations,
-                include_usage=include_usage,
-                continuous_usage=include_usage and bool(options and options.continuous_usage_stats),
+                include_usage=renderer.include_usage,
+                continuous_usage=renderer.include_usage and bool(options and options.continuous_usage_stats),
                 malformed=malformed,
+                parsed=prepared.parsed,
             )
             resp, first_token_s, completed = await send_stream(request, state, plan, record)
         else:
@@ -195,6 +211,24 @@ async def _serve(request: web.Request, *, chat: bool) -> web.StreamResponse:
         reasons = [gen.finish_reason for gen in generations] if completed else ["abort"] * len(generations)
         metrics.finish(reasons, prepared.prompt_tokens, planned_tokens - prepared.prompt_tokens if completed else 0)
         metrics.e2e.observe(time.monotonic() - start_s)
+
+
+def _renderer(
+    config: MockConfig, chat: bool, request_id: str, received_s: float, prepared: _Prepared
+) -> wire.ChunkRenderer:
+    options = prepared.stream_options
+    return wire.ChunkRenderer(
+        chat=chat,
+        request_id=request_id,
+        created=int(received_s),
+        model=config.model,
+        prompt_tokens=prepared.prompt_tokens,
+        flavor=config.flavor,
+        include_usage=bool(options and options.include_usage) and not config.no_stream_usage,
+        system_fingerprint=_fingerprint(config),
+        reasoning_field=config.reasoning_field,
+        reasoning_details=prepared.reasoning_details,
+    )
 
 
 async def _send_full(
@@ -230,11 +264,17 @@ async def _send_full(
     if itl_s:
         await asyncio.sleep(itl_s * (steps - 1))
     state.metrics.itl.observe_many(itl_s, steps - 1)
-    render = wire.chat_body if chat else wire.completion_body
     created = int(time.time())
-    payload = render(
-        request_id, created, config.model, prepared.prompt_tokens, prepared.generations, _fingerprint(config)
-    )
+    args = (request_id, created, config.model, prepared.prompt_tokens, prepared.generations, _fingerprint(config))
+    if chat:
+        payload = wire.chat_body(
+            *args,
+            parsed=prepared.parsed,
+            reasoning_field=config.reasoning_field,
+            reasoning_details=prepared.reasoning_details,
+        )
+    else:
+        payload = wire.completion_body(*args)
     body = wire.dumps(payload, config.flavor)
     if malformed:
         body = wire.malformed(body)

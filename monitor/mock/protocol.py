@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from monitor.mock import glm
@@ -19,10 +19,13 @@ __all__ = [
     "ChatRequest",
     "CompletionRequest",
     "DetokenizeRequest",
+    "NamedToolChoice",
     "RequestError",
+    "ResponseFormat",
     "ServerFailure",
     "StreamOptions",
     "TokenizeRequest",
+    "ToolParam",
     "check_context",
     "clamp_max_tokens",
     "parse_body",
@@ -100,15 +103,121 @@ class ChatMessage(_Lenient):
     content: str | list[dict[str, Any]] | None = None
 
 
+class FunctionDefinition(_Lenient):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolParam(_Lenient):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(_Lenient):
+    name: str
+
+
+class NamedToolChoice(_Lenient):
+    function: NamedFunction
+    type: Literal["function"] = "function"
+
+
+class JsonSchemaFormat(_Lenient):
+    name: str
+    description: str | None = None
+    # OpenAI's key is "schema", which shadows a BaseModel attribute; vLLM aliases it the same way.
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice | None
+_TOOL_CHOICE_USAGE = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
+
+
+def _check_tool_usage(data: dict[str, Any]) -> None:
+    """`ChatCompletionRequest.check_tool_usage` of vLLM 0.32; it also makes tools default to "auto"."""
+    tools = data.get("tools")
+    if tools == []:
+        raise validation_error(
+            "`tools` must not be an empty array. Either provide at least one tool or omit the field entirely.",
+            "tools",
+        )
+    if "tool_choice" not in data and tools:
+        data["tool_choice"] = "auto"
+    choice = data.get("tool_choice", "none")
+    if choice is None or choice == "none":
+        return
+    if tools is None:
+        raise validation_error("When using `tool_choice`, `tools` must be set.", "tool_choice")
+    if choice not in ("auto", "required") and not isinstance(choice, dict):
+        raise validation_error(
+            f'Invalid value for `tool_choice`: {choice}! Only named tools, "none", "auto" or "required" are supported.',
+            "tool_choice",
+        )
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        if not isinstance(function, dict):
+            message = f"Invalid value for `function`: `{function}` in `tool_choice`! {_TOOL_CHOICE_USAGE}"
+            raise validation_error(message, "tool_choice.function")
+        if "name" not in function:
+            message = f"Expected field `name` in `function` in `tool_choice`! {_TOOL_CHOICE_USAGE}"
+            raise validation_error(message, "tool_choice.function.name")
+        name = function["name"]
+        if not isinstance(name, str) or not name:
+            message = f"Invalid `name` in `function`: `{name}` in `tool_choice`! {_TOOL_CHOICE_USAGE}"
+            raise validation_error(message, "tool_choice.function.name")
+        if not any(isinstance(t, dict) and (t.get("function") or {}).get("name") == name for t in tools):
+            raise validation_error(
+                "The tool specified in `tool_choice` does not match any of the specified `tools`", "tool_choice"
+            )
+
+
 class ChatRequest(_SamplingRequest):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoice = "none"
+    parallel_tool_calls: bool | None = True
+    response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    include_reasoning: bool = True
     add_generation_prompt: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tools_and_formats(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        response_format = data.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            if response_format.get("json_schema") is None:
+                raise validation_error(
+                    "When response_format type is 'json_schema', the 'json_schema' field must be provided.",
+                    "response_format",
+                )
+        _check_tool_usage(data)
+        return data
 
     def message_dicts(self) -> list[dict[str, object]]:
         return [{"role": m.role, "content": m.content} for m in self.messages]
+
+    @property
+    def named_tool(self) -> str | None:
+        return self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else None
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """The chat template's kwargs: `reasoning_effort` sets `enable_thinking` unless given (vLLM 0.32)."""
+        kwargs = dict(self.chat_template_kwargs or {})
+        if self.reasoning_effort is not None and "enable_thinking" not in kwargs:
+            kwargs["enable_thinking"] = self.reasoning_effort != "none"
+        return kwargs
 
 
 class CompletionRequest(_SamplingRequest):

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from monitor.mock import glm
 
-__all__ = ["chat_tokens", "choose", "completion_tokens"]
+__all__ = ["answer", "chat_tokens", "choose", "completion_tokens", "continuation"]
 
 _GREETINGS = {"你好", "您好", "hi", "hello", "hey", "hello there"}
 GREETING_ZH = "你好👋！我是人工智能助手 ChatGLM，很高兴见到你，欢迎问我任何问题。"
@@ -75,7 +75,7 @@ def _name_in(texts: Sequence[str]) -> str | None:
     return None
 
 
-def _answer(user_texts: Sequence[str], key: str) -> tuple[str, bool]:
+def answer(user_texts: Sequence[str], key: str) -> tuple[str, bool]:
     """The visible reply (without the leading newline) and whether it is Chinese."""
     last = user_texts[-1].strip() if user_texts else ""
     chinese = bool(_CJK.search(last))
@@ -99,20 +99,21 @@ def _answer(user_texts: Sequence[str], key: str) -> tuple[str, bool]:
 def chat_tokens(messages: Sequence[Mapping[str, object]], key: str, *, leak_special: bool) -> Iterator[int]:
     """The model's endless output for a chat prompt; `key` picks among canned answers."""
     user_texts = [glm.message_text(m.get("content")) for m in messages if m.get("role") == "user"]
-    answer, chinese = _answer(user_texts, key)
+    text, chinese = answer(user_texts, key)
     turns = _NEXT_TURNS_ZH if chinese else _NEXT_TURNS_EN
-    roles = _ROLES_ZH if chinese else _ROLES_EN
-    reply = glm.encode("\n" + answer, allow_special=False)
+    reply = glm.encode("\n" + text, allow_special=False)
     if leak_special:
         # A wrong template makes the model *write* the markers as text, so they survive
         # skip_special_tokens; the real <|user|> still ends the reply.
         user, bot = turns[0]
         reply += glm.encode(f"<|user|>\n{user}<|assistant|>\n{bot}", allow_special=False)
-    return itertools.chain(reply, _dialogue(turns, roles))
+    return itertools.chain(reply, continuation(chinese))
 
 
-def _dialogue(turns: Sequence[tuple[str, str]], roles: tuple[str, str]) -> Iterator[int]:
-    user_role, bot_role = roles
+def continuation(chinese: bool) -> Iterator[int]:
+    """What the model writes after its turn when nothing stops it: both sides of a dialogue (§6.2)."""
+    turns = _NEXT_TURNS_ZH if chinese else _NEXT_TURNS_EN
+    user_role, bot_role = _ROLES_ZH if chinese else _ROLES_EN
     encoded = [
         (glm.encode(f"\n{user_role}{user}", allow_special=False), glm.encode(f"\n{bot_role}{bot}", allow_special=False))
         for user, bot in turns

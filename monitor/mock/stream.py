@@ -15,9 +15,10 @@ from monitor.mock import wire
 from monitor.mock.config import MockConfig
 from monitor.mock.engine import Generation
 from monitor.mock.metrics import MockMetrics
+from monitor.mock.parsers import Parsed
 from monitor.mock.state import MockState, TimingRecord
 
-__all__ = ["StreamPlan", "abort_connection", "hang", "send_stream", "write_body"]
+__all__ = ["StreamPlan", "abort_connection", "hang", "send_error_stream", "send_stream", "write_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class StreamPlan:
     include_usage: bool
     continuous_usage: bool
     malformed: bool
+    parsed: Sequence[Parsed] | None = None  # the reasoning/tool parsers' deltas, one list per choice
 
     def step_events(self, step: int) -> list[bytes]:
         """The events of one engine step: one chunk per unfinished choice (n>1 interleaves)."""
@@ -128,13 +130,28 @@ class StreamPlan:
             if step == 0 and renderer.chat:
                 # The role chunk goes out with the first token, not at request receipt (§1.4).
                 events.append(renderer.role(index, 0 if self.continuous_usage else None))
-            if step < last:
+            if self.parsed is not None:
+                events.extend(self._parsed_events(index, step, last, usage))
+            elif step < last:
                 events.append(renderer.content(index, gen.deltas[step], usage))
             else:
                 events.extend(renderer.final(index, gen.deltas[step], gen, usage))
         if self.malformed and step == 0:
             events[-1] = wire.malformed(events[-1])
         return events
+
+    def _parsed_events(self, index: int, step: int, last: int, usage: int | None) -> list[bytes]:
+        assert self.parsed is not None
+        view, gen = self.parsed[index], self.generations[index]
+        delta, reasoning_tokens = view.steps[step], view.reasoning_tokens[step]
+        if step < last:
+            # No chunk while the parser holds text back (markers, whitespace, an unfinished tool name).
+            return [] if delta is None else [self.renderer.parsed(index, delta, usage, reasoning_tokens)]
+        finish = (view.stream_finish_reason, gen.stop_reason)
+        return self.renderer.parsed_final(index, delta or {}, finish, usage, reasoning_tokens)
+
+    def reasoning_tokens(self) -> int:
+        return sum(view.reasoning_tokens[-1] for view in self.parsed or () if view.reasoning_tokens)
 
 
 def _fault_at(step: int, config: MockConfig) -> str | None:
@@ -186,7 +203,7 @@ async def send_stream(
             if sender.pending >= BATCH_EVENTS:
                 await sender.flush()
         if plan.include_usage:
-            sender.add(renderer.usage(sum(len(gen.token_ids) for gen in plan.generations)))
+            sender.add(renderer.usage(sum(len(gen.token_ids) for gen in plan.generations), plan.reasoning_tokens()))
         sender.add(renderer.done())
         await sender.flush()
         return resp, sender.first_token_s, True
@@ -194,3 +211,15 @@ async def send_stream(
         # The client left mid-stream; vLLM aborts such a request. Nothing to log above debug.
         logger.debug("%s: client disconnected", renderer.request_id)
         return resp, sender.first_token_s, False
+
+
+async def send_error_stream(request: web.Request, renderer: wire.ChunkRenderer, message: str) -> web.StreamResponse:
+    """A request the engine rejects after the stream began: 200, one error event, then [DONE].
+
+    vLLM 0.32 validates structured-output grammars when the request reaches the engine, which the
+    streaming generator's first iteration does, so the error arrives inside the stream (no role chunk).
+    """
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await resp.prepare(request)
+    await resp.write(renderer.error(message) + renderer.done())
+    return resp

@@ -13,8 +13,9 @@ from functools import lru_cache
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
-from monitor.mock.config import MockFlavor
+from monitor.mock.config import MockFlavor, ReasoningField
 from monitor.mock.engine import Generation
+from monitor.mock.parsers import Parsed, tool_call_id
 
 __all__ = ["ChunkRenderer", "chat_body", "completion_body", "dumps", "error_body", "fingerprint", "malformed"]
 
@@ -43,10 +44,33 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def _full_usage(prompt_tokens: int, generations: Sequence[Generation]) -> dict[str, Any]:
+def _full_usage(
+    prompt_tokens: int, generations: Sequence[Generation], reasoning_tokens: int | None = None
+) -> dict[str, Any]:
     completion_tokens = sum(len(gen.token_ids) for gen in generations)
     usage: dict[str, Any] = _usage(prompt_tokens, completion_tokens)
-    return {**usage, "prompt_tokens_details": None, "completion_tokens_details": None}
+    # With a reasoning parser vLLM 0.32 itemises reasoning tokens (chat_completion/serving.py).
+    details = None if reasoning_tokens is None else {"reasoning_tokens": reasoning_tokens}
+    return {**usage, "prompt_tokens_details": None, "completion_tokens_details": details}
+
+
+def _message(gen: Generation, parsed: Parsed | None, reasoning_field: ReasoningField) -> dict[str, Any]:
+    # ChatMessage drops `tool_calls` when it is empty; `reasoning` replaced `reasoning_content` (§9).
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": gen.text if parsed is None else parsed.content,
+        "refusal": None,
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+    }
+    if parsed is not None and parsed.tool_calls:
+        message["tool_calls"] = [
+            {"id": tool_call_id(), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in parsed.tool_calls
+        ]
+    message[reasoning_field] = None if parsed is None else parsed.reasoning
+    return message
 
 
 def chat_body(
@@ -56,28 +80,26 @@ def chat_body(
     prompt_tokens: int,
     generations: Sequence[Generation],
     system_fingerprint: str | None,
+    *,
+    parsed: Sequence[Parsed] | None = None,
+    reasoning_field: ReasoningField = "reasoning",
+    reasoning_details: bool = False,
 ) -> dict[str, Any]:
-    # ChatMessage drops `tool_calls` when it is empty; `reasoning` replaced `reasoning_content` (§9).
+    """A chat.completion body; `parsed` holds the reasoning/tool parsers' view of each choice."""
+    views: list[Parsed | None] = list(parsed) if parsed else [None] * len(generations)
     choices: list[dict[str, Any]] = [
         {
             "index": index,
-            "message": {
-                "role": "assistant",
-                "content": gen.text,
-                "refusal": None,
-                "annotations": None,
-                "audio": None,
-                "function_call": None,
-                "reasoning": None,
-            },
+            "message": _message(gen, view, reasoning_field),
             "logprobs": None,
-            "finish_reason": gen.finish_reason,
+            "finish_reason": gen.finish_reason if view is None else view.finish_reason,
             "stop_reason": gen.stop_reason,
             "token_ids": None,
             "routed_experts": None,
         }
-        for index, gen in enumerate(generations)
+        for index, (gen, view) in enumerate(zip(generations, views, strict=True))
     ]
+    reasoning_tokens = sum(view.reasoning_tokens[-1] for view in views if view and view.reasoning_tokens)
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -86,7 +108,7 @@ def chat_body(
         "choices": choices,
         "service_tier": None,
         "system_fingerprint": system_fingerprint,
-        "usage": _full_usage(prompt_tokens, generations),
+        "usage": _full_usage(prompt_tokens, generations, reasoning_tokens if reasoning_details else None),
         "prompt_logprobs": None,
         "prompt_token_ids": None,
         "prompt_text": None,
@@ -171,8 +193,13 @@ class ChunkRenderer:
         flavor: MockFlavor,
         include_usage: bool = False,
         system_fingerprint: str | None = None,
+        reasoning_field: ReasoningField = "reasoning",
+        reasoning_details: bool = False,
     ) -> None:
         self.chat = chat
+        self.flavor: MockFlavor = flavor
+        self.reasoning_field = reasoning_field
+        self.reasoning_details = reasoning_details
         self.request_id = request_id
         self.openai = flavor == "openai"
         self.escape = _escape_ascii if self.openai else _escape
@@ -201,7 +228,7 @@ class ChunkRenderer:
     def _event(self, body: bytes) -> bytes:
         return body + b"}" + self.sep
 
-    def _usage(self, completion_tokens: int | None, *, details: bool = False) -> bytes:
+    def _usage(self, completion_tokens: int | None, *, details: bool = False, reasoning_tokens: int = 0) -> bytes:
         if completion_tokens is None:
             return b',"usage":null' if self.openai and not self.chat else b""
         p = self.prompt_tokens
@@ -210,8 +237,13 @@ class ChunkRenderer:
             p + completion_tokens,
             completion_tokens,
         )
-        # Chat's continuous usage sets completion_tokens_details (to None) explicitly; completions' does not.
-        return usage + (b',"completion_tokens_details":null}' if details and not self.openai else b"}")
+        if not details or self.openai:
+            return usage + b"}"
+        # Chat's continuous usage sets completion_tokens_details explicitly (None without a reasoning
+        # parser); completions' does not.
+        if self.reasoning_details:
+            return usage + b',"completion_tokens_details":{"reasoning_tokens":%d}}' % reasoning_tokens
+        return usage + b',"completion_tokens_details":null}'
 
     def role(self, index: int, usage: int | None) -> bytes:
         """The chat role chunk, sent with the first token (§1.4 item 1)."""
@@ -222,6 +254,46 @@ class ChunkRenderer:
             + self._usage(usage, details=True)
             + extra
         )
+
+    def _delta_json(self, delta: dict[str, Any]) -> bytes:
+        if self.reasoning_field != "reasoning" and "reasoning" in delta:
+            delta = {(self.reasoning_field if k == "reasoning" else k): v for k, v in delta.items()}
+        return dumps(delta, self.flavor)
+
+    def parsed(self, index: int, delta: dict[str, Any], usage: int | None, reasoning_tokens: int = 0) -> bytes:
+        """A chat chunk with a parsed delta: `content`, `reasoning` and/or `tool_calls` (DeltaMessage order)."""
+        return self._event(
+            self.head
+            + b'{"index":%d,"delta":%s,"logprobs":null,"finish_reason":null' % (index, self._delta_json(delta))
+            + self.choice_tail
+            + b"}]"
+            + self._usage(usage, details=True, reasoning_tokens=reasoning_tokens)
+        )
+
+    def parsed_final(
+        self,
+        index: int,
+        delta: dict[str, Any],
+        finish: tuple[str, int | str | None],
+        usage: int | None,
+        reasoning_tokens: int = 0,
+    ) -> list[bytes]:
+        """The finish chunk of a parsed choice; an empty delta is `{}` (the parser had nothing left)."""
+        finish_reason, stop_reason = finish
+        reason = json.dumps(finish_reason).encode()
+        if self.openai:
+            events = [self.parsed(index, delta, usage, reasoning_tokens)] if delta else []
+            finish_body = b'{"index":%d,"delta":{},"logprobs":null,"finish_reason":%s}]' % (index, reason)
+            return [*events, self._event(self.head + finish_body + self._usage(usage))]
+        body = b'{"index":%d,"delta":%s,"logprobs":null,"finish_reason":%s,"stop_reason":%s,"token_ids":null}]' % (
+            index,
+            self._delta_json(delta),
+            reason,
+            json.dumps(stop_reason).encode(),
+        )
+        fingerprint = b"" if self.include_usage else self.fingerprint
+        usage_bytes = self._usage(usage, details=True, reasoning_tokens=reasoning_tokens)
+        return [self._event(self.head + body + usage_bytes + fingerprint)]
 
     def content(self, index: int, delta: str, usage: int | None) -> bytes:
         return self._event(
@@ -258,9 +330,11 @@ class ChunkRenderer:
         fingerprint = b"" if self.include_usage else self.fingerprint
         return [self._event(self.head + body + self._usage(usage, details=self.chat) + fingerprint)]
 
-    def usage(self, completion_tokens: int) -> bytes:
+    def usage(self, completion_tokens: int, reasoning_tokens: int = 0) -> bytes:
         """The usage-only chunk (`choices: []`), dumped with exclude_none (§1.4 item 4)."""
-        return self._event(self.head + b"]" + self._usage(completion_tokens) + self.fingerprint)
+        details = self.chat and self.reasoning_details  # None details are dropped by exclude_none
+        usage = self._usage(completion_tokens, details=details, reasoning_tokens=reasoning_tokens)
+        return self._event(self.head + b"]" + usage + self.fingerprint)
 
     def error(self, message: str) -> bytes:
         # Mid-stream errors use plain json.dumps: spaces and ASCII escapes (§3.4; not verified on 0.32).
