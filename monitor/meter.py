@@ -1,36 +1,64 @@
 """Sans-IO stream meter: response bytes plus timestamps in, a StreamMeasurement out.
 
 Probes (aiohttp) and Locust users both feed a ``StreamMeter`` the raw body bytes of one
-OpenAI-compatible response, each read stamped with ``time.perf_counter()``, so every
-number below means the same thing wherever it was measured:
+OpenAI-compatible response, each read stamped with ``time.perf_counter()``, so every number
+below means the same thing wherever it was measured. Only choice index 0 is measured. An event
+is dated by the read that completed it; events of one read share a time, so a zero gap is a true
+observation. A *token event* carries, in choice 0, non-empty ``content`` (``text`` on
+/v1/completions), a non-empty ``reasoning``/``reasoning_content``, or a ``tool_calls`` fragment.
 
-* ``ttft_ms``: from ``start_s`` (request sent) to the read that completed the first SSE event
-  whose choice-0 content is non-empty. The role chunk (``"content":""``), empty deltas,
-  tool-call deltas and ``reasoning_content`` never count. Non-streaming: ``None``.
-* ``itl_ms``: gaps between consecutive content-bearing events. Events that arrived in the
-  same read share a timestamp, so a zero gap is a true observation, not a bug. When every
-  content event carries ``continuous_usage_stats`` usage, an event with k new tokens counts
-  as k gaps of gap/k (``itl_per_token_exact``); otherwise one gap per event.
-* Tokens come from the last non-null ``usage`` the server sent. Without one, a stream
-  counts one token per content event and a plain JSON body uses ``estimate_tokens``; both
-  set ``tokens_estimated``. The estimate never includes the EOS token that servers count.
-* Only choice index 0 is measured; other choices are ignored. ``chunk_count`` counts SSE
-  data events other than ``[DONE]`` (1 for a JSON body).
+* ``ttft_ms``: ``start_s`` (request sent) to the first token event of any kind. The role chunk
+  (``"content":""``), empty deltas and usage-only chunks never count. Non-streaming: None.
+* ``ttfa_ms``: to the first event with content, the answer; None if none came (reasoning cut by
+  ``length``, only tool calls) and for non-streaming. It equals ``ttft_ms`` unless the model first
+  reasons or calls a tool, so always on /v1/completions.
+* ``itl_ms``: gaps between consecutive token events, reasoning and tool-call ones included: they
+  are generated tokens, and without them a stall in the thinking would hide in one big gap before
+  the answer. When every token event carries ``continuous_usage_stats`` usage, one with k new
+  tokens counts as k gaps of gap/k (``itl_per_token_exact``); otherwise one gap per event.
+* Tokens come from the last non-null ``usage``: ``prompt_tokens``, ``completion_tokens`` (reasoning
+  included, as servers count it) and ``reasoning_tokens`` from its
+  ``completion_tokens_details.reasoning_tokens``. A count the server did not send is estimated and
+  flagged (``tokens_estimated``, ``reasoning_tokens_estimated``): a stream counts one token per token
+  event (reasoning: per reasoning event), a JSON body applies ``estimate_tokens`` to its text
+  (reasoning, tool calls). Estimates never include the EOS token that servers count.
+* ``text`` and ``reasoning_text`` join the content and the reasoning strings; ``tool_calls`` holds
+  one ``ToolCall`` per fragment ``index``, sorted: the first non-empty id, type and name sent for
+  it, and its arguments joined. ``chunk_count`` counts SSE data events other than ``[DONE]`` (1 for
+  a JSON body); ``content_chunk_count``, ``reasoning_chunk_count`` and ``tool_call_chunk_count`` the
+  events carrying each (one with two counts twice). ``finish_reason`` ``"tool_calls"`` is a
+  normal finish; ``ended_without_finish`` ([DONE] with no finish at all) is the abort.
+
+Other tools draw the TTFT line elsewhere, so compare like with like:
+
+=================  =============================================  ==================  =========================
+tool               time to first token                            first answer token  inter-token latency
+=================  =============================================  ==================  =========================
+vLLM bench serve   first event with a non-empty ``choices``       --                  every later such event
+                   list, whatever it carries (role chunk too)
+GuideLLM           first line its handler counts tokens in        TTFOT (newer):      mean: (last - first token
+                   (content, tool calls; reasoning since #737)    first content       time) / (tokens - 1)
+AIPerf             first non-empty response (content or           TTFO: first non-    mean over OSL (output +
+                   reasoning)                                     empty content       reasoning tokens); ICL
+this meter         first token event (content, reasoning, tool    ``ttfa_ms``         every token-event gap
+                   call)                                                              (per token if exact)
+=================  =============================================  ==================  =========================
 
 Failures never raise. The first one is kept in ``error_kind``/``error_detail``:
-``stream_error`` for an error event inside an SSE stream (either vLLM envelope), and
-``bad_response`` for malformed JSON, invalid UTF-8, an empty stream, or a JSON error body
-in a 200 response. Events after a malformed one are still measured, so the measurement shows
-how much of the reply got through. An event still open at ``finish`` is parsed anyway and
-dated by the last read, so a cut-off stream ends in a malformed-JSON error. A ``stream=True``
-body with no ``data:`` line that is a JSON object (a server that ignored ``stream``) is
-measured like a non-streaming reply (``ttft_ms`` None). One JSON document (an SSE event, or the whole
+``stream_error`` for an error event inside an SSE stream (either vLLM envelope, read by
+``monitor.envelope``), and ``bad_response`` for malformed JSON, invalid UTF-8, an empty stream, or
+a JSON error body in a 200 response. Events after a malformed one are still measured, so the
+measurement shows how much of the reply got through. An event still open at ``finish`` is parsed
+anyway and dated by the last read, so a cut-off stream ends in a malformed-JSON error. A
+``stream=True`` body with no ``data:`` line that is a JSON object (a server that ignored
+``stream``) is measured like a non-streaming reply. One JSON document (an SSE event, or the whole
 body) past ``MAX_EVENT_BYTES`` is a ``bad_response`` and is never parsed; the events after it still are.
 
-The meter is where server text enters: the reply text, ``finish_reason``, ``stop_reason`` and
-every error detail pass through the request's ``monitor.untrusted.Untrusted`` (lone surrogates and
-NUL become U+FFFD, the API key ``[redacted]``) before anything truncates them; ``sanitised`` says
-that characters were replaced.
+The meter is where server text enters: the reply and reasoning text, tool-call fields,
+``finish_reason``, ``stop_reason`` and every error detail pass through the request's
+``monitor.untrusted.Untrusted`` (lone surrogates and NUL become U+FFFD, the API key ``[redacted]``)
+before anything cuts them (reasoning and tool calls to the caps in ``monitor.meter_measurement``,
+which set ``capped``); ``sanitised`` says that characters were replaced.
 
 Locust feeds thousands of streams per second per core, so the common vLLM chunk shapes
 take a fast path (``monitor.meter_layout``): the first content event of each layout is fully
@@ -45,7 +73,6 @@ The meter is five small modules: this one (``StreamMeter``: events to chunks, th
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from _json import scanstring
@@ -53,7 +80,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from monitor.envelope import envelope_message
-from monitor.meter_chunks import Chunk, parse_body, parse_chunk
+from monitor.meter_chunks import NO_USAGE, Chunk, Failure, parse_chunk, read_body, read_event
 from monitor.meter_layout import Layout, find_string, learn_layout
 from monitor.meter_measurement import (
     ERROR_DETAIL_MAX_CHARS,
@@ -61,6 +88,7 @@ from monitor.meter_measurement import (
     Endpoint,
     MeterErrorKind,
     StreamMeasurement,
+    ToolCall,
     estimate_tokens,
 )
 from monitor.meter_reply import Reply
@@ -69,7 +97,7 @@ from monitor.untrusted import Untrusted
 
 __all__ = [
     "ERROR_DETAIL_MAX_CHARS", "MAX_EVENT_BYTES", "Endpoint", "MeterErrorKind", "StreamMeasurement", "StreamMeter",
-    "estimate_tokens",
+    "ToolCall", "estimate_tokens",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -87,9 +115,10 @@ class HotLayout(NamedTuple):
     prompt_group: int  # the match group of prompt_tokens; 0: no slot
     completion_group: int  # likewise completion_tokens (continuous_usage_stats)
     prompt_tokens: int | None  # the constant prompt_tokens when only completion_tokens has a slot
+    reasoning_tokens: int | None  # the constant completion_tokens_details.reasoning_tokens
 
 
-_COLD = HotLayout(b"", re.compile(b"(?!)").match, 0, 0, 0, None)  # before a layout is learned: never matches
+_COLD = HotLayout(b"", re.compile(b"(?!)").match, 0, 0, 0, None, None)  # before a layout is learned: never matches
 
 
 class StreamMeter(EventFramer):
@@ -99,8 +128,8 @@ class StreamMeter(EventFramer):
     _LEARN_ATTEMPTS = 4
 
     __slots__ = (
-        "_done_seen", "_endpoint", "_event_count", "_finalized", "_hot", "_layouts", "_learn_budget", "_reply",
-        "_start_s", "_stream", "_text_marker", "_untrusted",
+        "_add_text", "_add_time", "_done_seen", "_endpoint", "_event_count", "_finalized", "_hot", "_layouts",
+        "_learn_budget", "_reply", "_start_s", "_stream", "_text_marker", "_untrusted",
     )  # fmt: skip
 
     def __init__(self, endpoint: Endpoint, *, stream: bool, start_s: float, untrusted: Untrusted | None = None) -> None:
@@ -109,6 +138,8 @@ class StreamMeter(EventFramer):
         # Shared with the caller, which cleans the request's other server text (error bodies) with it.
         self._untrusted = untrusted if untrusted is not None else Untrusted()
         self._reply = Reply(self._untrusted)
+        # The hot path's appends, bound once per stream instead of once per read.
+        self._add_text, self._add_time = self._reply.text_parts.append, self._reply.token_ms.append
         self._stream = stream
         self._start_s = start_s
         self._text_marker = b'"content":"' if endpoint == "chat" else b'"text":"'  # where _learn looks
@@ -145,16 +176,15 @@ class StreamMeter(EventFramer):
         This runs once per token, so events of the hot layout are matched in place, without
         splitting ``data`` first; any other event goes through ``_event``.
         """
-        pre, match_rest, pre_len, prompt_group, completion_group, prompt_tokens = self._hot
-        reply = self._reply
-        add_part, add_time, now_ms = reply.text_parts.append, reply.content_ms.append, now_s * 1000.0
-        counts = reply.content_counts
+        pre, match_rest, pre_len, prompt_group, completion_group, prompt_tokens, reasoning_tokens = self._hot
+        reply, add_part, add_time, now_ms = self._reply, self._add_text, self._add_time, now_s * 1000.0
+        counts = reply.token_counts
         escapes = 0x5C in data  # one memchr per read spares most events a check of their own
         hits = pos = 0
         while True:
             hit = match_rest(data, pos + pre_len) if data.startswith(pre, pos) else None
             # A hot event is one JSON document too: the same cap as on the slow path (+ 2: its blank line).
-            if hit is not None and hit.end() - pos <= MAX_EVENT_BYTES + 2:
+            if hit is not None and (hit_end := hit.end()) - pos <= MAX_EVENT_BYTES + 2:
                 string_body = hit[1]
                 try:  # meter_layout.read_string, inlined
                     if escapes and 0x5C in string_body:
@@ -167,13 +197,14 @@ class StreamMeter(EventFramer):
                     hits += 1
                     if completion_group:  # continuous_usage_stats: Reply.apply, inlined
                         completion = int(hit[completion_group])
-                        reply.usage = (int(hit[prompt_group]) if prompt_group else prompt_tokens, completion)
+                        prompt = int(hit[prompt_group]) if prompt_group else prompt_tokens
+                        reply.usage = (prompt, completion, reasoning_tokens)
                         if content and counts is not None:
                             counts.append(completion)
                     if content:
                         add_part(content)
                         add_time(now_ms)
-                    pos = hit.end()
+                    pos = hit_end
                     continue
             end = data.find(b"\n\n", pos)
             if end < 0:
@@ -184,7 +215,7 @@ class StreamMeter(EventFramer):
                 self._oversized()
             else:
                 self._event(data[pos:end], now_s)
-            counts = reply.content_counts  # the slow path may have given up on exact counts
+            counts = reply.token_counts  # the slow path may have given up on exact counts
             pos = end + 2
         self._event_count += hits
         return data[pos:] if pos else data
@@ -215,9 +246,7 @@ class StreamMeter(EventFramer):
         if single and self._learn_budget and self._learn(block) and self._match(block, now_s, learnt=True):
             return
         self._event_count += 1
-        chunk = self._parse_event(payload)
-        if chunk is not None:
-            self._reply.apply(chunk, now_s)
+        self._apply(read_event(payload, self._endpoint, self._event_count, self._untrusted), now_s)
 
     def _match(self, block: bytes, now_s: float, *, learnt: bool = False) -> bool:
         for layout in self._layouts:
@@ -236,32 +265,10 @@ class StreamMeter(EventFramer):
         compiled = layout.compiled(cached_only=cached_only)
         if compiled is not None:
             rest, prompt_group, completion_group = compiled
-            usage = layout.chunk.usage
-            prompt_tokens = usage[0] if usage else None
+            prompt_tokens, _, reasoning_tokens = layout.chunk.usage or NO_USAGE
             self._hot = HotLayout(
-                layout.pre, rest.match, len(layout.pre), prompt_group, completion_group, prompt_tokens
+                layout.pre, rest.match, len(layout.pre), prompt_group, completion_group, prompt_tokens, reasoning_tokens
             )
-
-    def _parse_event(self, payload: bytes) -> Chunk | None:
-        number = self._event_count
-        try:
-            obj = json.loads(payload.decode())
-        except UnicodeDecodeError:
-            self._reply.fail("bad_response", f"invalid UTF-8 in SSE event {number}")
-            return None
-        except (ValueError, RecursionError) as exc:
-            preview = self._untrusted.preview(payload, _PREVIEW_CHARS)
-            self._reply.fail("bad_response", f"malformed JSON in SSE event {number}: {exc}; data: {preview}")
-            return None
-        message = envelope_message(obj)
-        if message is not None:
-            self._reply.fail("stream_error", message)
-            return None
-        chunk = parse_chunk(obj, self._endpoint)
-        if isinstance(chunk, str):
-            self._reply.fail("bad_response", f"SSE event {number} {chunk}")
-            return None
-        return chunk
 
     def _learn(self, block: bytes) -> bool:
         """Learn this event's layout (see ``monitor.meter_layout``), so later events skip ``json.loads``."""
@@ -312,23 +319,14 @@ class StreamMeter(EventFramer):
             fail("bad_response", "empty stream")
 
     def _measure_body(self, body: bytes) -> None:
-        if not body.strip():
-            self._reply.fail("bad_response", "empty response body")
-            return
-        self._event_count = 1
-        try:
-            obj = json.loads(body.decode())
-        except UnicodeDecodeError:
-            self._reply.fail("bad_response", "invalid UTF-8 in response body")
-            return
-        except (ValueError, RecursionError) as exc:
-            self._reply.fail("bad_response", f"malformed JSON response body: {exc}")
-            return
-        parsed = parse_body(obj, self._endpoint)
-        if isinstance(parsed, str):
-            self._reply.fail("bad_response", parsed)
+        self._event_count = int(bool(body.strip()))  # a JSON body is one event, unless there is none
+        self._apply(read_body(body, self._endpoint), self._last_s)
+
+    def _apply(self, chunk: Chunk | Failure, now_s: float) -> None:
+        if isinstance(chunk, Chunk):
+            self._reply.apply(chunk, now_s)
         else:
-            self._reply.apply(parsed, self._last_s)
+            self._reply.fail(*chunk)
 
     def _measurement(self, now_s: float, *, broken: bool = False) -> StreamMeasurement:
         return self._reply.measurement(

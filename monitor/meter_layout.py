@@ -13,7 +13,10 @@ and each usage field is then either a sentinel (fed by that slot) or a constant.
 string body in the string slot, or another plain digit run in a number slot, keeps every token
 of the document in place, so any event the pattern matches parses to the sentinel chunk with
 its own values in place of the sentinels. A number slot is the value of a ``*_tokens`` key
-outside any string, so it can feed nothing but usage. Pure, no I/O.
+outside any string, so it can feed nothing but usage. An event that could spell the sentinel
+itself (raw or ``\\u``-escaped) must prove the slot with a second sentinel. The rest of the chunk
+(reasons, reasoning, tool calls, usage fields no slot feeds) is the same in every matching event,
+so the layout keeps it as it came out. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from _json import scanstring
 from collections.abc import Callable
 from typing import NamedTuple
 
-from monitor.meter_chunks import Chunk
+from monitor.meter_chunks import NO_USAGE, Chunk
 
 __all__ = ["Layout", "find_string", "learn_layout", "read_string"]
 
@@ -37,6 +40,7 @@ _STRING_RE, _NUMBER_RE = re.compile(_STRING), re.compile(_NUMBER)
 _USAGE_NUMBER = re.compile(rb'"(?:prompt|total|completion)_tokens"\s*:\s*([0-9]+)')
 _MAX_SLOTS = 6
 _TEXT_SENTINEL = "\x7fllm-monitor-slot\x7f"
+_OTHER_TEXT_SENTINEL = "\x7fllm-monitor-slot-2\x7f"
 # Compiled patterns by (pieces, captured slots); vLLM's pieces hold no per-stream bytes (ids sit in pre).
 _PATTERNS: dict[tuple[tuple[bytes, ...], tuple[bool, ...]], re.Pattern[bytes]] = {}
 _MAX_PATTERNS = 64
@@ -48,37 +52,44 @@ class Layout(NamedTuple):
 
     pre: bytes  # the event up to its content string body, "data:" included
     pieces: tuple[bytes, ...]  # the bytes after the string body, split at the number slots
-    chunk: Chunk  # finish and stop reasons, and usage fields that no slot feeds
+    chunk: Chunk  # everything but the content: the reasons, usage fields no slot feeds, reasoning, tool calls
     prompt_slot: int  # the number slot holding prompt_tokens, -1 if none
     completion_slot: int
 
     @property
     def hot(self) -> bool:
-        """A plain content event: no finish or stop reason; no usage, or completion_tokens from a slot."""
-        c = self.chunk
-        no_usage = c.usage is None and self.prompt_slot < 0
-        return c.finish_reason is None and c.stop_reason is None and (self.completion_slot >= 0 or no_usage)
+        """A plain content event: no finish or stop reason, reasoning or tool call; no usage, or
+        completion_tokens from a slot (the meter's scan loop handles nothing else)."""
+        chunk = self.chunk
+        plain = chunk.finish_reason is None and chunk.stop_reason is None and not chunk.reasoning
+        no_usage = chunk.usage is None and self.prompt_slot < 0
+        return plain and not chunk.tool_calls and (self.completion_slot >= 0 or no_usage)
 
-    def read(self, blk: bytes) -> Chunk | None:
+    def read(self, block: bytes) -> Chunk | None:
         """The chunk of a whole one-line event (without its blank line), or None if it has another layout."""
-        body = _STRING_RE.match(blk, len(self.pre)) if blk.startswith(self.pre) else None
+        body = _STRING_RE.match(block, len(self.pre)) if block.startswith(self.pre) else None
         if body is None:
             return None
         pos, numbers = body.end(), []
         for piece in self.pieces[:-1]:
-            number = _NUMBER_RE.match(blk, pos + len(piece)) if blk.startswith(piece, pos) else None
+            number = _NUMBER_RE.match(block, pos + len(piece)) if block.startswith(piece, pos) else None
             if number is None:
                 return None
             numbers.append(int(number[0]))
             pos = number.end()
-        content = read_string(body[1]) if blk[pos:] == self.pieces[-1] else None
+        content = read_string(body[1]) if block[pos:] == self.pieces[-1] else None
         if content is None:
             return None
-        usage, ps, cs = self.chunk.usage, self.prompt_slot, self.completion_slot
-        if ps >= 0 or cs >= 0:
-            prompt, completion = usage or (None, None)
-            usage = (numbers[ps] if ps >= 0 else prompt, numbers[cs] if cs >= 0 else completion)
-        return Chunk(content, self.chunk.finish_reason, self.chunk.stop_reason, usage)
+        chunk, prompt_slot, completion_slot = self.chunk, self.prompt_slot, self.completion_slot
+        usage = chunk.usage
+        if prompt_slot >= 0 or completion_slot >= 0:
+            prompt, completion, reasoning = usage or NO_USAGE
+            if prompt_slot >= 0:
+                prompt = numbers[prompt_slot]
+            if completion_slot >= 0:
+                completion = numbers[completion_slot]
+            usage = (prompt, completion, reasoning)
+        return Chunk(content, chunk.finish_reason, chunk.stop_reason, usage, chunk.reasoning, chunk.tool_calls)
 
     def compiled(self, *, cached_only: bool = False) -> tuple[re.Pattern[bytes], int, int] | None:
         """The pattern for the meter's scan loop, with its prompt and completion groups (0: constant).
@@ -109,27 +120,28 @@ def read_string(body: bytes) -> str | None:
         return None
 
 
-def find_string(blk: bytes, marker: bytes) -> tuple[int, int] | None:
+def find_string(block: bytes, marker: bytes) -> tuple[int, int] | None:
     """Start and end of the non-empty JSON string body that follows the first ``marker``."""
-    a = blk.find(marker)
-    if a < 0:
+    start = block.find(marker)
+    if start < 0:
         return None
-    a += len(marker)
+    start += len(marker)
     try:
-        tail = blk[a:].decode()
-        end = a + len(tail[: scanstring(tail, 0)[1] - 1].encode())  # the closing quote
+        tail = block[start:].decode()
+        end = start + len(tail[: scanstring(tail, 0)[1] - 1].encode())  # the closing quote
     except ValueError:
         return None
-    return (a, end) if end > a else None
+    return (start, end) if end > start else None
 
 
-def learn_layout(blk: bytes, a: int, end: int, interpret: Callable[[object], Chunk | None]) -> Layout | None:
-    """Learn the layout of a one-line ``data:`` event whose content string body is ``blk[a:end]``.
+def learn_layout(block: bytes, start: int, end: int, interpret: Callable[[object], Chunk | None]) -> Layout | None:
+    """Learn the layout of a one-line ``data:`` event whose content string body is ``block[start:end]``.
 
     ``interpret`` turns a parsed event into its chunk, or None if it is not a chunk (an error).
-    Costs one ``json.loads``; None if the layout cannot be proved.
+    Costs one ``json.loads`` (two if the event could hold the sentinel itself); None if the layout
+    cannot be proved.
     """
-    pre, post = blk[:a], blk[end:]
+    pre, post = block[:start], block[end:]
     pieces: list[bytes] = []
     filled = b""  # post with a sentinel in each integer slot
     values: list[int] = []  # the sentinels
@@ -138,26 +150,38 @@ def learn_layout(blk: bytes, a: int, end: int, interpret: Callable[[object], Chu
         start, stop = m.span(1)
         values.append(_INT_SENTINEL + len(values))
         digits = b"%d" % values[-1]
-        if digits in blk or len(values) > _MAX_SLOTS:
+        if digits in block or len(values) > _MAX_SLOTS:
             return None
         pieces.append(post[last:start])
         filled += post[last:start] + digits
         last = stop
     pieces.append(post[last:])
-    head = pre[6:] if pre[5:6] == b" " else pre[5:]
-    try:
-        chunk = interpret(json.loads(head.decode() + _TEXT_SENTINEL + (filled + pieces[-1]).decode()))
-    except (ValueError, RecursionError):
-        return None
+    head, tail = pre[6:] if pre[5:6] == b" " else pre[5:], filled + pieces[-1]
+    chunk = _parse(interpret, head, _TEXT_SENTINEL, tail)
     if chunk is None or chunk.content != _TEXT_SENTINEL:
         return None
+    # The sentinel written (or \u-escaped) into the event itself would pass for the slot's value, and the
+    # slot could then feed a field no chunk reads: prove it again with another sentinel.
+    if b"monitor-slot" in block or b"\\u" in pre or b"\\u" in post:
+        again = _parse(interpret, head, _OTHER_TEXT_SENTINEL, tail)
+        if again is None or again.content != _OTHER_TEXT_SENTINEL:
+            return None
     usage, slots = chunk.usage, [-1, -1]
     if values:
-        fields = list(usage or (None, None))
-        slots = [values.index(v) if v is not None and v in values else -1 for v in fields]
-        fields = [None if j >= 0 else v for j, v in zip(slots, fields, strict=True)]
-        usage = None if fields == [None, None] else (fields[0], fields[1])
-    return Layout(pre, tuple(pieces), Chunk("", chunk.finish_reason, chunk.stop_reason, usage), slots[0], slots[1])
+        # A slot is the value of a "prompt/total/completion_tokens" key, so never reasoning_tokens.
+        prompt, completion, reasoning = usage or NO_USAGE
+        slots = [values.index(v) if v is not None and v in values else -1 for v in (prompt, completion)]
+        prompt, completion = (None if j >= 0 else v for j, v in zip(slots, (prompt, completion), strict=True))
+        usage = None if (prompt, completion, reasoning) == NO_USAGE else (prompt, completion, reasoning)
+    constant = Chunk("", chunk.finish_reason, chunk.stop_reason, usage, chunk.reasoning, chunk.tool_calls)
+    return Layout(pre, tuple(pieces), constant, slots[0], slots[1])
+
+
+def _parse(interpret: Callable[[object], Chunk | None], head: bytes, text: str, tail: bytes) -> Chunk | None:
+    try:  # invalid UTF-8 is a ValueError too
+        return interpret(json.loads(head.decode() + text + tail.decode()))
+    except (ValueError, RecursionError):
+        return None
 
 
 def _compile(pieces: tuple[bytes, ...], captured: tuple[bool, ...]) -> re.Pattern[bytes]:

@@ -103,17 +103,22 @@ def test_captured_qwen3_stream_eos_finish_with_empty_content() -> None:
     assert (m.completion_tokens, m.tokens_estimated, m.prompt_tokens) == (1, True, None)
 
 
-def test_ttft_ignores_role_chunk_and_empty_deltas() -> None:
-    reads = [ROLE, EMPTY, chat('{"content":null}'), chat('{"reasoning_content":"hmm"}'), chat('{"content":"a"}')]
-    m = both("chat", reads, times=[0.5, 1.0, 1.5, 2.0, 2.5])
-    assert m.ttft_ms == pytest.approx(2500.0)
-    assert (m.text, m.content_chunk_count, m.chunk_count, m.itl_ms) == ("a", 1, 5, ())
+def test_ttft_ignores_role_chunk_and_empty_deltas_but_counts_reasoning() -> None:
+    empty_reasoning = chat('{"reasoning_content":""}')
+    reads = [ROLE, EMPTY, chat('{"content":null}'), empty_reasoning, chat('{"reasoning_content":"hmm"}')]
+    reads.append(chat('{"content":"a"}'))
+    m = both("chat", reads, times=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    assert m.ttft_ms == pytest.approx(2500.0) and m.ttfa_ms == pytest.approx(3000.0)
+    assert (m.text, m.reasoning_text, m.content_chunk_count, m.chunk_count) == ("a", "hmm", 1, 6)
+    assert m.itl_ms == pytest.approx((500.0,))  # a reasoning delta is a token: the gap to the answer counts
 
 
-def test_tool_call_deltas_are_not_content() -> None:
+def test_tool_call_deltas_are_tokens_but_not_content() -> None:
     tool = '{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f","arguments":"{}"}}],"content":null}'
     m = both("chat", [ROLE, chat(tool), chat("{}", '"tool_calls"')])
-    assert (m.text, m.ttft_ms, m.content_chunk_count, m.finish_reason) == ("", None, 0, "tool_calls")
+    assert (m.text, m.content_chunk_count, m.finish_reason, m.error_kind) == ("", 0, "tool_calls", None)
+    assert m.ttft_ms == pytest.approx(200.0)
+    assert (m.ttfa_ms, m.tool_call_chunk_count, m.completion_tokens, m.tokens_estimated) == (None, 1, 1, True)
 
 
 def test_openai_style_separate_empty_finish_chunk() -> None:
@@ -556,6 +561,16 @@ def test_usage_event_with_other_bytes_of_the_same_length_between_the_slots() -> 
         assert m.text == "acb"
 
 
+@pytest.mark.parametrize("literal", ["\\u007fllm-monitor-slot\\u007f", "\x7fllm-monitor-slot\x7f"])
+def test_the_slot_sentinel_written_into_an_event_does_not_fool_the_layout(literal: str) -> None:
+    # The first "content" key sits in an object no chunk reads; the real content is the sentinel itself.
+    def event(text: str) -> bytes:
+        return chat(f'{{"x":{{"content":"{text}"}},"content":"{literal}"}}')
+
+    m = both("chat", [event(c) for c in "abcd"])
+    assert m.text == "\x7fllm-monitor-slot\x7f" * 4
+
+
 def test_a_field_that_changes_in_every_event_gets_no_compiled_pattern() -> None:
     def event(i: int) -> bytes:  # like OpenAI's per-chunk "obfuscation" padding
         return chat('{"content":"x"}').replace(b"]}\n", b'],"pad":"%s"}\n' % (b"z" * i))
@@ -784,7 +799,7 @@ def test_split_with_real_timestamps_keeps_what_does_not_depend_on_time(
     whole = measure(endpoint, [body], times=[1.0])
     pieces = cut(body, points)
     split = measure(endpoint, pieces, times=[1.0 + i for i in range(len(pieces))])
-    timeless = {"ttft_ms", "latency_ms", "itl_ms"}
+    timeless = {"ttft_ms", "ttfa_ms", "latency_ms", "itl_ms"}
     for f in fields(StreamMeasurement):
         if f.name not in timeless:
             assert getattr(split, f.name) == getattr(whole, f.name), f.name
@@ -836,6 +851,7 @@ def test_fast_path_is_taken_for_vllm_streams(endpoint: Endpoint, make: Any, usag
     meter = StreamMeter(endpoint, stream=True, start_s=0.0)
     for i in range(5):
         meter.feed(make(i), float(i))
-    pre, _, _, prompt_group, completion_group, _ = meter._hot
+    hot = meter._hot
     # The equality tests above would pass vacuously without a hot layout.
-    assert pre.startswith(b"data: {") and (prompt_group > 0, completion_group > 0) == (usage_slots, usage_slots)
+    assert hot.pre.startswith(b"data: {")
+    assert (hot.prompt_group > 0, hot.completion_group > 0) == (usage_slots, usage_slots)

@@ -22,32 +22,52 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from monitor.meter import ERROR_DETAIL_MAX_CHARS, Endpoint, StreamMeasurement
+from monitor.meter_measurement import (
+    MAX_REASONING_CHARS,
+    MAX_TOKEN_COUNT,
+    MAX_TOOL_ARGUMENTS_CHARS,
+    MAX_TOOL_CALLS,
+    MAX_TOOL_FIELD_CHARS,
+)
 from tests.mockserver import REPO_ROOT
 from tests.test_meter import DONE, ROLE, USAGE, SlowMeter, chat, cmpl, cut, measure
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ATHERIS_SECONDS = 8
 
+REASONING_USAGE = USAGE.replace(
+    ',"completion_tokens":14}', ',"completion_tokens":14,"completion_tokens_details":{"reasoning_tokens":2}}'
+)
 VALID: dict[Endpoint, bytes] = {
     "chat": b"".join(
         [
             ROLE,
+            chat('{"reasoning":"hm"}'),
+            chat('{"reasoning_content":"m"}'),
+            chat('{"tool_calls":[{"id":"c1","type":"function","index":0,"function":{"name":"f","arguments":""}}]}'),
+            chat('{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}'),
             chat('{"content":"\\u4f60\\u597d"}'),
             chat('{"content":" world"}'),
             chat('{"content":"!"}', '"stop"'),
-            USAGE.encode(),
+            REASONING_USAGE.encode(),
             DONE,
         ]
     ),
     "completion": b"".join([cmpl("Hello"), cmpl(" there"), cmpl("!", '"length"'), DONE]),
+}
+MESSAGE = {
+    "role": "assistant",
+    "content": "你好",
+    "reasoning": "嗯",
+    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
 }
 VALID_BODY: dict[Endpoint, bytes] = {
     "chat": json.dumps(
         {
             "id": "c",
             "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "你好"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+            "choices": [{"index": 0, "message": MESSAGE, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "completion_tokens_details": {"reasoning_tokens": 1}},
         },
         ensure_ascii=False,
     ).encode(),
@@ -73,6 +93,21 @@ def check_invariants(m: StreamMeasurement) -> None:
         assert value is None or (isinstance(value, int) and not isinstance(value, bool)), (name, value)
     assert m.finish_reason is None or isinstance(m.finish_reason, str)
     assert isinstance(m.stop_reason, str | int | None)
+    # Reasoning and tool calls: bounded, typed, and the answer never comes before the first token.
+    assert m.ttfa_ms is None or (m.ttft_ms is not None and math.isfinite(m.ttfa_ms) and m.ttft_ms <= m.ttfa_ms)
+    assert (m.ttfa_ms is None) == (not m.stream or not m.content_chunk_count or m.ttft_ms is None)
+    assert isinstance(m.reasoning_text, str) and len(m.reasoning_text) <= MAX_REASONING_CHARS
+    assert isinstance(m.reasoning_tokens, int) and 0 <= m.reasoning_tokens <= MAX_TOKEN_COUNT
+    assert len(m.tool_calls) <= MAX_TOOL_CALLS and [c.index for c in m.tool_calls] == sorted(
+        {c.index for c in m.tool_calls}
+    )
+    for call in m.tool_calls:
+        assert isinstance(call.arguments, str) and len(call.arguments) <= MAX_TOOL_ARGUMENTS_CHARS
+        assert all(
+            v is None or (isinstance(v, str) and len(v) <= MAX_TOOL_FIELD_CHARS)
+            for v in (call.id, call.type, call.name)
+        )
+    assert min(m.content_chunk_count, m.reasoning_chunk_count, m.tool_call_chunk_count) >= 0
 
 
 def fuzz_one(endpoint: Endpoint, reads: list[bytes], stream: bool) -> StreamMeasurement:
@@ -141,7 +176,7 @@ def test_mutated_valid_streams_and_bodies(
     pieces = cut(body, points)
     split = fuzz_one(endpoint, pieces, stream)
     for f in fields(StreamMeasurement):
-        if f.name not in ("ttft_ms", "latency_ms", "itl_ms"):
+        if f.name not in ("ttft_ms", "ttfa_ms", "latency_ms", "itl_ms"):
             assert getattr(split, f.name) == getattr(whole, f.name), f.name
 
 
@@ -151,7 +186,9 @@ ABSURD_VALUES: st.SearchStrategy[object] = st.sampled_from(
      "x" * 10_000, "\ud800", 0]
 )  # fmt: skip
 FIELDS = st.sampled_from(["index", "content", "text", "finish_reason", "stop_reason", "prompt_tokens",
-                          "completion_tokens", "total_tokens", "choices", "usage", "delta", "message"])  # fmt: skip
+                          "completion_tokens", "total_tokens", "choices", "usage", "delta", "message", "reasoning",
+                          "reasoning_content", "tool_calls", "function", "arguments", "name", "id", "type",
+                          "completion_tokens_details", "reasoning_tokens"])  # fmt: skip
 
 
 def _literal(value: object) -> str:
