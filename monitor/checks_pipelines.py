@@ -163,6 +163,13 @@ def check_tool_call_missing(probe: ProbeSettings, m: StreamMeasurement) -> Check
         names = ", ".join(call.name or "?" for call in m.tool_calls)
         return CheckResult("tool_call_missing", True, f"{len(m.tool_calls)} tool call(s): {names}")
     where = textual_tool_call(m.text)
+    if where >= 0 and m.finish_reason == "length":
+        # vLLM 0.32 seen doing this: the parser only takes a closed call; max_tokens ended it first.
+        return CheckResult(
+            "tool_call_missing", False,
+            f"a tool call was cut off by the length limit before it closed, so it stayed text: "
+            f"{excerpt(m.text, where)}; raise max_tokens (a strict tool keeps the arguments short)",
+        )  # fmt: skip
     if where >= 0:
         return CheckResult(
             "tool_call_missing", False,

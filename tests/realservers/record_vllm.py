@@ -11,6 +11,7 @@ client and one scrubber. Only 127.0.0.1 is contacted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import tempfile
@@ -188,6 +189,76 @@ CASES: list[Case] = [
 ]  # fmt: skip
 
 
+# --- the server pipelines: tool calls, structured output, a reasoning parser ----------------------
+# Recorded from a second server started with PIPELINE_ARGS (a parser changes every chat reply's
+# shape), into the `pipelines/` subfolder. `tool_choice: required`, a named function and
+# `response_format` are enforced by guided decoding, so even the tiny model's weights obey them.
+# `--reasoning NAME` records REASONING_CASES with that reasoning parser added, into
+# `pipelines-reasoning-NAME/`: vLLM 0.32's qwen3 parser takes an output without </think> for
+# reasoning, and its grammar only starts after </think>, so that run shows a wrong parser's wire.
+
+PIPELINE_ARGS = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                       "required": ["city"], "additionalProperties": False},
+    },
+}  # fmt: skip
+# OpenAI's `strict: true`: vLLM 0.32 pins the arguments to the schema only for such a tool (its default
+# --tool-strict-level auto constrains the envelope alone: `<tool_call>{"name": ..., "arguments": ` and
+# then free text, which the tiny model fills with " the cat the cat" until max_tokens).
+STRICT_WEATHER_TOOL = {"type": "function", "function": {**WEATHER_TOOL["function"], "strict": True}}  # type: ignore[dict-item]
+TIME_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+JSON_SCHEMA = {
+    "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False,
+}  # fmt: skip
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": JSON_SCHEMA}}
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+def _tools(**kw: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": ASK, "tools": [WEATHER_TOOL, TIME_TOOL], "temperature": 0, "max_tokens": 64,
+            **kw}  # fmt: skip
+
+
+_USAGE = {"stream": True, "stream_options": {"include_usage": True}}
+PIPELINE_CASES: list[Case] = [
+    Case("tools_required", "tool_choice required (guided decoding)", CHAT, _tools(tool_choice="required")),
+    Case("tools_required_stream", "tool_choice required, streamed", CHAT, _tools(tool_choice="required", **_USAGE)),
+    Case("tools_named", "a named function (guided decoding)", CHAT, _tools(tool_choice=NAMED)),
+    Case("tools_named_stream", "a named function, streamed", CHAT, _tools(tool_choice=NAMED, **_USAGE)),
+    Case("tools_required_strict", "tool_choice required, a strict tool: arguments pinned to the schema", CHAT,
+         {**_tools(tool_choice="required"), "tools": [STRICT_WEATHER_TOOL]}),
+    Case("tools_required_strict_stream", "the same, streamed", CHAT,
+         {**_tools(tool_choice="required", **_USAGE), "tools": [STRICT_WEATHER_TOOL]}),
+    Case("tools_named_strict", "a named strict function", CHAT,
+         {**_tools(tool_choice=NAMED), "tools": [STRICT_WEATHER_TOOL, TIME_TOOL]}),
+    Case("tools_auto", "tool_choice auto with the hermes parser: the model answers in prose", CHAT,
+         _tools(tool_choice="auto")),
+    Case("tools_auto_stream", "tool_choice auto, streamed", CHAT, _tools(tool_choice="auto", **_USAGE)),
+    Case("json_schema", "response_format json_schema", CHAT,
+         _chat(max_tokens=64, temperature=0, response_format=RESPONSE_FORMAT)),
+    Case("json_schema_stream", "response_format json_schema, streamed", CHAT,
+         _chat(max_tokens=64, temperature=0, response_format=RESPONSE_FORMAT, **_USAGE)),
+    Case("json_object", "response_format json_object", CHAT,
+         _chat(max_tokens=64, temperature=0, response_format={"type": "json_object"})),
+    Case("error_invalid_schema", "response_format with an invalid JSON schema", CHAT,
+         _chat(max_tokens=8, response_format={"type": "json_schema", "json_schema": {"name": "x",
+                                                                                    "schema": {"type": 3}}})),
+]  # fmt: skip
+
+
+REASONING_CASES: list[Case] = [
+    Case("reasoning_chat", "a chat reply through the reasoning parser (no <think> in the output)", CHAT,
+         _chat(max_tokens=16)),
+    Case("reasoning_chat_stream", "the same, streamed with usage", CHAT, _chat(max_tokens=16, **_USAGE)),
+    *(case for case in PIPELINE_CASES if case.name in ("tools_required_stream", "json_schema")),
+]  # fmt: skip
+
+
 # --- sending -------------------------------------------------------------------------------------
 
 
@@ -349,9 +420,17 @@ def dump_fixture(fixture: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def record(root_url: str, model: str, max_model_len: int, version: str, out: Path, log: Callable[[str], None]) -> None:
+def record(
+    root_url: str,
+    model: str,
+    max_model_len: int,
+    version: str,
+    out: Path,
+    log: Callable[[str], None],
+    cases: list[Case] = CASES,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for case in CASES:
+    for case in cases:
         request = fixture_request(case)
         response = send(root_url, request, model)
         fixture: dict[str, Any] = {
@@ -378,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="Fixture folder (default: tests/fixtures/vllm-<version>).")
     parser.add_argument("--log-dir", type=Path, help="Where vllm.log goes (default: a temporary folder).")
+    parser.add_argument("--pipelines", action="store_true", help="Record PIPELINE_CASES with PIPELINE_ARGS.")
+    parser.add_argument("--reasoning", metavar="PARSER", help="With --pipelines: REASONING_CASES, this parser added.")
     args = parser.parse_args(argv)
     missing = spec.missing()
     if missing:
@@ -385,12 +466,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     version = spec.version(servers_root())  # "vLLM 0.32.0 (CPU)"
     out: Path = args.out or FIXTURES / ("vllm-" + version.split()[1])
+    cases = CASES
+    if args.pipelines:
+        extra = [*PIPELINE_ARGS, *(["--reasoning-parser", args.reasoning] if args.reasoning else [])]
+        base_argv = spec.argv
+        spec = dataclasses.replace(spec, argv=lambda root, port: [*base_argv(root, port), *extra])
+        folder = f"pipelines-reasoning-{args.reasoning}" if args.reasoning else "pipelines"
+        out, cases = (args.out or out / folder), (REASONING_CASES if args.reasoning else PIPELINE_CASES)
     log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix="record-vllm-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"starting {version}; log in {log_dir / (spec.name + '.log')}", flush=True)
     with RealServer(spec, log_dir) as server:
-        record(server.root_url, MODEL_NAME, CONTEXT, version, out, lambda line: print(line, flush=True))
-    print(f"wrote {len(CASES)} fixtures to {out}")
+        record(server.root_url, MODEL_NAME, CONTEXT, version, out, lambda line: print(line, flush=True), cases)
+    print(f"wrote {len(cases)} fixtures to {out}")
     return 0
 
 
