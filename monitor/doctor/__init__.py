@@ -3,8 +3,8 @@
 findings.py   Finding / DoctorReport (plain data, JSON shape)
 client.py     the doctor's requests (chat/completion through the Prober, JSON for the rest)
 context.py    what every check gets
-remedies.py   model-family-specific fixes (GLM-4, ChatML, Llama 3)
-checks_*.py   one async function per checklist item
+remedies.py   model-family-specific fixes: stop tokens, templates, and the parser flags per server
+checks_*.py   one async function per checklist item (checks_pipelines.py: reasoning, tools, JSON schema)
 runner.py     run_doctor(settings, target) -> exit code
 report.py     rich rendering
 """

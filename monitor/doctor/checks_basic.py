@@ -11,7 +11,7 @@ from typing import Any
 from yarl import URL
 
 from monitor.doctor.client import DoctorClient, Exchange
-from monitor.doctor.context import ServerInfo, failed_check
+from monitor.doctor.context import ServerInfo, failed_check, reasoning_note, reasoning_only
 from monitor.doctor.findings import Finding, Status, excerpt, quote
 from monitor.doctor.remedies import Family, chat_template_fix, leak_fix
 
@@ -95,6 +95,10 @@ def judge_chat_template(chat: Exchange, completion: Exchange, family: Family) ->
         summary = "chat-template or special tokens leak into the reply"
         return Finding("chat_template", "fail", summary, req, resp, fix=leak_fix(family), details=(leak.detail,))
     text = chat.text.strip()
+    if reasoning_only(chat):
+        # Thinking in its own field means the template opened the model's reasoning block: it is applied.
+        summary = f'chat "你好" got {reasoning_note(chat)}: the template is applied (see check 11)'
+        return Finding("chat_template", "pass", summary, req, resp)
     if not text:
         return Finding("chat_template", "fail", "the reply is empty", req, resp, fix=chat_template_fix(family))
     if _continues(text, completion):
@@ -125,6 +129,8 @@ def judge_endpoint_semantics(chat: Exchange, completion: Exchange) -> Finding:
     """Check 3: the same "你好" on both endpoints, side by side, with what the difference means."""
     req, resp = completion.request, excerpt(completion.result)
     chat_side = f"chat:        {quote(chat.text, 60)}" if chat.ok else f"chat:        failed ({excerpt(chat.result)})"
+    if reasoning_only(chat):
+        chat_side = f"chat:        {reasoning_note(chat)}"
     fix = (
         "Use /v1/chat/completions for dialogue. Keep /v1/completions for raw text continuation, and set max_tokens "
         f"there (vLLM's default is {VLLM_COMPLETION_DEFAULT_MAX_TOKENS})."

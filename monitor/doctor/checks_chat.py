@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from monitor.doctor.client import Exchange
-from monitor.doctor.context import HELLO, Context, failed_check
+from monitor.doctor.context import HELLO, Context, failed_check, reasoning_note, reasoning_only
 from monitor.doctor.findings import Finding, Status, excerpt, quote, skipped, tokens, worst
-from monitor.doctor.remedies import detect_family, leak_fix, stop_token_fix
+from monitor.doctor.remedies import detect_family, leak_fix, stop_token_fix, turn_family
 
 GENEROUS_MAX_TOKENS = 512
 TINY_MAX_TOKENS = 7  # the incident's value
@@ -36,6 +36,9 @@ async def check_stop_tokens(ctx: Context) -> Finding:
     assert m is not None  # ex.ok
     family = detect_family(ctx.info.model, (ex.text,)) if ctx.family == "unknown" else ctx.family
     req, resp = ex.request, excerpt(ex.result)
+    if reasoning_only(ex):
+        summary = f"the reply is {reasoning_note(ex)}: whether the turn ends cannot be told (see check 11)"
+        return Finding("stop_tokens", "skip", summary, req, resp)
     run_on = failed_check(ex, "run_on")
     if run_on is not None and failed_check(ex, "template_leak") is not None and m.finish_reason == "stop":
         # The "next turn" is written in leaked marker text, a template fault (check 2), not a stop-token one.
@@ -59,7 +62,7 @@ async def check_stop_tokens(ctx: Context) -> Finding:
         return Finding("stop_tokens", "fail", summary, req, resp, stop_token_fix(family))
     why = ""
     if isinstance(m.stop_reason, int):
-        name = _GLM_STOP_NAMES.get(m.stop_reason, "") if family == "glm" else ""
+        name = _GLM_STOP_NAMES.get(m.stop_reason, "") if turn_family(family) == "glm" else ""
         why = f", on stop token {m.stop_reason}{f' {name}' if name else ''}"
     elif m.stop_reason is not None:
         why = f", on the stop string {m.stop_reason!r}"
@@ -82,7 +85,9 @@ async def check_truncation(ctx: Context) -> Finding:
         summary = f"the server ignored max_tokens={TINY_MAX_TOKENS}: {used} tokens came back"
         fix = "The server must honour max_tokens; check that a gateway does not rewrite the request."
         return Finding("truncation", "fail", summary, req, resp, fix)
-    if m.finish_reason == "length":
+    if m.finish_reason == "length" and reasoning_only(ex):
+        summary = f"max_tokens={TINY_MAX_TOKENS} cut the reply while it was still reasoning (finish_reason=length)"
+    elif m.finish_reason == "length":
         summary = f"max_tokens={TINY_MAX_TOKENS} cut the reply: {quote(ex.text, 30)} (finish_reason=length)"
     else:
         summary = f"the reply fit in {TINY_MAX_TOKENS} tokens (finish_reason={m.finish_reason}); nothing was cut"
@@ -110,12 +115,15 @@ async def check_streaming(ctx: Context) -> Finding:
     assert m is not None
     parts: list[tuple[Status, str]] = []
     fixes: list[str] = []
-    if m.content_chunk_count < 2 and (m.completion_tokens or 0) > 1:
+    # A reasoning model streams its thinking first: those events count, or a short budget looks buffered.
+    events = m.content_chunk_count + m.reasoning_chunk_count
+    if events < 2 and (m.completion_tokens or 0) > 1:
         parts.append(("warn", "the whole reply arrived in one event: something buffers the stream"))
         fixes.append("Turn response buffering off in proxies between client and server (nginx: proxy_buffering off).")
     else:
         ttft = f", first token after {m.ttft_ms:.0f} ms" if m.ttft_ms is not None else ""
-        parts.append(("pass", f"streaming works: {m.content_chunk_count} content events{ttft}"))
+        thinking = f" and {m.reasoning_chunk_count} reasoning" if m.reasoning_chunk_count else ""
+        parts.append(("pass", f"streaming works: {m.content_chunk_count} content{thinking} events{ttft}"))
     if m.tokens_estimated:
         parts.append(("warn", "no usage in the stream although stream_options.include_usage was set"))
         fixes.append(
@@ -161,6 +169,9 @@ async def check_multi_turn(ctx: Context) -> Finding:
     first = await ctx.client.chat("multi_turn", first_turn, max_tokens=ctx.fit(TURN_MAX_TOKENS))
     if not first.ok:
         return _failed_request("multi_turn", first, "warn")
+    if reasoning_only(first):
+        summary = f"turn 1 got {reasoning_note(first)}: the context cannot be tested (see check 11)"
+        return Finding("multi_turn", "skip", summary, first.request, excerpt(first.result))
     history = [
         *first_turn,
         {"role": "assistant", "content": first.text.strip()},
@@ -170,6 +181,9 @@ async def check_multi_turn(ctx: Context) -> Finding:
     if not second.ok:
         return _failed_request("multi_turn", second, "warn")
     req, resp = second.request, excerpt(second.result)
+    if reasoning_only(second):
+        summary = f"turn 2 got {reasoning_note(second)}: the context cannot be tested (see check 11)"
+        return Finding("multi_turn", "skip", summary, req, resp)
     details = (f"turn 1: {quote(first.text, 60)}", f"turn 2: {quote(second.text, 60)}")
     if "小明" in second.text:
         return Finding("multi_turn", "pass", f"the second turn remembers the name: {quote(second.text, 40)}", req, resp)

@@ -6,7 +6,7 @@ import asyncio
 
 from monitor.checks import cjk_ratio
 from monitor.doctor.client import Exchange, JsonReply
-from monitor.doctor.context import HELLO, Context
+from monitor.doctor.context import HELLO, Context, reasoning_only
 from monitor.doctor.findings import Finding, Status, excerpt, skipped, tokens, worst
 from monitor.errors import ProbeError
 
@@ -156,6 +156,10 @@ async def check_sampling_defaults(ctx: Context) -> Finding:
     m = r.measurement
     assert m is not None
     facts = f"finish_reason={m.finish_reason}, {tokens(r)} tokens, {len(ex.text)} chars"
+    if m.finish_reason == "length" and reasoning_only(ex):
+        summary = f"without max_tokens the model reasoned until the context window was full ({facts})"
+        fix = "The model never stopped thinking (see check 11). " + advice
+        return Finding("sampling_defaults", "warn", summary, req, resp, fix)
     if m.finish_reason == "length":
         summary = f"without max_tokens the reply ran to the end of the context window ({facts})"
         return Finding("sampling_defaults", "warn", summary, req, resp, never_ends)

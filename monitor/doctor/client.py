@@ -81,10 +81,13 @@ class DoctorClient:
         max_tokens: int | None = None,
         temperature: float | None = 0.0,
         stream: bool = False,
+        sampling: dict[str, Any] | None = None,
         extra_body: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> Exchange:
-        probe = self._probe(check_id, "chat", {"messages": messages}, max_tokens, temperature, stream, extra_body)
+        """One chat request; `sampling` holds known request fields (tools, tool_choice, ...), validated as a probe's."""
+        payload = {"messages": messages, **(sampling or {})}
+        probe = self._probe(check_id, "chat", payload, max_tokens, temperature, stream, extra_body)
         return await self._run(probe, timeout_s)
 
     async def completion(

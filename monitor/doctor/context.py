@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from monitor.checks_pipelines import budget_exhausted
 from monitor.doctor.client import DoctorClient, Exchange
 from monitor.doctor.remedies import Family
 from monitor.results import CheckResult
@@ -50,3 +51,17 @@ def fit_max_tokens(info: ServerInfo, max_tokens: int) -> int:
 def failed_check(exchange: Exchange, name: str) -> CheckResult | None:
     """The probe check `name` (run_on, template_leak, ...) if it failed on this reply."""
     return next((c for c in exchange.result.failed_checks() if c.name == name), None)
+
+
+def reasoning_only(exchange: Exchange) -> bool:
+    """The reply is all reasoning, no answer: the thinking used max_tokens (check 11 reports it, others defer)."""
+    m = exchange.result.measurement
+    return exchange.ok and m is not None and budget_exhausted(m)
+
+
+def reasoning_note(exchange: Exchange) -> str:
+    """`63 tokens of reasoning and no answer within max_tokens=64`, for the checks that defer to check 11."""
+    m, limit = exchange.result.measurement, exchange.result.max_tokens
+    used = m.reasoning_tokens if m is not None else 0
+    within = f"within max_tokens={limit}" if limit is not None else "before the context window was full"
+    return f"{used} tokens of reasoning and no answer {within}"

@@ -21,6 +21,7 @@ _RANK: dict[Status, int] = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
 CHECK_IDS: tuple[str, ...] = (
     "reachable", "chat_template", "endpoint_semantics", "stop_tokens", "truncation",
     "streaming", "multi_turn", "chinese_tokenization", "limits", "sampling_defaults",
+    "reasoning_parser", "tool_parser", "structured_output",
 )  # fmt: skip
 TITLES: dict[str, str] = {
     "reachable": "Reachable, and the model is served",
@@ -33,6 +34,9 @@ TITLES: dict[str, str] = {
     "chinese_tokenization": "Chinese tokenization",
     "limits": "Limits and validation",
     "sampling_defaults": "Sampling defaults",
+    "reasoning_parser": "Reasoning parser",
+    "tool_parser": "Tool-call parser",
+    "structured_output": "JSON schema enforced",
 }
 
 EXCERPT_CHARS = 120
@@ -130,7 +134,11 @@ def excerpt(result: ProbeResult, chars: int = EXCERPT_CHARS) -> str:
         return "no response"
     stop = f", stop_reason={m.stop_reason}" if m.stop_reason is not None else ""
     head = f"HTTP {result.http_status}, finish_reason={m.finish_reason}{stop}"
-    return f"{head}, {tokens(result)} tokens: {quote(m.text, chars)}"
+    thinking = ""
+    if m.reasoning_text or m.reasoning_tokens:
+        thinking = f" ({m.reasoning_tokens}{'~' if m.reasoning_tokens_estimated else ''} of them reasoning)"
+    calls = "".join(f", tool call {c.name}({c.arguments[:60]})" for c in m.tool_calls)
+    return f"{head}, {tokens(result)} tokens{thinking}: {quote(m.text, chars)}{calls}"
 
 
 def tokens(result: ProbeResult) -> str:

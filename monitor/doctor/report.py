@@ -23,7 +23,11 @@ def print_report(console: Console, report: DoctorReport) -> None:
     """The header, one line per check (with evidence under the ones that need it), and the summary."""
     limit = f", max_model_len {report.max_model_len}" if report.max_model_len else ""
     model = report.model or "(server default)"
-    console.print(Text(f"llm-monitor doctor: {report.base_url}  model {model}{limit}", style="bold"), soft_wrap=True)
+    lead, served = "llm-monitor doctor: ", f"model {model}{limit}"
+    header = Text(f"{lead}{report.base_url}  {served}", style="bold")
+    if header.cell_len > console.width:  # the model goes under the URL rather than split mid-phrase
+        header = Text(f"{lead}{report.base_url}\n{' ' * len(lead)}{served}", style="bold")
+    console.print(header, soft_wrap=True)
     console.print()
     for finding in report.findings:
         console.print(_headline(console, finding), soft_wrap=True)

@@ -1,7 +1,7 @@
 """`run_doctor(settings, target)`: walk the deployment checklist once, store the results, print the report.
 
 Order: check 1 alone (it proves the server answers), then the chat/completion "你好" pair that
-checks 2 and 3 judge (it proves generation answers in time), then checks 4-10 concurrently: they
+checks 2 and 3 judge (it proves generation answers in time), then checks 4-13 concurrently: they
 are independent, and the doctor judges what comes back, not how fast.
 """
 
@@ -32,6 +32,7 @@ from monitor.doctor.checks_chat import (
     check_truncation,
 )
 from monitor.doctor.checks_limits import check_limits
+from monitor.doctor.checks_pipelines import check_reasoning_parser, check_structured_output, check_tool_parser
 from monitor.doctor.checks_server import check_chinese, check_sampling_defaults
 from monitor.doctor.client import DoctorClient, Exchange
 from monitor.doctor.context import HELLO, Context, fit_max_tokens
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 _LATER_CHECKS: tuple[Callable[[Context], Coroutine[Any, Any, Finding]], ...] = (
     check_stop_tokens, check_truncation, check_streaming, check_multi_turn, check_chinese, check_limits,
-    check_sampling_defaults,
+    check_sampling_defaults, check_reasoning_parser, check_tool_parser, check_structured_output,
 )  # fmt: skip
 
 
@@ -85,7 +86,7 @@ async def doctor(settings: Settings, target_name: str) -> DoctorReport:
 
 
 async def diagnose(client: DoctorClient) -> DoctorReport:
-    """All ten checks against the client's target; the results stay in `client.results`."""
+    """All thirteen checks against the client's target; the results stay in `client.results`."""
     target = client.target
     reach, info = await check_reachable(client)
     if not info.proceed:
