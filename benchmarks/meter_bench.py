@@ -9,6 +9,9 @@ into reads of 1-3 events as a socket would deliver them, and times:
 * the meter on a /v1/completions stream (``"usage":null`` on every chunk);
 * the same chat and completions streams with per-chunk usage (``continuous_usage_stats``:
   every chunk ends in its own ``"usage":{...}`` object);
+* a reasoning model's chat stream (vLLM with ``--reasoning-parser``): 96 ``"reasoning"`` deltas,
+  then 32 content deltas, with and without per-chunk usage (which then carries
+  ``completion_tokens_details.reasoning_tokens``);
 * a baseline that only splits events and ``json.loads`` each one.
 
 Run: ``python benchmarks/meter_bench.py``. It prints the best and the median of several
@@ -46,23 +49,31 @@ def _dumps(obj: object, ensure_ascii: bool) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=ensure_ascii, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _usage(tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": 12, "total_tokens": 12 + tokens, "completion_tokens": tokens}
+def _usage(tokens: int, reasoning: int | None = None) -> dict[str, object]:
+    usage: dict[str, object] = {"prompt_tokens": 12, "total_tokens": 12 + tokens, "completion_tokens": tokens}
+    if reasoning is not None:  # vLLM sends the details only with a reasoning parser
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
 
 
-def chat_events(seed: int = 0, ensure_ascii: bool = False, per_chunk_usage: bool = False) -> list[bytes]:
+def chat_events(
+    seed: int = 0, ensure_ascii: bool = False, per_chunk_usage: bool = False, reasoning: int = 0
+) -> list[bytes]:
+    """A chat stream; its first ``reasoning`` tokens are reasoning deltas, as a reasoning parser sends them."""
     rng = random.Random(seed)
     head = {**_head(seed), "object": "chat.completion.chunk"}
+    details = reasoning or None
 
     def chunk(k: int, delta: dict[str, str], **extra: object) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None, **extra}
-        usage = {"usage": _usage(k)} if per_chunk_usage else {}
+        usage = {"usage": _usage(k, details and min(k, reasoning))} if per_chunk_usage else {}
         return _dumps({**head, "choices": [choice], **usage}, ensure_ascii)
 
     events = [chunk(0, {"role": "assistant", "content": ""})]
-    events += [chunk(k, {"content": rng.choice(PIECES)}) for k in range(1, TOKENS)]
+    events += [chunk(k, {"reasoning": rng.choice(PIECES)}) for k in range(1, reasoning + 1)]
+    events += [chunk(k, {"content": rng.choice(PIECES)}) for k in range(reasoning + 1, TOKENS)]
     events.append(chunk(TOKENS, {"content": "。"}, finish_reason="length", stop_reason=None))
-    events.append(_dumps({**head, "choices": [], "usage": _usage(TOKENS)}, ensure_ascii))
+    events.append(_dumps({**head, "choices": [], "usage": _usage(TOKENS, details and reasoning)}, ensure_ascii))
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -154,6 +165,13 @@ def main() -> None:
             [reads_of(completion_events(s, per_chunk_usage=True), s) for s in seeds],
             "completion",
         ),
+        ("meter, chat, reasoning", run_meter, [reads_of(chat_events(s, reasoning=96), s) for s in seeds], "chat"),
+        (
+            "meter, chat, reasoning, usage/chunk",
+            run_meter,
+            [reads_of(chat_events(s, per_chunk_usage=True, reasoning=96), s) for s in seeds],
+            "chat",
+        ),
         ("baseline json.loads, chat", run_baseline, [reads_of(chat_events(s), s) for s in seeds], "chat"),
     ]
     print(f"{STREAMS} distinct streams per run; us per stream (best / median), us per event (best)")
@@ -163,7 +181,7 @@ def main() -> None:
         events = sum(read.count(b"\n\n") for read in streams[0])
         reads = sum(len(s) for s in streams) / len(streams)
         print(
-            f"{name:31} {best:6.1f} / {median:6.1f} us/stream  {best / events:5.2f} us/event"
+            f"{name:36} {best:6.1f} / {median:6.1f} us/stream  {best / events:5.2f} us/event"
             f"  ({events} events in ~{reads:.0f} reads)"
         )
 

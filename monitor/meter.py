@@ -114,11 +114,14 @@ class HotLayout(NamedTuple):
     pre_len: int
     prompt_group: int  # the match group of prompt_tokens; 0: no slot
     completion_group: int  # likewise completion_tokens (continuous_usage_stats)
+    reasoning_group: int  # likewise completion_tokens_details.reasoning_tokens
     prompt_tokens: int | None  # the constant prompt_tokens when only completion_tokens has a slot
-    reasoning_tokens: int | None  # the constant completion_tokens_details.reasoning_tokens
+    reasoning_tokens: int | None  # likewise reasoning_tokens
+    feeds_reasoning: bool  # the string is the reasoning, not the content
 
 
-_COLD = HotLayout(b"", re.compile(b"(?!)").match, 0, 0, 0, None, None)  # before a layout is learned: never matches
+# Before a layout is learned: never matches.
+_COLD = HotLayout(b"", re.compile(b"(?!)").match, 0, 0, 0, 0, None, None, False)
 
 
 class StreamMeter(EventFramer):
@@ -128,8 +131,8 @@ class StreamMeter(EventFramer):
     _LEARN_ATTEMPTS = 4
 
     __slots__ = (
-        "_add_text", "_add_time", "_done_seen", "_endpoint", "_event_count", "_finalized", "_hot", "_layouts",
-        "_learn_budget", "_reply", "_start_s", "_stream", "_text_marker", "_untrusted",
+        "_add_reasoning", "_add_text", "_add_time", "_done_seen", "_endpoint", "_event_count", "_finalized", "_hot",
+        "_layouts", "_learn_budget", "_reply", "_start_s", "_stream", "_text_marker", "_untrusted",
     )  # fmt: skip
 
     def __init__(self, endpoint: Endpoint, *, stream: bool, start_s: float, untrusted: Untrusted | None = None) -> None:
@@ -139,7 +142,8 @@ class StreamMeter(EventFramer):
         self._untrusted = untrusted if untrusted is not None else Untrusted()
         self._reply = Reply(self._untrusted)
         # The hot path's appends, bound once per stream instead of once per read.
-        self._add_text, self._add_time = self._reply.text_parts.append, self._reply.token_ms.append
+        self._add_text, self._add_reasoning = self._reply.text_parts.append, self._reply.reasoning_parts.append
+        self._add_time = self._reply.token_ms.append
         self._stream = stream
         self._start_s = start_s
         self._text_marker = b'"content":"' if endpoint == "chat" else b'"text":"'  # where _learn looks
@@ -176,8 +180,10 @@ class StreamMeter(EventFramer):
         This runs once per token, so events of the hot layout are matched in place, without
         splitting ``data`` first; any other event goes through ``_event``.
         """
-        pre, match_rest, pre_len, prompt_group, completion_group, prompt_tokens, reasoning_tokens = self._hot
-        reply, add_part, add_time, now_ms = self._reply, self._add_text, self._add_time, now_s * 1000.0
+        (pre, match_rest, pre_len, prompt_group, completion_group, reasoning_group,
+         prompt_tokens, reasoning_tokens, feeds_reasoning) = self._hot  # fmt: skip
+        reply, add_time, now_ms = self._reply, self._add_time, now_s * 1000.0
+        add_part = self._add_reasoning if feeds_reasoning else self._add_text
         counts = reply.token_counts
         escapes = 0x5C in data  # one memchr per read spares most events a check of their own
         hits = pos = 0
@@ -198,7 +204,8 @@ class StreamMeter(EventFramer):
                     if completion_group:  # continuous_usage_stats: Reply.apply, inlined
                         completion = int(hit[completion_group])
                         prompt = int(hit[prompt_group]) if prompt_group else prompt_tokens
-                        reply.usage = (prompt, completion, reasoning_tokens)
+                        reasoning = int(hit[reasoning_group]) if reasoning_group else reasoning_tokens
+                        reply.usage = (prompt, completion, reasoning)
                         if content and counts is not None:
                             counts.append(completion)
                     if content:
@@ -264,15 +271,17 @@ class StreamMeter(EventFramer):
     def _promote(self, layout: Layout, *, cached_only: bool) -> None:
         compiled = layout.compiled(cached_only=cached_only)
         if compiled is not None:
-            rest, prompt_group, completion_group = compiled
+            rest, prompt_group, completion_group, reasoning_group = compiled
             prompt_tokens, _, reasoning_tokens = layout.chunk.usage or NO_USAGE
-            self._hot = HotLayout(
-                layout.pre, rest.match, len(layout.pre), prompt_group, completion_group, prompt_tokens, reasoning_tokens
-            )
+            groups = (prompt_group, completion_group, reasoning_group)
+            constants = (prompt_tokens, reasoning_tokens, layout.feeds_reasoning)
+            self._hot = HotLayout(layout.pre, rest.match, len(layout.pre), *groups, *constants)
 
     def _learn(self, block: bytes) -> bool:
         """Learn this event's layout (see ``monitor.meter_layout``), so later events skip ``json.loads``."""
         slot = find_string(block, self._text_marker)
+        if slot is None and self._endpoint == "chat":  # a reasoning model's thinking: vLLM's name, then the old one
+            slot = find_string(block, b'"reasoning":"') or find_string(block, b'"reasoning_content":"')
         # Role and finish chunks come once per stream: not worth a layout. Most have empty content.
         if slot is None or _FINISHED.search(block) is not None:
             return False

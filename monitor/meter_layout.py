@@ -1,15 +1,17 @@
 """Learned event layouts: how one stream's events look around the values that change.
 
-vLLM writes every content chunk of a stream the same way; only the content string changes and,
-with ``continuous_usage_stats``, the numbers in the usage object. A ``Layout`` keeps the bytes
-before the content string (``pre``) and the constant pieces after it, split at the ``*_tokens``
-numbers (plain digits, at most 15). The meter learns one from the first content event and reads
-later events from these slots alone, without ``json.loads``: ``Layout.read`` for single events,
-and a compiled pattern (``Layout.compiled``, shared by streams) once the layout has repeated.
+vLLM writes every content chunk of a stream the same way, and every reasoning chunk; only the
+string changes and, with ``continuous_usage_stats``, the numbers in the usage object. A ``Layout``
+keeps the bytes before the string (``pre``) and the constant pieces after it, split at the
+``*_tokens`` numbers (plain digits, at most 15). The meter learns one from the first content (or
+reasoning) event and reads later events from these slots alone, without ``json.loads``:
+``Layout.read`` for single events, and a compiled pattern (``Layout.compiled``, shared by streams)
+once the layout has repeated.
 
 A layout is kept only if it is proved. The event is parsed with a sentinel in the string slot
-and distinct sentinel numbers in the number slots; the content must come out as the sentinel,
-and each usage field is then either a sentinel (fed by that slot) or a constant. Another JSON
+and distinct sentinel numbers in the number slots; the content or the reasoning must come out as
+the sentinel (``feeds_reasoning`` says which), and each usage field is then either a sentinel (fed
+by that slot) or a constant. Another JSON
 string body in the string slot, or another plain digit run in a number slot, keeps every token
 of the document in place, so any event the pattern matches parses to the sentinel chunk with
 its own values in place of the sentinels. A number slot is the value of a ``*_tokens`` key
@@ -37,7 +39,7 @@ _STRING = rb'((?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+)'
 _MAX_DIGITS = 15
 _NUMBER = rb"(?:0|[1-9][0-9]{0,%d})" % (_MAX_DIGITS - 1)
 _STRING_RE, _NUMBER_RE = re.compile(_STRING), re.compile(_NUMBER)
-_USAGE_NUMBER = re.compile(rb'"(?:prompt|total|completion)_tokens"\s*:\s*([0-9]+)')
+_USAGE_NUMBER = re.compile(rb'"(?:prompt|total|completion|reasoning)_tokens"\s*:\s*([0-9]+)')
 _MAX_SLOTS = 6
 _TEXT_SENTINEL = "\x7fllm-monitor-slot\x7f"
 _OTHER_TEXT_SENTINEL = "\x7fllm-monitor-slot-2\x7f"
@@ -50,20 +52,23 @@ _INT_SENTINEL = 7_046_309_000_000_001  # 19 digits: no usage number a real serve
 class Layout(NamedTuple):
     """One learned event shape: ``pre``, a string body, then ``pieces`` with a number between each two."""
 
-    pre: bytes  # the event up to its content string body, "data:" included
+    pre: bytes  # the event up to its string body, "data:" included
     pieces: tuple[bytes, ...]  # the bytes after the string body, split at the number slots
-    chunk: Chunk  # everything but the content: the reasons, usage fields no slot feeds, reasoning, tool calls
+    chunk: Chunk  # everything the slots do not feed: the reasons, other usage fields, the other text, tool calls
+    feeds_reasoning: bool  # the string is the reasoning, not the content
     prompt_slot: int  # the number slot holding prompt_tokens, -1 if none
     completion_slot: int
+    reasoning_slot: int  # completion_tokens_details.reasoning_tokens
 
     @property
     def hot(self) -> bool:
-        """A plain content event: no finish or stop reason, reasoning or tool call; no usage, or
-        completion_tokens from a slot (the meter's scan loop handles nothing else)."""
+        """A plain content (or reasoning) event: no finish or stop reason, other text or tool call; no
+        usage, or completion_tokens from a slot (the meter's scan loop handles nothing else)."""
         chunk = self.chunk
-        plain = chunk.finish_reason is None and chunk.stop_reason is None and not chunk.reasoning
-        no_usage = chunk.usage is None and self.prompt_slot < 0
-        return plain and not chunk.tool_calls and (self.completion_slot >= 0 or no_usage)
+        plain = chunk.finish_reason is None and chunk.stop_reason is None and not chunk.tool_calls
+        other_text = chunk.content if self.feeds_reasoning else chunk.reasoning
+        no_usage = chunk.usage is None and self.prompt_slot < 0 and self.reasoning_slot < 0
+        return plain and not other_text and (self.completion_slot >= 0 or no_usage)
 
     def read(self, block: bytes) -> Chunk | None:
         """The chunk of a whole one-line event (without its blank line), or None if it has another layout."""
@@ -77,28 +82,30 @@ class Layout(NamedTuple):
                 return None
             numbers.append(int(number[0]))
             pos = number.end()
-        content = read_string(body[1]) if block[pos:] == self.pieces[-1] else None
-        if content is None:
+        text = read_string(body[1]) if block[pos:] == self.pieces[-1] else None
+        if text is None:
             return None
-        chunk, prompt_slot, completion_slot = self.chunk, self.prompt_slot, self.completion_slot
-        usage = chunk.usage
-        if prompt_slot >= 0 or completion_slot >= 0:
+        chunk, usage = self.chunk, self.chunk.usage
+        prompt_slot, completion_slot, reasoning_slot = self.prompt_slot, self.completion_slot, self.reasoning_slot
+        if prompt_slot >= 0 or completion_slot >= 0 or reasoning_slot >= 0:
             prompt, completion, reasoning = usage or NO_USAGE
-            if prompt_slot >= 0:
-                prompt = numbers[prompt_slot]
-            if completion_slot >= 0:
-                completion = numbers[completion_slot]
-            usage = (prompt, completion, reasoning)
-        return Chunk(content, chunk.finish_reason, chunk.stop_reason, usage, chunk.reasoning, chunk.tool_calls)
+            usage = (
+                numbers[prompt_slot] if prompt_slot >= 0 else prompt,
+                numbers[completion_slot] if completion_slot >= 0 else completion,
+                numbers[reasoning_slot] if reasoning_slot >= 0 else reasoning,
+            )
+        if self.feeds_reasoning:
+            return Chunk(chunk.content, chunk.finish_reason, chunk.stop_reason, usage, text, chunk.tool_calls)
+        return Chunk(text, chunk.finish_reason, chunk.stop_reason, usage, chunk.reasoning, chunk.tool_calls)
 
-    def compiled(self, *, cached_only: bool = False) -> tuple[re.Pattern[bytes], int, int] | None:
-        """The pattern for the meter's scan loop, with its prompt and completion groups (0: constant).
+    def compiled(self, *, cached_only: bool = False) -> tuple[re.Pattern[bytes], int, int, int] | None:
+        """The pattern for the meter's scan loop, with its prompt, completion and reasoning-token groups (0: none).
 
         It matches from the string body (group 1) through the blank line: the same events as ``read``.
         Compiling costs ~0.1 ms, so patterns are shared by streams; ``cached_only`` never compiles.
         """
-        slots = range(len(self.pieces) - 1)
-        captured = tuple(j in (self.prompt_slot, self.completion_slot) for j in slots)
+        slots = (self.prompt_slot, self.completion_slot, self.reasoning_slot)
+        captured = tuple(j in slots for j in range(len(self.pieces) - 1))
         rest = _PATTERNS.get((self.pieces, captured))
         if rest is None:
             if cached_only:
@@ -106,8 +113,8 @@ class Layout(NamedTuple):
             if len(_PATTERNS) >= _MAX_PATTERNS:
                 del _PATTERNS[next(iter(_PATTERNS))]
             rest = _PATTERNS[self.pieces, captured] = _compile(self.pieces, captured)
-        groups = [2 + sum(captured[:j]) if j >= 0 else 0 for j in (self.prompt_slot, self.completion_slot)]
-        return rest, groups[0], groups[1]
+        prompt, completion, reasoning = (2 + sum(captured[:j]) if j >= 0 else 0 for j in slots)
+        return rest, prompt, completion, reasoning
 
 
 def read_string(body: bytes) -> str | None:
@@ -135,7 +142,7 @@ def find_string(block: bytes, marker: bytes) -> tuple[int, int] | None:
 
 
 def learn_layout(block: bytes, start: int, end: int, interpret: Callable[[object], Chunk | None]) -> Layout | None:
-    """Learn the layout of a one-line ``data:`` event whose content string body is ``block[start:end]``.
+    """Learn the layout of a one-line ``data:`` event whose content (or reasoning) string body is ``block[start:end]``.
 
     ``interpret`` turns a parsed event into its chunk, or None if it is not a chunk (an error).
     Costs one ``json.loads`` (two if the event could hold the sentinel itself); None if the layout
@@ -158,23 +165,31 @@ def learn_layout(block: bytes, start: int, end: int, interpret: Callable[[object
     pieces.append(post[last:])
     head, tail = pre[6:] if pre[5:6] == b" " else pre[5:], filled + pieces[-1]
     chunk = _parse(interpret, head, _TEXT_SENTINEL, tail)
-    if chunk is None or chunk.content != _TEXT_SENTINEL:
+    feeds_reasoning = _fed(chunk, _TEXT_SENTINEL)
+    if chunk is None or feeds_reasoning is None:
         return None
     # The sentinel written (or \u-escaped) into the event itself would pass for the slot's value, and the
     # slot could then feed a field no chunk reads: prove it again with another sentinel.
     if b"monitor-slot" in block or b"\\u" in pre or b"\\u" in post:
-        again = _parse(interpret, head, _OTHER_TEXT_SENTINEL, tail)
-        if again is None or again.content != _OTHER_TEXT_SENTINEL:
+        if _fed(_parse(interpret, head, _OTHER_TEXT_SENTINEL, tail), _OTHER_TEXT_SENTINEL) is not feeds_reasoning:
             return None
-    usage, slots = chunk.usage, [-1, -1]
+    usage, slots = chunk.usage, [-1, -1, -1]  # prompt_slot, completion_slot, reasoning_slot
     if values:
-        # A slot is the value of a "prompt/total/completion_tokens" key, so never reasoning_tokens.
-        prompt, completion, reasoning = usage or NO_USAGE
-        slots = [values.index(v) if v is not None and v in values else -1 for v in (prompt, completion)]
-        prompt, completion = (None if j >= 0 else v for j, v in zip(slots, (prompt, completion), strict=True))
-        usage = None if (prompt, completion, reasoning) == NO_USAGE else (prompt, completion, reasoning)
-    constant = Chunk("", chunk.finish_reason, chunk.stop_reason, usage, chunk.reasoning, chunk.tool_calls)
-    return Layout(pre, tuple(pieces), constant, slots[0], slots[1])
+        fields = usage or NO_USAGE
+        slots = [values.index(v) if v is not None and v in values else -1 for v in fields]
+        prompt, completion, reasoning_tokens = (None if j >= 0 else v for j, v in zip(slots, fields, strict=True))
+        constants = (prompt, completion, reasoning_tokens)
+        usage = None if constants == NO_USAGE else constants
+    content, reasoning = (chunk.content, "") if feeds_reasoning else ("", chunk.reasoning)
+    constant = Chunk(content, chunk.finish_reason, chunk.stop_reason, usage, reasoning, chunk.tool_calls)
+    return Layout(pre, tuple(pieces), constant, feeds_reasoning, slots[0], slots[1], slots[2])
+
+
+def _fed(chunk: Chunk | None, sentinel: str) -> bool | None:
+    """Which text the sentinel came out as: False the content, True the reasoning, None neither (or both)."""
+    if chunk is None or (chunk.content == sentinel) == (chunk.reasoning == sentinel):
+        return None
+    return chunk.reasoning == sentinel
 
 
 def _parse(interpret: Callable[[object], Chunk | None], head: bytes, text: str, tail: bytes) -> Chunk | None:

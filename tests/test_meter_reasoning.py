@@ -119,6 +119,59 @@ def test_completions_text_is_the_answer() -> None:
     assert (m.reasoning_text, m.reasoning_tokens, m.tool_calls) == ("", 0, ())
 
 
+# --- the fast path reads reasoning events too ------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["reasoning", "reasoning_content"])
+@pytest.mark.parametrize("continuous", [False, True])
+def test_reasoning_events_take_the_fast_path(monkeypatch: pytest.MonkeyPatch, key: str, continuous: bool) -> None:
+    def thinking(k: int) -> bytes:
+        return chunk({key: f"t{k}"}, usage=usage(k, k) if continuous else None)
+
+    reads = [
+        ROLE,
+        *(thinking(k) for k in range(1, 30)),
+        chunk({"content": "A"}, usage=usage(30, 29) if continuous else None),
+    ]
+    meter = StreamMeter("chat", stream=True, start_s=0.0)
+    for i, read in enumerate(reads[:4]):
+        meter.feed(read, 0.1 * (i + 1))
+    hot = meter._hot
+    assert hot.feeds_reasoning and hot.pre.endswith(f'"{key}":"'.encode())
+    assert (hot.completion_group > 0, hot.reasoning_group > 0) == (continuous, continuous)
+    loads: list[str] = []
+
+    def counting_loads(text: str, **kwargs: Any) -> Any:
+        loads.append(text)
+        return json.JSONDecoder(**kwargs).decode(text)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
+    for i, read in enumerate(reads[4:-1], start=4):
+        meter.feed(read, 0.1 * (i + 1))
+    assert loads == []  # 25 reasoning events, none parsed by json.loads
+    monkeypatch.undo()
+    m = both(reads)
+    assert (m.reasoning_text, m.reasoning_chunk_count, m.text) == ("".join(f"t{k}" for k in range(1, 30)), 29, "A")
+    assert m.ttft_ms == pytest.approx(200.0) and m.ttfa_ms == pytest.approx(3100.0)
+    assert (m.reasoning_tokens, m.reasoning_tokens_estimated) == (29, not continuous)
+    assert m.itl_per_token_exact is continuous
+
+
+def test_interleaved_reasoning_and_content_switch_the_hot_layout() -> None:
+    reads = [chunk({"reasoning": "r"}), chunk({"reasoning": "s"}), chunk({"content": "a"}), chunk({"content": "b"})]
+    reads += [chunk({"reasoning": "t"}), chunk({"content": "c"}), chunk({"reasoning": "u"}), chunk({"content": "d"})]
+    m = both(reads)
+    assert (m.reasoning_text, m.text, m.reasoning_chunk_count, m.content_chunk_count) == ("rstu", "abcd", 4, 4)
+    assert m.ttft_ms == pytest.approx(100.0) and m.ttfa_ms == pytest.approx(300.0) and len(m.itl_ms) == 7
+
+
+def test_a_reasoning_event_with_content_beside_it_is_read_right() -> None:
+    # The layout's string is the reasoning; the constant content must come along, not be dropped.
+    reads = [chunk({"content": "x", "reasoning": r}) for r in ("a", "b", "c")]
+    m = both(reads)
+    assert (m.text, m.reasoning_text, m.content_chunk_count) == ("xxx", "abc", 3)
+
+
 # --- the reasoning_content alias -----------------------------------------------------------------
 
 
