@@ -40,10 +40,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from monitor.alerts.clock import Clock
+from monitor.clock import Clock
 from monitor.errors import StoreError
 from monitor.store.db import describe_error, normalize_url
 from monitor.store.models_leases import LeaseRow
+from monitor.tasks import wait_event
 
 __all__ = [
     "LEASE_NAME",
@@ -302,7 +303,7 @@ class LeaderElection:
         `first_wait_s`: the delay an `attempt()` made before the loop returned.
         """
         delay_s = first_wait_s
-        while not await _stopped(stop, delay_s):
+        while not await wait_event(stop, timeout_s=delay_s):
             delay_s = await self.attempt()
 
     async def release(self) -> None:
@@ -494,16 +495,6 @@ class DaemonLock:
 def _read_pid(fd: int) -> str:
     raw = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
     return raw if raw.isdigit() else "unknown"
-
-
-async def _stopped(stop: asyncio.Event, wait_s: float) -> bool:
-    """Wait up to `wait_s` for `stop`; whether it is set."""
-    try:
-        async with asyncio.timeout(wait_s):
-            await stop.wait()
-    except TimeoutError:
-        pass
-    return stop.is_set()
 
 
 def _why(exc: BaseException) -> str:

@@ -7,13 +7,18 @@ sets are bounded by the config (probe, target, check names), never by request da
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Literal
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Literal, Protocol, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitor import __version__
+from monitor.errors import StoreError
 from monitor.results import ProbeResult
 
 __all__ = [
@@ -22,10 +27,16 @@ __all__ = [
     "GaugeFamily",
     "HistogramFamily",
     "ProbeMetrics",
+    "ScrapeQueries",
+    "alert_families",
     "escape_label_value",
     "format_value",
     "leadership_families",
+    "writer_families",
 ]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Labels = tuple[str, ...]
@@ -36,6 +47,11 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+# Always exported, 0 when there are none, so that an alert on them sees a series.
+ALERT_STATES = ("pending", "firing")
+# /metrics reads the outbox depth (and, on a follower, the alert states) from the database; a hung
+# database must not hang the scrape (the same bound as /readyz).
+METRICS_DB_TIMEOUT_S = 2.0
 
 
 def escape_label_value(value: str) -> str:
@@ -168,6 +184,96 @@ def leadership_families(replica: str, leading: bool, transitions: int) -> list[G
     )  # fmt: skip
     changes.inc((replica,), float(transitions))
     return [leader, changes]
+
+
+class WriterStats(Protocol):
+    """What the result writer counts (`ResultWriter`)."""
+
+    overflowed: int
+    rejected: int
+    dropped: int
+
+    @property
+    def buffered(self) -> int: ...
+
+    def qsize(self) -> int: ...
+
+    def outage_s(self) -> float: ...
+
+
+def writer_families(inflight: int, writer: WriterStats) -> list[GaugeFamily | CounterFamily]:
+    """Runs in flight, the write queue and outage buffer, and the results never stored (by reason)."""
+    dropped = CounterFamily(
+        "llm_monitor_results_dropped_total",
+        "Results never stored: the outage buffer was full, the database refused them, or shutdown came "
+        "during an outage.",
+        ("reason",),
+    )
+    dropped.values = {
+        ("overflow",): float(writer.overflowed), ("rejected",): float(writer.rejected),
+        ("shutdown",): float(writer.dropped - writer.overflowed - writer.rejected),
+    }  # fmt: skip
+    return [
+        GaugeFamily(
+            "llm_monitor_probes_in_flight", "Probe runs (and maintenance jobs) now running.",
+            values={(): float(inflight)},
+        ),
+        GaugeFamily(
+            "llm_monitor_write_queue_depth", "Results waiting to be written (queued, and held in the outage buffer).",
+            values={(): float(writer.qsize())},
+        ),
+        GaugeFamily(
+            "llm_monitor_results_buffered",
+            "Results held while the database is unreachable (at most daemon.outage_buffer_max).",
+            values={(): float(writer.buffered)},
+        ),
+        GaugeFamily(
+            "llm_monitor_database_outage_seconds",
+            "How long the result writer has found the database unreachable (0 while it answers).",
+            values={(): writer.outage_s()},
+        ),
+        dropped,
+    ]  # fmt: skip
+
+
+def alert_families(states: Mapping[str, int], outbox_pending: int | None) -> list[GaugeFamily]:
+    """Alert instances by state, and the outbox depth (None: its query failed, so left out)."""
+    by_state: dict[Labels, float] = {(state,): float(states.get(state, 0)) for state in (*ALERT_STATES, *states)}
+    families = [GaugeFamily("llm_monitor_alerts", "Alert instances by state.", ("state",), by_state)]
+    if outbox_pending is not None:
+        families.append(
+            GaugeFamily(
+                "llm_monitor_outbox_pending", "Notifications waiting in the outbox.", values={(): float(outbox_pending)}
+            )
+        )
+    return families
+
+
+class ScrapeQueries:
+    """The database reads of one scrape, each within METRICS_DB_TIMEOUT_S; `failed` flags each by name."""
+
+    def __init__(self) -> None:
+        self.failed = GaugeFamily(
+            "llm_monitor_metrics_query_failed",
+            f"1 when this scrape's database query failed or took over {METRICS_DB_TIMEOUT_S:g} s "
+            "(its gauge is left out).",
+            ("query",),
+        )
+
+    async def run(self, name: str, query: Callable[[], Awaitable[_T]]) -> _T | None:
+        """The query's value, or None (logged, and 1 in `failed`) if it failed or took too long."""
+        try:
+            async with asyncio.timeout(METRICS_DB_TIMEOUT_S):
+                value = await query()
+        except TimeoutError:
+            logger.warning("/metrics: %s query took over %g s; left out of this scrape", name, METRICS_DB_TIMEOUT_S)
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            logger.warning("/metrics: %s unavailable: %s", name, exc)
+        else:
+            self.failed.set((name,), 0.0)
+            return value
+        self.failed.set((name,), 1.0)
+        return None
 
 
 def outcome(result: ProbeResult) -> str:

@@ -25,12 +25,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from monitor.alerts.clock import Clock
 from monitor.alerts.model import AlertSnapshot, Notification
 from monitor.alerts.webhook import Delivery, build_request, send
+from monitor.clock import Clock
 from monitor.config import ReceiverSettings
 from monitor.store.db import describe_error
 from monitor.store.models_alerts import DeliveryAttemptRow, OutboxRow
+from monitor.tasks import wait_event
 
 if TYPE_CHECKING:
     from monitor.config import Settings
@@ -123,7 +124,8 @@ class Dispatcher:
             except Exception:
                 logger.exception("outbox dispatch failed; retrying in %.0f s", self._poll_interval_s)
                 delay_s = self._poll_interval_s
-            await self._sleep(stop, delay_s)
+            # Sleep until the next message is due, new ones are committed (`wake`) or the daemon stops.
+            await wait_event(stop, self._wake, timeout_s=delay_s)
         logger.info("dispatcher stopped")
 
     async def dispatch_due(self) -> int:
@@ -262,12 +264,3 @@ class Dispatcher:
         if earliest is None:
             return self._poll_interval_s
         return min(self._poll_interval_s, max(0.05, (earliest - now).total_seconds()))
-
-    async def _sleep(self, stop: asyncio.Event, delay_s: float) -> None:
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)

@@ -26,19 +26,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo, rules
-from monitor.alerts.clock import Clock
 from monitor.alerts.model import AlertSnapshot, AlertView, NotifyStatus, SilenceView, fingerprint
 from monitor.alerts.muting import mute_reason
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import Aggregate, ResultHistory, WindowSource
 from monitor.alerts.state import AlertRecord, Step, Timing, advance, retire
+from monitor.clock import Clock
 from monitor.config import RuleSettings
 from monitor.errors import StoreError
 from monitor.results import ProbeResult
@@ -47,11 +47,25 @@ from monitor.store.models_alerts import OutboxRow
 if TYPE_CHECKING:
     from monitor.config import Settings
 
-__all__ = ["AlertEngine"]
+__all__ = ["AlertEngine", "AlertsBackend"]
 
 logger = logging.getLogger(__name__)
 
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class AlertsBackend(Protocol):
+    """What the API and the dashboard read and write through; `AlertEngine` is the implementation."""
+
+    async def alerts(self) -> Sequence[AlertView]: ...
+
+    async def silences(self, *, include_expired: bool = False) -> Sequence[SilenceView]: ...
+
+    async def add_silence(
+        self, *, matchers: dict[str, str], duration_s: float, comment: str, created_by: str
+    ) -> SilenceView: ...
+
+    async def expire_silence(self, silence_id: int) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts.model import AlertSnapshot, iso
@@ -50,21 +50,9 @@ class OutboxMessage:
 
 
 def _to_message(row: OutboxRow) -> OutboxMessage:
-    return OutboxMessage(
-        id=row.id,
-        idempotency_key=row.idempotency_key,
-        fingerprint=row.fingerprint,
-        rule=row.rule,
-        receiver=row.receiver,
-        status=row.status,
-        alert=AlertSnapshot.from_json(row.alert),
-        created_at=row.created_at,
-        state=row.state,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        delivered_at=row.delivered_at,
-        last_error=row.last_error,
-    )
+    # Every field but the alert is the column of the same name; the alert is stored as JSON.
+    columns = {f.name: getattr(row, f.name) for f in fields(OutboxMessage) if f.name != "alert"}
+    return OutboxMessage(**columns, alert=AlertSnapshot.from_json(row.alert))
 
 
 class Outbox:
@@ -123,6 +111,22 @@ class Outbox:
             query = query.where(OutboxRow.state == state)
         async with self._sessionmaker() as session:
             return [_to_message(row) for row in (await session.scalars(query)).all()]
+
+    async def free_claims(self) -> int:
+        """Clear the claims on pending messages (a new leader's first step); returns how many.
+
+        Only a leader sends, and a leader stops before its lease can expire; this runs only after
+        this replica won the lease, so no other dispatcher can be sending now. Without it, a message
+        claimed by a leader killed mid-send would wait for its claim to run out (a minute or more).
+        """
+        async with self._sessionmaker() as session, session.begin():
+            result = await session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.state == "pending", OutboxRow.claimed_until.is_not(None))
+                .values(claimed_until=None)
+                .execution_options(synchronize_session=False)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def purge(self, *, older_than: datetime) -> int:
         """Delete finished (not pending) messages written before `older_than`, with their attempts."""

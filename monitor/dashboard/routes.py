@@ -1,6 +1,9 @@
 """Mounts the dashboard on the daemon's aiohttp app: HTML pages, their JSON, and two static files.
 
-    setup_dashboard(app, settings=settings, db=engine, store=store, alerts=alert_engine)
+    setup_dashboard(app, settings=lambda: daemon.settings, db=engine, store=store, alerts=alert_engine)
+
+`settings` is read again for every request, so a config reload reaches the pages; a request takes
+one snapshot (`Dashboard.read`) and sees one config throughout.
 
 Every dashboard response carries a strict Content-Security-Policy (no inline script or style,
 nothing from other origins), `nosniff` and `no-referrer`. Pages only read; the one write the
@@ -13,25 +16,27 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from monitor.alerts.engine import AlertsBackend
+from monitor.clock import Clock, SystemClock
 from monitor.config import RuleSettings, Settings
 from monitor.dashboard.layout import page
 from monitor.dashboard.markup import Markup, el
 from monitor.dashboard.pages import overview_body, probe_body
 from monitor.dashboard.pages_alerts import alerts_body, silence_forms
 from monitor.dashboard.pages_load import load_run_body, load_runs_body
-from monitor.dashboard.queries import WINDOWS, AlertSource, DashboardData
+from monitor.dashboard.queries import WINDOWS, DashboardData
 from monitor.dashboard.queries_load import LoadRuns, run_json
 from monitor.errors import StoreError
 from monitor.store.models import parse_row_id
 from monitor.store.repo import Store
 
-__all__ = ["CSP", "DASHBOARD_KEY", "SECURITY_HEADERS", "Dashboard", "setup_dashboard"]
+__all__ = ["CSP", "DASHBOARD_KEY", "SECURITY_HEADERS", "Dashboard", "SettingsSource", "setup_dashboard"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,37 +55,32 @@ STATIC_FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
-Clock = Callable[[], datetime]
+# The settings in force now: the daemon's reload replaces them while the app runs (it passes
+# `lambda: daemon.settings`; the API reads the same source).
+SettingsSource = Callable[[], Settings]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _system_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class Dashboard:
-    """What the handlers share: the read models, the settings, the static files and a clock."""
+    """What the handlers share: the settings source, the resources to read, the static files, a clock."""
 
-    _data: DashboardData
+    settings: SettingsSource
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: Store
+    alerts: AlertsBackend | None
     load: LoadRuns
-    current_settings: Callable[[], Settings]  # the settings in force: a daemon reload replaces them
     static: dict[str, bytes]
     asset_version: str
     clock: Clock
 
-    @property
-    def settings(self) -> Settings:
-        return self.current_settings()
+    def read(self) -> DashboardData:
+        """A read model over the settings in force now; a handler takes one and keeps it."""
+        return DashboardData(self.settings(), self.sessionmaker, store=self.store, alerts=self.alerts)
 
-    @property
-    def data(self) -> DashboardData:
-        self._data.settings = self.current_settings()
-        return self._data
 
-    @property
-    def rules(self) -> dict[str, RuleSettings]:
-        return {rule.name: rule for rule in self.settings.rules}
+def _rules(data: DashboardData) -> dict[str, RuleSettings]:
+    return {rule.name: rule for rule in data.settings.rules}
 
 
 DASHBOARD_KEY = web.AppKey("dashboard", Dashboard)
@@ -89,25 +89,26 @@ DASHBOARD_KEY = web.AppKey("dashboard", Dashboard)
 def setup_dashboard(
     app: web.Application,
     *,
-    settings: Settings | Callable[[], Settings],
+    settings: SettingsSource,
     db: AsyncEngine,
     store: Store,
-    alerts: AlertSource | None = None,
-    clock: Clock = _system_now,
+    alerts: AlertsBackend | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Register the dashboard's routes on `app`; every resource stays the caller's."""
     sessionmaker = async_sessionmaker(db, expire_on_commit=False)
     static_dir = resources.files("monitor.dashboard") / "static"
     static = {name: (static_dir / name).read_bytes() for name in STATIC_FILES}
     version = hashlib.sha256(b"".join(static.values())).hexdigest()[:12]
-    current = settings if callable(settings) else lambda: settings
     app[DASHBOARD_KEY] = Dashboard(
-        _data=DashboardData(current(), sessionmaker, store=store, alerts=alerts),
+        settings=settings,
+        sessionmaker=sessionmaker,
+        store=store,
+        alerts=alerts,
         load=LoadRuns(sessionmaker),
-        current_settings=current,
         static=static,
         asset_version=version,
-        clock=clock,
+        clock=clock or SystemClock(),
     )
     add = app.router.add_get
     add("/", overview_page, name="dashboard-overview")
@@ -183,63 +184,62 @@ def _page(handler: Callable[[web.Request, Dashboard], Awaitable[web.Response]]) 
     return wrapper
 
 
-async def _firing(dash: Dashboard, now: datetime) -> int:
-    return sum(1 for a in await dash.data.alerts(now) if a.state == "firing")
+async def _firing(data: DashboardData, now: datetime) -> int:
+    return sum(1 for a in await data.alerts(now) if a.state == "firing")
 
 
 @_page
 async def overview_page(request: web.Request, dash: Dashboard) -> web.Response:
-    now = dash.clock()
-    data = await dash.data.overview(now)
-    firing = sum(1 for a in data.alerts if a.state == "firing")
-    return _html(dash, title="Overview", active="overview", body=overview_body(data, dash.rules), firing=firing)
+    data = dash.read()
+    overview = await data.overview(dash.clock.now())
+    firing = sum(1 for a in overview.alerts if a.state == "firing")
+    return _html(dash, title="Overview", active="overview", body=overview_body(overview, _rules(data)), firing=firing)
 
 
-async def _window(request: web.Request, dash: Dashboard, probe: str, target: str, now: datetime) -> str | None:
+async def _window(request: web.Request, data: DashboardData, probe: str, target: str, now: datetime) -> str | None:
     """The ?window= asked for, else one that fits the probe's stored results; None if unknown."""
     window = request.query.get("window")
     if window is None:
-        return await dash.data.default_window(probe, target, now)
+        return await data.default_window(probe, target, now)
     return window if window in WINDOWS else None
 
 
 @_page
 async def probe_page(request: web.Request, dash: Dashboard) -> web.Response:
-    now = dash.clock()
+    data, now = dash.read(), dash.clock.now()
     target, probe = request.match_info["target"], request.match_info["probe"]
-    window = await _window(request, dash, probe, target, now)
+    window = await _window(request, data, probe, target, now)
     if window is None:
         return _error_page(dash, 400, "Unknown window", f"Pick one of {', '.join(WINDOWS)}.")
-    detail = await dash.data.probe_detail(probe, target, window, now)
+    detail = await data.probe_detail(probe, target, window, now)
     if not detail.known:
         return _error_page(dash, 404, "No such probe", f"Nothing is known about probe {probe!r} on target {target!r}.")
-    body = probe_body(detail, dash.rules)
-    return _html(dash, title=f"{probe} on {target}", active="overview", body=body, firing=await _firing(dash, now))
+    body = probe_body(detail, _rules(data))
+    return _html(dash, title=f"{probe} on {target}", active="overview", body=body, firing=await _firing(data, now))
 
 
 @_page
 async def alerts_page(request: web.Request, dash: Dashboard) -> web.Response:
-    now = dash.clock()
-    alerts = await dash.data.alerts(now)
-    silences = await dash.data.silences(now, include_expired=True)
-    can_write = dash.settings.api_token is not None
+    data, now = dash.read(), dash.clock.now()
+    alerts = await data.alerts(now)
+    silences = await data.silences(now, include_expired=True)
+    can_write = data.settings.api_token is not None
     firing = sum(1 for a in alerts if a.state == "firing")
     return _html(
         dash,
         title="Alerts",
         active="alerts",
-        body=alerts_body(alerts, silences, now, can_write, dash.rules),
+        body=alerts_body(alerts, silences, now, can_write, _rules(data)),
         firing=firing,
-        outside=(silence_forms(dash.settings),),
+        outside=(silence_forms(data.settings),),
     )
 
 
 @_page
 async def load_runs_page(request: web.Request, dash: Dashboard) -> web.Response:
     runs = await dash.load.runs()
-    return _html(
-        dash, title="Load runs", active="loadruns", body=load_runs_body(runs), firing=await _firing(dash, dash.clock())
-    )
+    firing = await _firing(dash.read(), dash.clock.now())
+    return _html(dash, title="Load runs", active="loadruns", body=load_runs_body(runs), firing=firing)
 
 
 def _baseline(request: web.Request) -> int | None:
@@ -267,7 +267,7 @@ async def load_run_page(request: web.Request, dash: Dashboard) -> web.Response:
         title=f"Load run #{run_id}",
         active="loadruns",
         body=load_run_body(detail),
-        firing=await _firing(dash, dash.clock()),
+        firing=await _firing(dash.read(), dash.clock.now()),
     )
 
 
@@ -286,17 +286,17 @@ async def static_file(request: web.Request) -> web.Response:
 
 async def overview_json(request: web.Request) -> web.Response:
     dash = request.app[DASHBOARD_KEY]
-    return web.json_response((await dash.data.overview(dash.clock())).to_json())
+    return web.json_response((await dash.read().overview(dash.clock.now())).to_json())
 
 
 async def probe_json(request: web.Request) -> web.Response:
     dash = request.app[DASHBOARD_KEY]
     target, probe = request.match_info["target"], request.match_info["probe"]
-    now = dash.clock()
-    window = await _window(request, dash, probe, target, now)
+    data, now = dash.read(), dash.clock.now()
+    window = await _window(request, data, probe, target, now)
     if window is None:
         raise web.HTTPBadRequest(text=f"window: must be one of {', '.join(WINDOWS)}")
-    detail = await dash.data.probe_detail(probe, target, window, now)
+    detail = await data.probe_detail(probe, target, window, now)
     if not detail.known:
         raise web.HTTPNotFound(text=f"no probe {probe!r} on target {target!r}")
     return web.json_response(detail.to_json())
