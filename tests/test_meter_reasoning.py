@@ -433,6 +433,55 @@ def test_recorded_vllm_body_with_null_reasoning_and_null_details() -> None:
     assert (m.completion_tokens, m.tokens_estimated, m.tool_calls, m.capped) == (8, False, (), False)
 
 
+# --- recorded vLLM 0.32 pipeline replies (tests/realservers/record_vllm.py --pipelines) ----------------
+
+PIPELINE_STREAMS = sorted(
+    f"{path.parent.name}/{path.stem}"
+    for path in FIXTURES.glob("pipelines*/*.json")
+    if json.loads(path.read_text(encoding="utf-8"))["response"]["kind"] == "sse"
+)
+
+
+def recorded_reads(case: str) -> list[bytes]:
+    return [DONE if e == "[DONE]" else event(e) for e in recorded(case)["events"]]
+
+
+@pytest.mark.parametrize("case", PIPELINE_STREAMS)
+def test_recorded_pipeline_streams_measure_the_same_however_they_are_cut(case: str) -> None:
+    reads = recorded_reads(case)
+    m = both(reads)
+    assert m.error_kind is None and m.done_seen and not m.tokens_estimated
+    body = b"".join(reads)
+    for size in (1, 7, 64):
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        assert measure("chat", pieces, times=[1.0] * len(pieces)) == measure("chat", [body], times=[1.0])
+
+
+def test_recorded_qwen3_reasoning_parser_stream() -> None:
+    # The tiny model never writes </think>: the qwen3 parser reads the whole reply as reasoning.
+    m = both(recorded_reads("pipelines-reasoning-qwen3/reasoning_chat_stream"))
+    assert (m.reasoning_text, m.text, m.ttfa_ms, m.finish_reason) == ("Hello! How can I help?", "", None, "stop")
+    assert (m.reasoning_tokens, m.reasoning_tokens_estimated, m.completion_tokens, m.reasoning_chunk_count) == (
+        7, False, 8, 7)  # fmt: skip
+    assert m.ttft_ms == pytest.approx(200.0)
+
+
+def test_recorded_qwen3_reasoning_parser_body() -> None:
+    body = json.dumps(recorded("pipelines-reasoning-qwen3/reasoning_chat")["body"]).encode()
+    m = both([body], stream=False)
+    assert (m.reasoning_text, m.text, m.reasoning_tokens, m.reasoning_tokens_estimated) == (
+        "Hello! How can I help?", "", 7, False)  # fmt: skip
+
+
+def test_recorded_tool_call_stream_assembles_one_call() -> None:
+    # vLLM 0.32's first fragment carries id, type, index and function.name, no arguments key.
+    m = both(recorded_reads("pipelines/tools_required_stream"))
+    assert [(c.index, c.id, c.type, c.name) for c in m.tool_calls] == [(0, "chatcmpl-<id>", "function", "get_time")]
+    assert m.tool_calls[0].arguments == '"' + " the cat" * 9
+    assert (m.finish_reason, m.text, m.ttfa_ms, m.tool_call_chunk_count, m.completion_tokens) == (
+        "length", "", None, 20, 64)  # fmt: skip
+
+
 # --- properties: any chunking gives the same measurement --------------------------------------------
 
 TEXTS = st.one_of(st.text(max_size=5), st.sampled_from(["", '"', "\\", "\n", "你好", "😊", "\ud800", "\x00", '{"a":']))
