@@ -36,16 +36,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from monitor.alerts.model import AlertView, SilenceView
+from monitor.alerts.engine import AlertsBackend
 from monitor.config import MAX_DURATION_S, Settings, to_seconds
-from monitor.dashboard.routes import setup_dashboard
+from monitor.dashboard.routes import SettingsSource, setup_dashboard
 from monitor.errors import ConfigError, StoreError
+from monitor.leader import Leadership
 from monitor.metrics import CONTENT_TYPE, CounterFamily, GaugeFamily, ProbeMetrics, leadership_families
 from monitor.store.db import ping
 from monitor.store.models import MAX_ROW_ID, parse_row_id
@@ -56,9 +57,6 @@ __all__ = [
     "ALERTS_KEY",
     "SETTINGS_KEY",
     "STORE_KEY",
-    "AlertsBackend",
-    "LeadershipView",
-    "SettingsSource",
     "check_bind",
     "create_app",
     "is_loopback",
@@ -66,7 +64,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# One page of results is a bounded query and a bounded response, whatever `limit=` asks for.
 MAX_RESULTS = 1000
+# A readiness probe must answer before the orchestrator's own timeout, even while the database hangs.
 READY_DB_TIMEOUT_S = 2.0
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Open without the read token: what a compose healthcheck and a Prometheus scrape ask for.
@@ -78,40 +78,10 @@ READ_CHALLENGE = 'Basic realm="llm-monitor", charset="UTF-8", Bearer realm="llm-
 _dumps = partial(json.dumps, ensure_ascii=False)
 
 
-class AlertsBackend(Protocol):
-    """What the API (and the dashboard) need from the alert engine (`monitor.alerts.engine.AlertEngine`)."""
-
-    async def alerts(self) -> Sequence[AlertView]: ...
-
-    async def silences(self, *, include_expired: bool = False) -> Sequence[SilenceView]: ...
-
-    async def add_silence(
-        self, *, matchers: dict[str, str], duration_s: float, comment: str, created_by: str
-    ) -> SilenceView: ...
-
-    async def expire_silence(self, silence_id: int) -> bool: ...
-
-
-class LeadershipView(Protocol):
-    """Which replica leads (`monitor.leader.LeaderElection`, or `SoleLeader` on SQLite)."""
-
-    @property
-    def replica_id(self) -> str: ...
-
-    @property
-    def is_leader(self) -> bool: ...
-
-    @property
-    def leader(self) -> str | None: ...
-
-    @property
-    def transitions(self) -> int: ...
-
-
 Gauges = Callable[[], Awaitable[Iterable[GaugeFamily | CounterFamily]]]
-# The settings in force now: the daemon's SIGHUP reload replaces them while the app runs.
-SettingsSource = Callable[[], Settings]
 
+# Handlers and middlewares read the settings through this source on every request, never a copy
+# taken at startup: that is how a reload reaches the API (its own `api` section waits for a restart).
 SETTINGS_KEY: web.AppKey[SettingsSource] = web.AppKey("settings")
 STORE_KEY = web.AppKey("store", Store)
 DB_KEY = web.AppKey("db", AsyncEngine)
@@ -120,7 +90,7 @@ ALERTS_KEY = web.AppKey("alerts", AlertsBackend)
 ROLLUPS_KEY = web.AppKey("rollups", Rollups)
 SCHEDULER_RUNNING_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("scheduler_running")
 GAUGES_KEY: web.AppKey[Gauges] = web.AppKey("gauges")
-LEADERSHIP_KEY = web.AppKey("leadership", LeadershipView)
+LEADERSHIP_KEY = web.AppKey("leadership", Leadership)
 
 
 def is_loopback(host: str) -> bool:
@@ -168,7 +138,7 @@ def create_app(
     rollups: Rollups | None = None,
     scheduler_running: Callable[[], bool] | None = None,
     gauges: Gauges | None = None,
-    leadership: LeadershipView | None = None,
+    leadership: Leadership | None = None,
 ) -> web.Application:
     """The API application; every resource is owned by the caller.
 
@@ -176,6 +146,8 @@ def create_app(
     so that a reload reaches the API and the dashboard).
     """
     source = settings if callable(settings) else partial(_fixed, settings)
+    # Outermost first. Errors wrap everything (whatever is raised further in leaves as JSON); the
+    # Host check comes before auth, so a rebinding page never gets a password prompt.
     app = web.Application(
         middlewares=[_error_middleware, _host_middleware, _auth_middleware],
         handler_args={"logger": _ProtocolLog(logging.getLogger("aiohttp.server"), {})},
@@ -237,8 +209,10 @@ async def _error_middleware(
             raise
         return _error(exc.status, exc.text or exc.reason)
     except StoreError as exc:
+        # The database is down or slow: 503, as a retry may succeed; nothing is wrong with the request.
         return _error(503, str(exc))
     except Exception:
+        # A bug: the traceback goes to the log only, the client gets no internals.
         logger.exception("%s %s failed", request.method, request.path)
         return _error(500, "internal error (see the daemon log)")
 
@@ -281,12 +255,15 @@ async def _auth_middleware(
     settings = request.app[SETTINGS_KEY]()
     token = settings.api_token
     if request.method in WRITE_METHODS:
+        # Writes take Bearer only: a browser never sends it by itself, so a page cannot forge one.
         if token is not None:
             if not _bearer_matches(request, [token.get_secret_value()]):
                 return _error(401, "writes need Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
         elif "Origin" in request.headers:
+            # No token (loopback only): browsers send Origin with every POST and DELETE, scripts do not.
             return _error(403, "writes from web pages are refused when no api.token_env is set")
     elif settings.api_read_token is not None and request.path not in OPEN_PATHS:
+        # Basic too, for reads only: the browser's own prompt is how a person opens the dashboard.
         accepted = [t.get_secret_value() for t in (settings.api_read_token, token) if t is not None]
         if not _bearer_matches(request, accepted) and not _basic_matches(request, accepted):
             return _error(401, "reads need the read token (Bearer, or Basic with it as the password)", {
@@ -479,6 +456,7 @@ def _refuse_constant(name: str) -> NoReturn:
 
 def _parse_json(text: str) -> Any:
     """A request body as JSON: finite numbers only, at most `MAX_JSON_DEPTH` levels deep (else 400)."""
+    # Measured before parsing: json.loads recurses, and a body of 100 000 "[" would be a RecursionError.
     if _json_depth(text) > MAX_JSON_DEPTH:
         raise web.HTTPBadRequest(text=f"body: nested deeper than {MAX_JSON_DEPTH} levels")
     try:

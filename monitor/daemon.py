@@ -31,21 +31,20 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
-from monitor.alerts.clock import SystemClock
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.api import check_bind, create_app
+from monitor.clock import SystemClock
 from monitor.config import Settings, load_settings
 from monitor.errors import ConfigError, StoreError
 from monitor.leader import (
@@ -57,30 +56,27 @@ from monitor.leader import (
     default_replica_id,
     sqlite_database,
 )
-from monitor.metrics import CounterFamily, GaugeFamily, ProbeMetrics
+from monitor.metrics import CounterFamily, GaugeFamily, ProbeMetrics, ScrapeQueries, alert_families, writer_families
 from monitor.probes import Prober
-from monitor.results import ProbeResult
 from monitor.retention import Retention
 from monitor.scheduler import ProbeScheduler, ResultWriter, SchedulerStats
 from monitor.store.db import censor_url, connect, create_engine, ensure_schema
-from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups, RollupWindowSource, TieredWindowSource
+from monitor.tasks import wait_then_cancel
 
-__all__ = ["Daemon", "DaemonSummary", "check_runnable", "run_daemon"]
+__all__ = ["Daemon", "DaemonSummary", "Services", "check_runnable", "run_daemon"]
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
-ALERT_STATES = ("pending", "firing")
 # How far back each rollup run recomputes, beyond the slowest target's timeout.
 ROLLUP_SETTLE_EXTRA_S = 30.0
 # A new leader that cannot load the alert states (database trouble) tries again this often; it must
 # not evaluate rules from stale states, which could repeat what the previous leader already sent.
 TAKEOVER_RETRY_S = 1.0
-# /metrics reads the outbox depth (and, on a follower, the alert states) from the database; a hung
-# database must not hang the scrape (the same bound as /readyz).
-METRICS_DB_TIMEOUT_S = 2.0
+# A task asked to stop at shutdown gets at least this long, even when the grace is used up.
+STOP_MIN_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +99,26 @@ class DaemonSummary:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What startup creates, for the daemon's whole life; what they hold closes on the exit stack.
+
+    The duties of a leadership term (a `ProbeScheduler`, the dispatcher's task) are not here: they
+    start and stop with the term, over these.
+    """
+
+    engine: AsyncEngine
+    store: Store
+    prober: Prober
+    writer: ResultWriter
+    alerts: AlertEngine
+    outbox: Outbox
+    dispatcher: Dispatcher
+    rollups: Rollups
+    retention: Retention
+    leadership: Leadership
+
+
 class Daemon:
     """Runs probes on schedule, stores results, evaluates alerts, serves the API, until stopped.
 
@@ -118,6 +134,7 @@ class Daemon:
         db_url: str | None = None,
         install_signals: bool = False,
     ) -> None:
+        # The settings in force: `reload` replaces them; the API and dashboard read them per request.
         self.settings = settings
         self._config_path = config_path
         self._db_url = db_url
@@ -125,28 +142,21 @@ class Daemon:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.started = asyncio.Event()
-        self.api_url: str | None = None
         self.metrics = ProbeMetrics()
-        self.summary: DaemonSummary | None = None
+        self.summary: DaemonSummary | None = None  # set when `serve` returns
         self.reloads = 0
-        self.leadership: Leadership | None = None
-        # The scheduler of the current leadership term (None while following); every term gets a new one.
-        self._active: ProbeScheduler | None = None
-        self._schedulers: list[ProbeScheduler] = []
-        self._dispatching: tuple[asyncio.Task[None], asyncio.Event] | None = None
-        self._writer: ResultWriter | None = None
-        self._alerts: AlertEngine | None = None
-        self._outbox: Outbox | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._prober: Prober | None = None
-        self._rollups: Rollups | None = None
-        self._retention: Retention | None = None
-        self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
-        self._deadline = 0.0
         self._started_mono = 0.0
-        self._reload_task: asyncio.Task[None] | None = None
-        self._retry: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time at which the shutdown grace ends
+        # Set once by `serve`, before anything reads it.
+        self._services: Services | None = None
         self._bound_port: int | None = None
+        # What changes with leadership. The duties of the current term (None while following): a new
+        # scheduler and dispatcher task every term; every term's scheduler is kept for the summary.
+        self._active: ProbeScheduler | None = None
+        self._dispatching: tuple[asyncio.Task[None], asyncio.Event] | None = None
+        self._schedulers: list[ProbeScheduler] = []
+        self._retry: asyncio.TimerHandle | None = None  # a takeover that failed, tried again soon
+        self._reload_task: asyncio.Task[None] | None = None
 
     @property
     def scheduler(self) -> ProbeScheduler:
@@ -159,6 +169,18 @@ class Daemon:
     def leading(self) -> bool:
         """Whether this replica runs the duties now (probes, rules, notifications)."""
         return self._active is not None
+
+    @property
+    def leadership(self) -> Leadership | None:
+        return self._services.leadership if self._services is not None else None
+
+    @property
+    def api_url(self) -> str | None:
+        """Where the API listens (None until it does); with `api.port: 0`, the port actually bound."""
+        if self._bound_port is None:
+            return None
+        host = self.settings.api.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self._bound_port}"
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin the graceful shutdown; a second call skips the waiting (like a second Ctrl-C)."""
@@ -176,7 +198,12 @@ class Daemon:
         for line in self.settings.advice():
             logger.warning("%s", line)
         async with AsyncExitStack() as stack:
-            await self._startup(stack)
+            services = self._services = await self._startup(stack)
+            stack.push_async_callback(self._stop_duties)
+            await self._reconcile()
+            follower = asyncio.create_task(self._follow(services.leadership), name="leadership")
+            stack.push_async_callback(self._stop_task, "leadership", follower, timeout_s=0.0)
+            await self._serve_api(stack, services)
             self.started.set()
             await self._stop.wait()
             self._deadline = asyncio.get_running_loop().time() + self.settings.daemon.shutdown_grace_s
@@ -187,7 +214,13 @@ class Daemon:
         logger.info("%s", self.summary.line())
         return 0
 
-    async def _startup(self, stack: AsyncExitStack) -> None:
+    def _running(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("the daemon is not running")
+        return self._services
+
+    async def _startup(self, stack: AsyncExitStack) -> Services:
+        """Create the resources, each with its close on `stack`; elect; start the result writer."""
         settings = self.settings
         if self._install_signals:
             self._add_signal_handlers(stack)
@@ -201,8 +234,6 @@ class Daemon:
         stack.push_async_callback(engine.dispose)
         await ensure_schema(engine)
         sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-        self._sessionmaker = sessionmaker
-        store = Store(sessionmaker)
 
         # Probes and notifications get separate pools: hung targets must not starve webhook sends.
         probe_session = aiohttp.ClientSession(
@@ -211,15 +242,11 @@ class Daemon:
         stack.push_async_callback(probe_session.close)
         notify_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         stack.push_async_callback(notify_session.close)
-        self._prober = Prober(probe_session)
 
         max_timeout_s = max((t.timeout_s for t in settings.targets), default=60.0)
         rollups = Rollups(
             sessionmaker, settle_s=max_timeout_s + settings.retention.rollup_interval_s + ROLLUP_SETTLE_EXTRA_S
         )
-        self._rollups = rollups
-        self._retention = Retention(sessionmaker, settings.retention, rollups=rollups)
-
         clock = SystemClock()
         outbox = Outbox(sessionmaker)
         # Long windows (regression baselines over days) read rollups instead of millions of raw rows.
@@ -229,43 +256,59 @@ class Daemon:
             settings, sessionmaker, notify_session, clock=clock, secrets=settings.plain_receiver_secrets()
         )
         outbox.add_waker(dispatcher.wake)
-        self._alerts, self._outbox, self._dispatcher = alerts, outbox, dispatcher
 
-        leadership = await self._elect(stack, database is None)
+        leadership = await self._elect(stack, shared=database is None)
+        # Registered before the writer's stop: results written at shutdown may still notify.
         stack.push_async_callback(self._stop_dispatcher)
-
-        writer = ResultWriter(store, on_stored=self._on_stored, buffer_max=settings.daemon.outage_buffer_max)
-        self._writer = writer
+        store = Store(sessionmaker)
+        # Each stored result reaches the alert engine, on the leader only.
+        on_stored = _if_leading(leadership, alerts.on_result)
+        writer = ResultWriter(store, on_stored=on_stored, buffer_max=settings.daemon.outage_buffer_max)
         writer_task = asyncio.create_task(writer.run(), name="result-writer")
         stack.push_async_callback(self._stop_writer, writer, writer_task)
+        retention = Retention(sessionmaker, settings.retention, rollups=rollups)
+        return Services(
+            engine=engine, store=store, prober=Prober(probe_session), writer=writer, alerts=alerts, outbox=outbox,
+            dispatcher=dispatcher, rollups=rollups, retention=retention, leadership=leadership,
+        )  # fmt: skip
 
-        stack.push_async_callback(self._stop_duties)
-        await self._reconcile()
-        follower = asyncio.create_task(self._follow(leadership), name="leadership")
-        stack.push_async_callback(self._cancel, follower)
-
-        # A callable, not a snapshot: a reload reaches the API and the dashboard (probe lists, rules).
+    async def _serve_api(self, stack: AsyncExitStack, services: Services) -> None:
         app = create_app(
-            lambda: self.settings, store=store, db=engine, metrics=self.metrics, alerts=alerts, rollups=rollups,
-            scheduler_running=lambda: self._active is not None and self._active.running, gauges=self._gauges,
-            leadership=leadership,
+            lambda: self.settings, store=services.store, db=services.engine, metrics=self.metrics,
+            alerts=services.alerts, rollups=services.rollups, scheduler_running=self._scheduler_running,
+            gauges=self._gauges, leadership=services.leadership,
         )  # fmt: skip
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await self._start_site(runner)
+        settings = self.settings
+        host, port = settings.api.host, settings.api.port
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigError(f"api.port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self._bound_port = int(runner.addresses[0][1]) if runner.addresses else port
+        if self._bound_port != port:
+            # Links in notifications point at the port actually bound (port 0 picks one).
+            services.dispatcher.reload(self._with_bound_port(settings))
+        leadership = services.leadership
         # The API URL stays last: scripts (and tests) take it from the end of this line.
         logger.info(
             "llm-monitor daemon running: %d probes on %d targets, %d rules, %d receivers, database %s, "
             "replica %s (%s), API %s",
             len(settings.probes), len(settings.targets), len(settings.rules), len(settings.receivers),
-            censor_url(engine.url), leadership.replica_id,
+            censor_url(services.engine.url), leadership.replica_id,
             "leader" if leadership.is_leader else f"follower of {leadership.leader or 'nobody yet'}", self.api_url,
         )  # fmt: skip
 
+    def _with_bound_port(self, settings: Settings) -> Settings:
+        if self._bound_port is None or settings.api.port == self._bound_port:
+            return settings
+        return settings.model_copy(update={"api": settings.api.model_copy(update={"port": self._bound_port})})
+
     # --- leadership -------------------------------------------------------------------------------
 
-    async def _elect(self, stack: AsyncExitStack, shared: bool) -> Leadership:
+    async def _elect(self, stack: AsyncExitStack, *, shared: bool) -> Leadership:
         """The lease on a shared database (PostgreSQL), else sole leadership; one first attempt is made."""
         settings = self.settings
         replica_id = settings.daemon.replica_id or default_replica_id()
@@ -279,7 +322,6 @@ class Daemon:
             lease_store = LeaseStore(async_sessionmaker(lease_engine, expire_on_commit=False))
             leadership = LeaderElection(lease_store, replica_id=replica_id, ttl_s=settings.daemon.lease_ttl_s)
             stack.push_async_callback(leadership.release)
-        self.leadership = leadership
         # One attempt now, so the replica knows its role before it serves anything.
         first_wait_s = await leadership.attempt()
         stop = asyncio.Event()
@@ -299,171 +341,71 @@ class Daemon:
                 self._retry = asyncio.get_running_loop().call_later(TAKEOVER_RETRY_S, leadership.changed.set)
 
     async def _reconcile(self) -> None:
-        leadership = self.leadership
-        assert leadership is not None
-        if leadership.is_leader and self._active is None:
-            await self._take_duties()
-        elif not leadership.is_leader and self._active is not None:
+        services = self._running()
+        if services.leadership.is_leader and self._active is None:
+            await self._take_duties(services)
+        elif not services.leadership.is_leader and self._active is not None:
             await self._drop_duties()
 
-    async def _take_duties(self) -> None:
-        assert self._alerts is not None and self._dispatcher is not None and self._sessionmaker is not None
-        assert self._prober is not None and self._writer is not None and self.leadership is not None
-        assert self._rollups is not None and self._retention is not None
-        settings = self.settings
+    async def _take_duties(self, services: Services) -> None:
+        settings, leadership = self.settings, services.leadership
         try:
             # The previous leader may have changed every alert state since this replica last looked.
-            await self._alerts.start()
-            freed = await _free_outbox_claims(self._sessionmaker)
+            await services.alerts.start()
+            freed = await services.outbox.free_claims()
         except (StoreError, SQLAlchemyError, OSError) as exc:
             logger.error("cannot take over the duties yet (%s); retrying in %.0f s", exc, TAKEOVER_RETRY_S)
-            self._retry = asyncio.get_running_loop().call_later(TAKEOVER_RETRY_S, self.leadership.changed.set)
+            self._retry = asyncio.get_running_loop().call_later(TAKEOVER_RETRY_S, leadership.changed.set)
             return
         if freed:
             logger.info("freed %d outbox messages claimed by a previous leader; they are sent now", freed)
-        if not self.leadership.is_leader:  # lost while loading: the next reconcile sees it
+        if not leadership.is_leader:  # lost while loading: the next reconcile sees it
             return
         stop = asyncio.Event()
-        task = asyncio.create_task(self._dispatcher.run(stop), name="dispatcher")
-        self._dispatching = (task, stop)
+        self._dispatching = (asyncio.create_task(services.dispatcher.run(stop), name="dispatcher"), stop)
 
-        scheduler = ProbeScheduler(settings, prober=self._prober, writer=self._writer, metrics=self.metrics)
+        scheduler = ProbeScheduler(settings, prober=services.prober, writer=services.writer, metrics=self.metrics)
         scheduler.start()
-        scheduler.add_periodic("rollups", self._if_leading(self._rollups.run), settings.retention.rollup_interval_s)
-        scheduler.add_periodic("retention", self._if_leading(self._retention.run), settings.retention.interval_s)
-        scheduler.add_periodic(
-            "alerts", self._if_leading(self._alerts.evaluate_all), settings.daemon.absence_eval_interval_s
+        periodic = (
+            ("rollups", services.rollups.run, settings.retention.rollup_interval_s),
+            ("retention", services.retention.run, settings.retention.interval_s),
+            ("alerts", services.alerts.evaluate_all, settings.daemon.absence_eval_interval_s),
         )
+        for name, job, interval_s in periodic:
+            scheduler.add_periodic(name, _if_leading(leadership, job), interval_s)
         self._active = scheduler
         self._schedulers.append(scheduler)
-        logger.info("%s leads: probing, evaluating rules and sending notifications", self.leadership.replica_id)
+        logger.info("%s leads: probing, evaluating rules and sending notifications", leadership.replica_id)
 
     async def _drop_duties(self) -> None:
         """Stop at once: the lease may pass to another replica soon, and two must never work together."""
-        scheduler = self._active
-        if scheduler is not None:
-            scheduler.pause()
-            cancelled = await scheduler.drain(0.0, self._force)
-            await scheduler.shutdown()
-            self._active = None
-            if cancelled:
-                logger.warning("stepping down: cancelled %d in-flight jobs", cancelled)
-        dispatching, self._dispatching = self._dispatching, None
-        if dispatching is not None:
-            task, stop = dispatching
-            stop.set()
-            await self._cancel(task)
-        logger.warning("%s follows: probes, rules and notifications stopped here", self._replica_id)
+        cancelled = await self._stop_scheduler(0.0)
+        if cancelled:
+            logger.warning("stepping down: cancelled %d in-flight jobs", cancelled)
+        await self._stop_dispatcher(0.0)
+        logger.warning(
+            "%s follows: probes, rules and notifications stopped here", self._running().leadership.replica_id
+        )
 
-    @property
-    def _replica_id(self) -> str:
-        return self.leadership.replica_id if self.leadership is not None else "?"
-
-    def _if_leading(self, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-        # Checked when the job starts: the lease deadline counts, even before the step-down has run.
-        async def guarded() -> None:
-            if self.leadership is not None and self.leadership.is_leader:
-                await job()
-
-        return guarded
-
-    async def _on_stored(self, result: ProbeResult) -> None:
-        if self._alerts is not None and self.leadership is not None and self.leadership.is_leader:
-            await self._alerts.on_result(result)
-
-    async def _cancel(self, task: asyncio.Task[Any]) -> None:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # its failure was already the end of it; keep shutting down
-            logger.exception("%s failed", task.get_name())
-
-    async def _start_site(self, runner: web.AppRunner) -> None:
-        host, port = self.settings.api.host, self.settings.api.port
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"api.port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        bound = runner.addresses[0][1] if runner.addresses else port
-        shown = f"[{host}]" if ":" in host else host
-        self.api_url = f"http://{shown}:{bound}"
-        self._bound_port = int(bound)
-        if self._dispatcher is not None and bound != port:
-            # Links in notifications point at the port actually bound (port 0 picks one).
-            self._dispatcher.reload(self._with_bound_port(self.settings))
-
-    def _with_bound_port(self, settings: Settings) -> Settings:
-        if self._bound_port is None or settings.api.port == self._bound_port:
-            return settings
-        return settings.model_copy(update={"api": settings.api.model_copy(update={"port": self._bound_port})})
+    def _scheduler_running(self) -> bool:
+        return self._active is not None and self._active.running
 
     async def _gauges(self) -> list[GaugeFamily | CounterFamily]:
-        writer = self._writer
-        families: list[GaugeFamily | CounterFamily] = [
-            GaugeFamily(
-                "llm_monitor_probes_in_flight",
-                "Probe runs (and maintenance jobs) now running.",
-                values={(): float(self._active.inflight if self._active is not None else 0)},
-            ),  # fmt: skip
-            GaugeFamily(
-                "llm_monitor_write_queue_depth",
-                "Results waiting to be written (queued, and held in the outage buffer).",
-                values={(): float(writer.qsize() if writer else 0)},
-            ),  # fmt: skip
-            GaugeFamily(
-                "llm_monitor_results_buffered",
-                "Results held while the database is unreachable (at most daemon.outage_buffer_max).",
-                values={(): float(writer.buffered if writer else 0)},
-            ),  # fmt: skip
-            GaugeFamily(
-                "llm_monitor_database_outage_seconds",
-                "How long the result writer has found the database unreachable (0 while it answers).",
-                values={(): writer.outage_s() if writer else 0.0},
-            ),  # fmt: skip
-        ]
-        if writer is not None:
-            dropped = CounterFamily(
-                "llm_monitor_results_dropped_total",
-                "Results never stored: the outage buffer was full, the database refused them, or shutdown came "
-                "during an outage.",
-                ("reason",),
-            )
-            dropped.values = {
-                ("overflow",): float(writer.overflowed), ("rejected",): float(writer.rejected),
-                ("shutdown",): float(writer.dropped - writer.overflowed - writer.rejected),
-            }  # fmt: skip
-            families.append(dropped)
-        if self._alerts is None or self._outbox is None:
-            return families
-        alerts, outbox = self._alerts, self._outbox
-        failed = GaugeFamily(
-            "llm_monitor_metrics_query_failed",
-            f"1 when this scrape's database query failed or took over {METRICS_DB_TIMEOUT_S:g} s "
-            "(its gauge is left out).",
-            ("query",),
-        )
+        services, scheduler = self._running(), self._active
+        queries = ScrapeQueries()
         states: Counter[str] = Counter()
-        if self.leading:
-            for (_, state), count in alerts.state_counts().items():
+        if scheduler is not None:
+            for (_, state), count in services.alerts.state_counts().items():
                 states[state] += count
         else:
             # A follower's engine does not run; the leader's states are in the database.
-            views = await _bounded_query("alert_states", failed, lambda: alerts.alerts(include_inactive=True))
+            views = await queries.run("alert_states", lambda: services.alerts.alerts(include_inactive=True))
             states.update(view.state for view in views or ())
-        by_state: dict[tuple[str, ...], float] = {(s,): float(states.get(s, 0)) for s in (*ALERT_STATES, *states)}
-        families.append(GaugeFamily("llm_monitor_alerts", "Alert instances by state.", ("state",), by_state))
-        pending = await _bounded_query("outbox_depth", failed, outbox.depth)
-        if pending is not None:
-            families.append(
-                GaugeFamily(
-                    "llm_monitor_outbox_pending", "Notifications waiting in the outbox.", values={(): float(pending)}
-                )
-            )
-        families.append(failed)
-        return families
+        pending = await queries.run("outbox_depth", services.outbox.depth)
+        inflight = scheduler.inflight if scheduler is not None else 0
+        return [*writer_families(inflight, services.writer), *alert_families(states, pending), queries.failed]
+
+    # --- shutdown ---------------------------------------------------------------------------------
 
     def _remaining_s(self) -> float:
         if self._force.is_set():
@@ -474,57 +416,52 @@ class Daemon:
         """Shutdown: the scheduler of a leader gets the grace; the dispatcher stops later (`_stop_dispatcher`)."""
         if self._retry is not None:
             self._retry.cancel()
-        scheduler = self._active
-        if scheduler is None:
-            return
-        scheduler.pause()
-        cancelled = await scheduler.drain(self._remaining_s(), self._force)
+        cancelled = await self._stop_scheduler(self._remaining_s())
         if cancelled and self._force.is_set():
             logger.warning("cancelled %d in-flight jobs (forced stop, no grace)", cancelled)
         elif cancelled:
-            logger.warning("cancelled %d in-flight jobs after the %.0f s grace", cancelled, self._grace_s)
+            logger.warning(
+                "cancelled %d in-flight jobs after the %.0f s grace", cancelled, self.settings.daemon.shutdown_grace_s
+            )
+
+    async def _stop_scheduler(self, grace_s: float) -> int:
+        """End the current term's scheduler: runs get `grace_s`, then are cancelled; returns how many were."""
+        scheduler = self._active
+        if scheduler is None:
+            return 0
+        scheduler.pause()
+        cancelled = await scheduler.drain(grace_s, self._force)
         await scheduler.shutdown()
         self._active = None
+        return cancelled
 
-    async def _stop_dispatcher(self) -> None:
+    async def _stop_dispatcher(self, timeout_s: float | None = None) -> None:
         dispatching, self._dispatching = self._dispatching, None
         if dispatching is not None:
-            task, stop = dispatching
-            await self._stop_task("dispatcher", task, stop)
-
-    @property
-    def _grace_s(self) -> float:
-        return self.settings.daemon.shutdown_grace_s
+            await self._stop_task("dispatcher", *dispatching, timeout_s)
 
     async def _stop_writer(self, writer: ResultWriter, task: asyncio.Task[None]) -> None:
         if not task.done():
             close = asyncio.create_task(writer.close())
-            await self._wait_or_cancel("result writer", task)
-            close.cancel()
+            await self._stop_task("result writer", task)
+            await wait_then_cancel([close], 0.0)
         if writer.qsize():
             logger.warning("%d results were not written", writer.qsize())
 
-    async def _stop_task(self, name: str, task: asyncio.Task[Any], stop: asyncio.Event) -> None:
-        stop.set()
-        await self._wait_or_cancel(name, task)
+    async def _stop_task(
+        self, name: str, task: asyncio.Task[Any], stop: asyncio.Event | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Set `stop`, wait up to `timeout_s` (default: what is left of the grace) for `task`, else cancel it."""
+        if stop is not None:
+            stop.set()
+        wait_s = max(self._remaining_s(), STOP_MIN_S) if timeout_s is None else timeout_s
+        if await wait_then_cancel([task], wait_s, interrupt=self._force) and timeout_s is None:
+            logger.warning("%s did not stop in time; cancelled it", name)
+        if not task.cancelled() and task.exception() is not None:
+            # The task's own failure was already the end of it: report it, and keep shutting down.
+            logger.error("%s failed", name, exc_info=task.exception())
 
-    async def _wait_or_cancel(self, name: str, task: asyncio.Task[Any]) -> None:
-        forced = asyncio.create_task(self._force.wait())
-        try:
-            await asyncio.wait(
-                {task, forced}, timeout=max(self._remaining_s(), 0.5), return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            forced.cancel()
-        if not task.done():
-            logger.warning("%s did not stop in time; cancelling it", name)
-            task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # the task's own failure was already the end of it; report, keep shutting down
-            logger.exception("%s failed", name)
+    # --- signals and reload -----------------------------------------------------------------------
 
     def _add_signal_handlers(self, stack: AsyncExitStack) -> None:
         loop = asyncio.get_running_loop()
@@ -548,7 +485,11 @@ class Daemon:
             logger.exception("reload failed; the running config may be partly replaced")
 
     async def reload(self) -> bool:
-        """Re-read the config file and apply it; on any error keep the running config. Returns success."""
+        """Re-read the config file and apply it; on any error keep the running config. Returns success.
+
+        The scheduler, the alert engine and the dispatcher are handed the new settings; the API and
+        the dashboard read `self.settings` on every request.
+        """
         if self._config_path is None:
             logger.error("reload rejected: the daemon was not started from a config file")
             return False
@@ -562,10 +503,9 @@ class Daemon:
             return False
         if self._active is not None:
             self._active.apply(new)
-        if self._alerts is not None:
-            self._alerts.reload(new)
-        if self._dispatcher is not None:
-            self._dispatcher.reload(self._with_bound_port(new), new.plain_receiver_secrets())
+        if self._services is not None:
+            self._services.alerts.reload(new)
+            self._services.dispatcher.reload(self._with_bound_port(new), new.plain_receiver_secrets())
         self.settings = new
         self.reloads += 1
         logger.info(
@@ -587,33 +527,22 @@ class Daemon:
         return new.model_copy(update=kept) if kept else new
 
     def _summary(self) -> DaemonSummary:
-        stats = SchedulerStats()
-        for scheduler in self._schedulers:  # one per leadership term
-            for field in fields(SchedulerStats):
-                setattr(stats, field.name, getattr(stats, field.name) + getattr(scheduler.stats, field.name))
-        writer = self._writer
+        # Every leadership term had its own scheduler: the counts are their sums.
+        totals = {f.name: sum(getattr(s.stats, f.name) for s in self._schedulers) for f in fields(SchedulerStats)}
+        writer = self._services.writer if self._services is not None else None
         return DaemonSummary(
-            uptime_s=time.monotonic() - self._started_mono,
-            runs=stats.runs, ok=stats.ok, failed=stats.failed,
-            stored=writer.stored if writer else 0, dropped=writer.dropped if writer else 0,
-            skipped_busy=stats.skipped_busy, missed=stats.missed, cancelled=stats.cancelled,
+            uptime_s=time.monotonic() - self._started_mono, stored=writer.stored if writer else 0,
+            dropped=writer.dropped if writer else 0, **totals,
         )  # fmt: skip
 
 
-async def _bounded_query(name: str, failed: GaugeFamily, query: Callable[[], Awaitable[_T]]) -> _T | None:
-    """Run one /metrics database query within METRICS_DB_TIMEOUT_S; None (logged, and 1 in `failed`) if not."""
-    try:
-        async with asyncio.timeout(METRICS_DB_TIMEOUT_S):
-            value = await query()
-    except TimeoutError:
-        logger.warning("/metrics: %s query took over %g s; left out of this scrape", name, METRICS_DB_TIMEOUT_S)
-    except (StoreError, SQLAlchemyError, OSError) as exc:
-        logger.warning("/metrics: %s unavailable: %s", name, exc)
-    else:
-        failed.set((name,), 0.0)
-        return value
-    failed.set((name,), 1.0)
-    return None
+def _if_leading(leadership: Leadership, job: Callable[_P, Awaitable[object]]) -> Callable[_P, Awaitable[None]]:
+    # Checked when the job starts: the lease deadline counts, even before the step-down has run.
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        if leadership.is_leader:
+            await job(*args, **kwargs)
+
+    return guarded
 
 
 def check_runnable(settings: Settings) -> None:
@@ -626,23 +555,6 @@ def check_runnable(settings: Settings) -> None:
     check_bind(settings)
     if not settings.probes:
         raise ConfigError("probes: none configured; `run` needs at least one probe")
-
-
-async def _free_outbox_claims(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-    """Clear claims on pending messages: only a leader sends, and the one that claimed them has stopped.
-
-    A leader stops before its lease can expire, and this runs only after this replica won the lease,
-    so no other dispatcher can be sending now. Without this, a message claimed by a leader killed
-    mid-send would wait for its claim to run out (a minute or more).
-    """
-    async with sessionmaker() as session, session.begin():
-        result = await session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.state == "pending", OutboxRow.claimed_until.is_not(None))
-            .values(claimed_until=None)
-            .execution_options(synchronize_session=False)
-        )
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def run_daemon(settings: Settings, *, config_path: Path | None = None, db_url: str | None = None) -> int:

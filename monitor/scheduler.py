@@ -42,6 +42,7 @@ from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.store.db import describe_error
 from monitor.store.repo import Store
+from monitor.tasks import wait_then_cancel
 
 __all__ = [
     "OUTAGE_BUFFER_MAX",
@@ -536,22 +537,8 @@ class ProbeScheduler:
 
     async def drain(self, grace_s: float, force: asyncio.Event) -> int:
         """Wait up to `grace_s` (or until `force` is set) for running jobs, then cancel the rest; returns cancelled."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        forced = asyncio.ensure_future(force.wait())
-        try:
-            while self._inflight and not force.is_set():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await asyncio.wait({*self._inflight, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            forced.cancel()
-        left = list(self._inflight)
         self._draining = True
-        for task in left:
-            task.cancel("daemon shutting down")
-        await asyncio.gather(*left, return_exceptions=True)
+        left = await wait_then_cancel(self._inflight, grace_s, interrupt=force, msg="daemon shutting down")
         return len(left)
 
     async def shutdown(self) -> None:

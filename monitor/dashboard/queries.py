@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo as alert_repo
+from monitor.alerts.engine import AlertsBackend
 from monitor.alerts.model import AlertView, SilenceView, iso, parse_iso
 from monitor.config import ProbeSettings, Settings
 from monitor.dashboard.buckets import OverviewBuckets, merged, read_buckets, read_overview
@@ -30,7 +31,6 @@ from monitor.store.rollups import Bucket, MetricSummary, floor_time
 __all__ = [
     "WINDOWS",
     "AlertMark",
-    "AlertSource",
     "DashboardData",
     "OneShotRow",
     "Overview",
@@ -57,14 +57,6 @@ SPARK_STEPS = 60  # one point per minute over the last hour
 RECENT_REPLIES = 10
 ALERT_HISTORY_ROWS = 1000
 ONESHOT_ROWS = 50
-
-
-class AlertSource(Protocol):
-    """What the pages read from the alert engine (`monitor.alerts.engine.AlertEngine`)."""
-
-    async def alerts(self) -> Sequence[AlertView]: ...
-
-    async def silences(self, *, include_expired: bool = False) -> Sequence[SilenceView]: ...
 
 
 def public_url(url: str) -> str:
@@ -446,7 +438,7 @@ class DashboardData:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         store: Store,
-        alerts: AlertSource | None = None,
+        alerts: AlertsBackend | None = None,
     ) -> None:
         self.settings = settings
         self._sessionmaker = sessionmaker
