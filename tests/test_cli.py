@@ -123,7 +123,8 @@ def test_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
     [
         ("probes: [{name: p, target: t, messages: [{role: user, content: hi}], max_tokens: 0}]\n"
          "targets: [{name: t, base_url: 'http://127.0.0.1:1/v1'}]", "probes[0].max_tokens: must be >= 1"),
-        ("targets: [{name: t, base_url: 'http://127.0.0.1:1/v1', timeout_s: soon}]", "targets[0].timeout_s: 'soon' is not a duration"),
+        ("targets: [{name: t, base_url: 'http://127.0.0.1:1/v1', timeout_s: soon}]",
+         "targets[0].timeout_s: 'soon' is not a duration"),
         ("targets: [\n", "invalid YAML at line"),
         ("storage: {url: 'mysql://nope'}\ntargets: []", "mysql://nope"),
     ],
