@@ -59,10 +59,11 @@ from monitor.leader import (
 from monitor.metrics import CounterFamily, GaugeFamily, ProbeMetrics, ScrapeQueries, alert_families, writer_families
 from monitor.probes import Prober
 from monitor.retention import Retention
-from monitor.scheduler import ProbeScheduler, ResultWriter, SchedulerStats
+from monitor.scheduler import ProbeScheduler, SchedulerStats
 from monitor.store.db import censor_url, connect, create_engine, ensure_schema
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups, RollupWindowSource, TieredWindowSource
+from monitor.store.writer import ResultWriter
 from monitor.tasks import wait_then_cancel
 
 __all__ = ["Daemon", "DaemonSummary", "Services", "check_runnable", "run_daemon"]

@@ -139,10 +139,7 @@ class Prober:
         self, target: TargetSettings, probe: ProbeSettings, api_key: str | None, untrusted: Untrusted
     ) -> ProbeResult:
         url, body = build_request(target, probe)
-        base = ProbeResult(
-            probe=probe.name, target=target.name, endpoint=probe.endpoint, stream=probe.stream,
-            started_at=datetime.now(UTC), max_tokens=probe.max_tokens,
-        )  # fmt: skip
+        base = _base(target, probe, datetime.now(UTC))
         start_s = time.perf_counter()
         # asyncio's timeout runs on the loop clock; perf_counter is the meter's clock.
         loop_start = asyncio.get_running_loop().time()
@@ -188,8 +185,11 @@ class Prober:
             return _failed(base, start_s, "timeout", f"connect timeout after {target.connect_timeout_s:g} s",
                            phase="connect", status=status)  # fmt: skip
         except TimeoutError:
-            phase = deadlines.expired_phase()
-            return _failed(base, start_s, "timeout", _timeout_detail(phase, target), phase=phase, status=status)
+            elapsed_ms = (time.perf_counter() - start_s) * 1000.0
+            return timeout_result(
+                target, probe, started_at=base.started_at, elapsed_ms=elapsed_ms, phase=deadlines.expired_phase(),
+                status=status,
+            )  # fmt: skip
         except aiohttp.ClientConnectorError as exc:
             return _failed(base, start_s, "connect_error", connect_detail(exc))
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
@@ -213,6 +213,30 @@ class Prober:
         if len(m.text) > _LONG_TEXT_CHARS:
             await asyncio.sleep(0)  # finishing a long reply held the loop; its checks scan it again
         return replace(base, http_status=status, measurement=m, checks=run_checks(probe, m))
+
+
+def _base(target: TargetSettings, probe: ProbeSettings, started_at: datetime) -> ProbeResult:
+    return ProbeResult(
+        probe=probe.name, target=target.name, endpoint=probe.endpoint, stream=probe.stream,
+        started_at=started_at, max_tokens=probe.max_tokens,
+    )  # fmt: skip
+
+
+def timeout_result(
+    target: TargetSettings,
+    probe: ProbeSettings,
+    *,
+    started_at: datetime,
+    elapsed_ms: float,
+    phase: TimeoutPhase = "total",
+    status: int | None = None,
+) -> ProbeResult:
+    """The result of a request that ran out of time in `phase`; the scheduler's outer bound reports with it too."""
+    detail = _timeout_detail(phase, target)
+    return replace(
+        _base(target, probe, started_at), http_status=status, error_kind="timeout", error_detail=detail,
+        timeout_phase=phase, elapsed_ms=elapsed_ms,
+    )  # fmt: skip
 
 
 def _failed(

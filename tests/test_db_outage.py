@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from monitor.config import parse_settings
 from monitor.meter import StreamMeter
 from monitor.results import ProbeResult
-from monitor.scheduler import ResultWriter
 from monitor.store.db import connect, create_engine, ensure_schema
 from monitor.store.repo import Store
+from monitor.store.writer import ResultWriter
 from tests.conftest import chat_probe, completion_probe
 from tests.mockserver import MockProcess
 from tests.test_daemon import count_results, daemon_config, run_daemon_in_task, wait_for
@@ -314,3 +314,29 @@ async def test_stopping_during_an_outage_counts_what_is_lost(tmp_path: Path, cap
         await engine.dispose()
     assert (writer.stored, writer.dropped, writer.qsize()) == (0, 4, 0)
     assert _messages(caplog, "4 results were not written: the writer was stopped")
+
+
+async def test_stopping_while_a_write_hangs_counts_that_batch_as_lost(caplog: pytest.LogCaptureFixture) -> None:
+    # A listener that accepts and never answers: a hung database, not a refused one. The write is in
+    # progress when the writer is stopped, so its batch is neither queued nor buffered.
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda _, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/none")
+    try:
+        writer = ResultWriter(Store.from_engine(engine))
+        task = asyncio.create_task(writer.run())
+        for i in range(3):
+            await writer.put(_result(i))
+        await wait_for(lambda: bool(accepted), what="the write to connect")
+        assert writer.buffered == 3 and not writer.outage
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await engine.dispose()
+        for w in accepted:
+            w.close()
+        server.close()
+    assert (writer.stored, writer.dropped, writer.qsize()) == (0, 3, 0)
+    assert _messages(caplog, "3 results were not written: the writer was stopped")

@@ -29,9 +29,9 @@ from monitor.config import parse_settings
 from monitor.envelope import http_error_detail
 from monitor.probes import Prober
 from monitor.results import ProbeResult
-from monitor.scheduler import ResultWriter
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
+from monitor.store.writer import ResultWriter
 from monitor.untrusted import Untrusted
 from tests.conftest import chat_probe, completion_probe
 from tests.mockserver import REPO_ROOT

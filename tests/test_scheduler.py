@@ -14,14 +14,16 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from monitor.config import Settings, parse_settings
+from monitor import scheduler as scheduler_module
+from monitor.config import ProbeSettings, Settings, TargetSettings, parse_settings
 from monitor.errors import ConfigError
 from monitor.metrics import ProbeMetrics
 from monitor.probes import Prober
 from monitor.results import ProbeResult
-from monitor.scheduler import SPREAD_MAX_S, ProbeScheduler, ResultWriter, build_trigger
+from monitor.scheduler import SPREAD_MAX_S, ProbeScheduler, build_trigger
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
+from monitor.store.writer import ResultWriter
 from tests.conftest import chat_probe
 from tests.mockserver import MockProcess
 from tests.test_daemon import wait_for
@@ -95,6 +97,42 @@ async def test_a_hung_target_does_not_delay_other_probes(
 
 async def _at_least(store: Store, probe: str, n: int) -> bool:
     return await store.count_results(probe=probe) >= n
+
+
+class _DeafProber(Prober):
+    """A prober that ignores its own deadlines: the bug the scheduler's outer bound is there for."""
+
+    async def run(self, target: TargetSettings, probe: ProbeSettings, api_key: str | None = None) -> ProbeResult:
+        await asyncio.Event().wait()
+        raise AssertionError("never woken")
+
+
+async def test_the_outer_bound_stores_the_probers_timeout_result(
+    engine: AsyncEngine, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "TIMEOUT_SLACK_S", 0.0)
+    settings = parse_settings({
+        "targets": [{"name": "mock", "base_url": "http://127.0.0.1:1/v1", "timeout_s": 0.2}],
+        "probes": [chat_probe(name="deaf", interval_s=0.5, max_tokens=32)],
+    })  # fmt: skip
+    store = Store.from_engine(engine)
+    writer = ResultWriter(store)
+    writer_task = asyncio.create_task(writer.run())
+    scheduler = ProbeScheduler(settings, prober=_DeafProber(session), writer=writer, metrics=ProbeMetrics())
+    scheduler.start()
+    try:
+        await wait_for(lambda: _at_least(store, "deaf", 1), timeout_s=10, what="a timed-out result")
+    finally:
+        scheduler.pause()
+        await scheduler.drain(0.0, asyncio.Event())
+        await scheduler.shutdown()
+        await writer.close()
+        await writer_task
+    stored = (await store.recent_results(probe="deaf"))[-1]
+    assert (stored.ok, stored.error_kind, stored.timeout_phase) == (False, "timeout", "total")
+    # The same result the prober makes when its own total deadline passes.
+    assert stored.error_detail == "request exceeded timeout_s=0.2" and stored.max_tokens == 32
+    assert stored.latency_ms is not None and stored.latency_ms >= 200.0
 
 
 async def test_apply_adds_removes_and_reschedules_only_what_changed(
