@@ -33,7 +33,6 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, NoReturn
@@ -49,8 +48,8 @@ from monitor.errors import ConfigError, StoreError
 from monitor.leader import Leadership
 from monitor.metrics import CONTENT_TYPE, CounterFamily, GaugeFamily, ProbeMetrics, leadership_families
 from monitor.store.db import ping
-from monitor.store.models import MAX_ROW_ID, parse_row_id
-from monitor.store.repo import Store, StoredResult
+from monitor.store.models import MAX_ROW_ID, RESULT_SOURCES, ResultSource, parse_row_id
+from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
 
 __all__ = [
@@ -371,22 +370,25 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
-def result_to_json(result: StoredResult) -> dict[str, Any]:
-    data = asdict(result)
-    data["started_at"] = result.started_at.isoformat()
-    data["checks"] = [check.to_json() for check in result.checks]
-    data["failed_checks"] = list(result.failed_checks)
-    return data
-
-
 async def results_handler(request: web.Request) -> web.Response:
-    """`GET /api/v1/results?probe=&target=&since=&limit=`: stored results, newest first."""
+    """`GET /api/v1/results?probe=&target=&source=&since=&limit=`: stored results, newest first."""
     limit = _int_param(request, "limit", 100, 1, MAX_RESULTS)
     results = await request.app[STORE_KEY].recent_results(
-        probe=request.query.get("probe"), target=request.query.get("target"),
+        probe=request.query.get("probe"), target=request.query.get("target"), source=_source(request),
         since=_since(request.query.get("since")), limit=limit,
     )  # fmt: skip
-    return _json([result_to_json(r) for r in results])
+    return _json([r.to_json() for r in results])
+
+
+def _source(request: web.Request) -> ResultSource | None:
+    """`source=`: only the daemon's results, or one one-shot command's (`probe`, `doctor`); all without it."""
+    raw = request.query.get("source")
+    if raw is None:
+        return None
+    for source in RESULT_SOURCES:
+        if raw == source:
+            return source
+    raise web.HTTPBadRequest(text=f"source: must be one of {', '.join(RESULT_SOURCES)}")
 
 
 async def trend_handler(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ TimeoutPhase = Literal["connect", "first_byte", "gap", "total"]
 
 # Stored and printed replies are capped so a run-on reply cannot bloat the database.
 TEXT_SAMPLE_CHARS = 2000
+_ROUNDED = ("ttft_ms", "latency_ms", "itl_ms_mean", "itl_ms_p95")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +80,29 @@ class ProbeResult:
     def failed_checks(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.passed]
 
-    def to_json(self) -> dict[str, Any]:
-        """The `probe --json` contract (documented in the README)."""
+    def flat(self) -> dict[str, Any]:
+        """The result as flat named values: the one flattening, which the store writes and `probe --json` prints.
+
+        The names are the stored columns' (`monitor.store.models.ProbeResultRow`), except the whole
+        reply, `text`; values are as measured (not rounded or cut short), checks as `CheckResult`s.
+        """
         m = self.measurement
         return {
             "probe": self.probe,
             "target": self.target,
             "endpoint": self.endpoint,
             "stream": self.stream,
-            "started_at": self.started_at.isoformat(),
+            "started_at": self.started_at,
             "ok": self.ok,
             "error_kind": self.error_kind,
             "error_detail": self.error_detail,
             "timeout_phase": self.timeout_phase,
             "http_status": self.http_status,
-            "ttft_ms": _round(m.ttft_ms) if m else None,
-            "latency_ms": _round(self.latency_ms),
-            "itl_ms_mean": _round(self.itl_ms_mean),
-            "itl_ms_p95": _round(self.itl_ms_p95),
+            "ttft_ms": m.ttft_ms if m else None,
+            "latency_ms": self.latency_ms,
+            "itl_ms_mean": self.itl_ms_mean,
+            "itl_ms_p95": self.itl_ms_p95,
+            "itl_ms_max": max(m.itl_ms) if m and m.itl_ms else None,
             "chunk_count": m.chunk_count if m else None,
             "prompt_tokens": m.prompt_tokens if m else None,
             "completion_tokens": m.completion_tokens if m else None,
@@ -105,10 +111,22 @@ class ProbeResult:
             "stop_reason": m.stop_reason if m else None,
             "max_tokens": self.max_tokens,
             "truncated": self.truncated,
-            "text": m.text[:TEXT_SAMPLE_CHARS] if m else None,
+            "text": m.text if m else None,
             "sanitised": self.sanitised,
-            "checks": [c.to_json() for c in self.checks],
+            "checks": self.checks,
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """The `probe --json` contract (docs/probes.md): `flat()`, times in ISO 8601, milliseconds to 3 places."""
+        data = self.flat()
+        del data["itl_ms_max"]  # stored, but never part of the documented form
+        for name in _ROUNDED:
+            data[name] = _round(data[name])
+        data["started_at"] = self.started_at.isoformat()
+        if data["text"] is not None:
+            data["text"] = data["text"][:TEXT_SAMPLE_CHARS]
+        data["checks"] = [c.to_json() for c in self.checks]
+        return data
 
 
 def percentile(values: tuple[float, ...] | list[float], pct: float) -> float:

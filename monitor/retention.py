@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, select, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.config import RetentionSettings
 from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
-from monitor.store.models import ProbeResultRow
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
 
 __all__ = ["DEFAULT_BATCH_ROWS", "Retention", "RetentionReport"]
@@ -47,6 +48,7 @@ class Retention:
         batch_rows: int = DEFAULT_BATCH_ROWS,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._results = Store(sessionmaker)
         self.settings = settings
         self._rollups = rollups
         self._batch_rows = batch_rows
@@ -70,8 +72,7 @@ class Retention:
         return report
 
     async def _delete_raw(self, cutoff: datetime) -> int:
-        ids = select(ProbeResultRow.id).where(ProbeResultRow.started_at < cutoff).limit(self._batch_rows)
-        return await self._delete_batches(ProbeResultRow.id.in_(ids), ProbeResultRow)
+        return await self._in_batches(lambda: self._results.delete_results(before=cutoff, limit=self._batch_rows))
 
     async def _delete_rollups(self, resolution_s: int, cutoff: datetime) -> int:
         key = (ProbeRollupRow.resolution_s, ProbeRollupRow.probe, ProbeRollupRow.target, ProbeRollupRow.bucket_start)
@@ -80,17 +81,20 @@ class Retention:
             .where(ProbeRollupRow.resolution_s == resolution_s, ProbeRollupRow.bucket_start < cutoff)
             .limit(self._batch_rows)
         )
-        return await self._delete_batches(tuple_(*key).in_(old), ProbeRollupRow)
+        statement = delete(ProbeRollupRow).where(tuple_(*key).in_(old)).execution_options(synchronize_session=False)
 
-    async def _delete_batches(
-        self, condition: ColumnElement[bool], table: type[ProbeResultRow] | type[ProbeRollupRow]
-    ) -> int:
+        async def one_batch() -> int:
+            async with self._sessionmaker() as session, session.begin():
+                result = await session.execute(statement)
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        return await self._in_batches(one_batch)
+
+    async def _in_batches(self, delete_batch: Callable[[], Awaitable[int]]) -> int:
+        """Run `delete_batch` (which deletes at most `batch_rows` rows) until it deletes fewer."""
         total = 0
         while True:
-            async with self._sessionmaker() as session, session.begin():
-                statement = delete(table).where(condition).execution_options(synchronize_session=False)
-                result = await session.execute(statement)
-            deleted = int(getattr(result, "rowcount", 0) or 0)
+            deleted = await delete_batch()
             total += deleted
             if deleted < self._batch_rows:
                 return total

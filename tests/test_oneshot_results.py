@@ -166,6 +166,30 @@ async def test_dashboard_lists_one_shot_runs_apart(
     assert oneshot_part and "doctor.limits" in oneshot_part and "doctor.limits" not in head
 
 
+async def test_results_api_filters_by_source(engine: AsyncEngine, aiohttp_client: AiohttpClient) -> None:
+    settings = load_settings(None, base_url="http://127.0.0.1:1/v1")
+    chat = settings.probes[0]
+    now = datetime.now(UTC)
+    store = Store.from_engine(engine)
+    await store.add_results([result(chat, now - timedelta(minutes=m)) for m in (1, 2)])
+    await store.add_results([result(chat, now - timedelta(minutes=3))], source="probe")
+    await store.add_results([result(chat, now - timedelta(minutes=4), error="refused")], source="doctor")
+    client: Client = await aiohttp_client(dashboard_app(settings, engine))
+
+    async def sources(**params: str) -> list[str]:
+        resp = await client.get("/api/v1/results", params=params)
+        assert resp.status == 200, await resp.text()
+        return [r["source"] for r in await resp.json()]
+
+    # Without `source=` every result, as before; with it, one source's.
+    assert await sources() == ["daemon", "daemon", "probe", "doctor"]
+    assert await sources(source="daemon") == ["daemon", "daemon"]
+    assert await sources(source="probe") == ["probe"]
+    assert await sources(source="doctor", probe=chat.name) == ["doctor"]
+    resp = await client.get("/api/v1/results", params={"source": "cron"})
+    assert resp.status == 400 and await resp.json() == {"error": "source: must be one of daemon, probe, doctor"}
+
+
 # --- alert windows (monitor/alerts/source.py reads probe_results itself) ---------------------------------------
 
 

@@ -153,6 +153,53 @@ async def test_recent_results_filters_newest_first(store: Store) -> None:
     assert await store.count_results(probe="nope") == 0
 
 
+# The `/api/v1/results` form: every column under its name (docs/api.md).
+API_FIELDS = {
+    "id", "started_at", "probe", "target", "endpoint", "stream", "ok", "error_kind", "error_detail", "timeout_phase",
+    "http_status", "ttft_ms", "latency_ms", "itl_ms_mean", "itl_ms_p95", "itl_ms_max", "chunk_count",
+    "prompt_tokens", "completion_tokens", "tokens_estimated", "finish_reason", "stop_reason", "max_tokens",
+    "truncated", "text_sample", "checks", "failed_checks", "load_run_id", "source", "sanitised",
+}  # fmt: skip
+
+
+async def test_every_view_of_a_result_has_one_json_form(store: Store, engine: AsyncEngine) -> None:
+    run_id = await LoadStore.from_engine(engine).create_run(
+        started_at=T0, target="mock", base_url="http://127.0.0.1:1/v1", model=None, params={}, baseline_id=None
+    )
+    await store.add_results([result()], load_run_id=run_id)
+    (stored,) = await store.recent_results()
+    full = stored.to_json()
+    assert set(full) == API_FIELDS
+    assert full["started_at"] == "2026-11-25T10:00:00.123456+00:00" and full["stop_reason"] == "151336"
+    assert full["checks"][1] == {"name": "no_template_leak", "passed": False, "detail": "saw <|im_end|>"}
+    assert full["failed_checks"] == ["no_template_leak"] and full["source"] == "daemon"
+    # The overview's newest result and a load run's canaries: the same form, cut to their columns.
+    last = await store.last_results([("chat", "mock"), ("chat", "nope")])
+    assert list(last) == [("chat", "mock")]
+    (canary,) = await store.canaries(run_id, limit=10)
+    for line in (last[("chat", "mock")], canary):
+        assert line.to_json().items() <= full.items()
+
+
+async def test_reads_for_the_pages_and_retention(store: Store, engine: AsyncEngine) -> None:
+    await store.add_results([result(started_at=T0 + timedelta(minutes=m)) for m in range(5)])
+    await store.add_results([result(started_at=T0 - timedelta(minutes=1))], source="probe")
+    await store.add_results([result(started_at=T0 + timedelta(minutes=9), checks=())], source="doctor")
+    assert await store.first_result_at(probe="chat", target="mock", source="daemon") == T0
+    assert await store.first_result_at(probe="chat") == T0 - timedelta(minutes=1)
+    assert await store.first_result_at(probe="nope") is None
+    rows = await store.oneshot_rows(since=T0 - timedelta(hours=1), limit=10)
+    assert [(r.source, r.results, r.not_ok, r.last_at) for r in rows] == [
+        ("doctor", 1, 0, T0 + timedelta(minutes=9)),
+        ("probe", 1, 1, T0 - timedelta(minutes=1)),
+    ]
+    # Retention deletes in batches of at most `limit`, the oldest first.
+    assert await store.delete_results(before=T0 + timedelta(minutes=3), limit=2) == 2
+    assert await store.delete_results(before=T0 + timedelta(minutes=3), limit=2) == 2
+    assert await store.delete_results(before=T0 + timedelta(minutes=3), limit=2) == 0
+    assert await store.first_result_at() == T0 + timedelta(minutes=3)
+
+
 async def test_add_nothing(store: Store) -> None:
     assert await store.add_results([]) == []
 

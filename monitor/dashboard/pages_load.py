@@ -8,9 +8,11 @@ from typing import Any
 from monitor.dashboard.fmt import DASH, fmt_count, fmt_duration_s, fmt_ms, fmt_pct, fmt_value
 from monitor.dashboard.layout import badge, probe_url, section, stat, time_el
 from monitor.dashboard.markup import Child, Markup, el
-from monitor.dashboard.queries_load import Canary, LoadRunDetail, metrics_of
+from monitor.dashboard.queries import result_status
+from monitor.dashboard.queries_load import LoadRunDetail, metrics_of
 from monitor.dashboard.svg import Series, line_chart
 from monitor.loadtest.repo import LoadRun, SeriesPoint
+from monitor.store.views import ResultLine
 
 __all__ = ["load_run_body", "load_runs_body", "run_url"]
 
@@ -145,12 +147,12 @@ def _slo_table(run: LoadRun) -> Markup:
     )
 
 
-def _canaries(canaries: Sequence[Canary]) -> Markup:
+def _canaries(canaries: Sequence[ResultLine]) -> Markup:
     if not canaries:
         return el("p", {"class": "muted"}, "No canary probes ran during this load run.")
     rows = []
     for c in canaries:
-        status = "error" if c.error_kind else ("ok" if c.ok else "failed")
+        status = result_status(c)
         detail = c.error_kind or ", ".join(c.failed_checks) or c.finish_reason or DASH
         rows.append(
             el(

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts import repo as alert_repo
@@ -23,10 +23,10 @@ from monitor.alerts.engine import AlertsBackend
 from monitor.alerts.model import AlertView, SilenceView, iso, parse_iso
 from monitor.config import ProbeSettings, Settings
 from monitor.dashboard.buckets import OverviewBuckets, merged, read_buckets, read_overview
-from monitor.store.models import DAEMON_RESULTS, ONESHOT_SOURCES, ProbeResultRow
 from monitor.store.models_alerts import OutboxRow
-from monitor.store.repo import Store, StoredResult
+from monitor.store.repo import Store
 from monitor.store.rollups import Bucket, MetricSummary, floor_time
+from monitor.store.views import RESULT_LINE_COLUMNS, OneShotRow, ResultLine, StoredResult
 
 __all__ = [
     "WINDOWS",
@@ -152,67 +152,11 @@ def result_status(result: _Outcome | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class LastResult:
-    """The newest result of one probe, as the overview shows it."""
-
-    started_at: datetime
-    endpoint: str
-    stream: bool
-    ok: bool
-    error_kind: str | None
-    latency_ms: float | None
-    ttft_ms: float | None
-    finish_reason: str | None
-    failed_checks: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at": iso(self.started_at), "ok": self.ok, "error_kind": self.error_kind,
-            "latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms, "finish_reason": self.finish_reason,
-            "failed_checks": list(self.failed_checks),
-        }  # fmt: skip
-
-
-_LAST_COLUMNS = (
-    ProbeResultRow.started_at, ProbeResultRow.endpoint, ProbeResultRow.stream, ProbeResultRow.ok,
-    ProbeResultRow.error_kind, ProbeResultRow.latency_ms, ProbeResultRow.ttft_ms, ProbeResultRow.finish_reason,
-    ProbeResultRow.failed_checks,
-)  # fmt: skip
-
-
-def _last(row: Sequence[Any]) -> LastResult:
-    started_at, endpoint, stream, ok, kind, latency, ttft, finish, failed = row
-    return LastResult(
-        started_at=started_at, endpoint=endpoint, stream=bool(stream), ok=bool(ok), error_kind=kind,
-        latency_ms=latency, ttft_ms=ttft, finish_reason=finish,
-        failed_checks=tuple(failed.split(",")) if failed else (),
-    )  # fmt: skip
-
-
-_LAST_QUERY = (
-    select(*_LAST_COLUMNS)
-    .where(DAEMON_RESULTS, ProbeResultRow.probe == bindparam("probe"), ProbeResultRow.target == bindparam("target"))
-    .order_by(ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc())
-    .limit(1)
-)
-
-
-async def last_results(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LastResult]:
-    """The newest result of each (probe, target): an indexed LIMIT 1 lookup each, one statement compiled once."""
-    out: dict[tuple[str, str], LastResult] = {}
-    for key in keys:
-        row = (await session.execute(_LAST_QUERY, {"probe": key[0], "target": key[1]})).first()
-        if row is not None:
-            out[key] = _last(row)
-    return out
-
-
-@dataclass(frozen=True, slots=True)
 class OverviewRow:
     probe: str
     target: str
     settings: ProbeSettings | None  # None: results exist but the probe is no longer configured
-    last: LastResult | None
+    last: ResultLine | None
     hour: Stats
     day: Stats
     spark_latency_p95_ms: list[float | None]
@@ -256,24 +200,6 @@ class OverviewRow:
             "spark_latency_p95_ms": self.spark_latency_p95_ms,
             "alerts": [a.to_json() for a in self.alerts],
         }
-
-
-@dataclass(frozen=True, slots=True)
-class OneShotRow:
-    """One probe's results from one-shot commands over the last day (not counted anywhere else)."""
-
-    source: str  # probe | doctor
-    probe: str
-    target: str
-    results: int
-    not_ok: int
-    last_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source, "probe": self.probe, "target": self.target, "results": self.results,
-            "not_ok": self.not_ok, "last_at": iso(self.last_at),
-        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,20 +339,8 @@ class ProbeDetail:
 
 
 def _reply_json(r: StoredResult) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "started_at": iso(r.started_at),
-        "ok": r.ok,
-        "error_kind": r.error_kind,
-        "error_detail": r.error_detail,
-        "http_status": r.http_status,
-        "latency_ms": r.latency_ms,
-        "ttft_ms": r.ttft_ms,
-        "completion_tokens": r.completion_tokens,
-        "finish_reason": r.finish_reason,
-        "text": r.text_sample,
-        "checks": [c.to_json() for c in r.checks],
-    }
+    # The stored form (`StoredResult.to_json`), plus the reply under `text`, the page's name for it from the start.
+    return {**r.to_json(), "text": r.text_sample}
 
 
 class DashboardData:
@@ -467,12 +381,11 @@ class DashboardData:
     async def overview(self, now: datetime) -> Overview:
         buckets = await read_overview(
             self._sessionmaker, now, metrics=("latency_ms", "ttft_ms"), spark_steps=SPARK_STEPS,
-            last_columns=_LAST_COLUMNS,
+            last_columns=RESULT_LINE_COLUMNS,
         )  # fmt: skip
         keys = self._probe_keys(list(buckets))
-        last = {key: _last(b.last) for key, b in buckets.items() if b.last is not None}
-        async with self._sessionmaker() as session:
-            last |= await last_results(session, [(p, t) for p, t, _ in keys if (p, t) not in last])
+        last = {key: ResultLine.of_columns(b.last) for key, b in buckets.items() if b.last is not None}
+        last |= await self._store.last_results([(p, t) for p, t, _ in keys if (p, t) not in last])
         alerts = await self.alerts(now)
         rows: list[OverviewRow] = []
         for probe, target, probe_settings in keys:
@@ -487,34 +400,12 @@ class DashboardData:
                 )
             )  # fmt: skip
         active = [a for a in alerts if a.state in ("firing", "pending")]
-        return Overview(generated_at=now, rows=rows, alerts=active, oneshot=await self._oneshot(now))
-
-    async def _oneshot(self, now: datetime) -> list[OneShotRow]:
-        r = ProbeResultRow
-        last_at = func.max(r.started_at)
-        query = (
-            select(r.source, r.probe, r.target, func.count(), func.sum(case((r.ok, 0), else_=1)), last_at)
-            .where(r.source.in_(ONESHOT_SOURCES), r.started_at >= now - timedelta(days=1))
-            .group_by(r.source, r.probe, r.target)
-            .order_by(last_at.desc())
-            .limit(ONESHOT_ROWS)
-        )
-        async with self._sessionmaker() as session:
-            rows = (await session.execute(query)).all()
-        # max() of a TypeDecorator column comes back through it: an aware UTC datetime on both backends.
-        return [OneShotRow(src, probe, target, int(n), int(bad or 0), at) for src, probe, target, n, bad, at in rows]
+        oneshot = await self._store.oneshot_rows(since=now - timedelta(days=1), limit=ONESHOT_ROWS)
+        return Overview(generated_at=now, rows=rows, alerts=active, oneshot=oneshot)
 
     async def default_window(self, probe: str, target: str, now: datetime) -> str:
         """The shortest of `DEFAULT_WINDOWS` that reaches back to the probe's oldest stored result."""
-        r = ProbeResultRow
-        query = (
-            select(r.started_at)
-            .where(DAEMON_RESULTS, r.probe == probe, r.target == target)
-            .order_by(r.started_at)
-            .limit(1)
-        )
-        async with self._sessionmaker() as session:
-            oldest = (await session.execute(query)).scalar_one_or_none()
+        oldest = await self._store.first_result_at(probe=probe, target=target, source="daemon")
         if oldest is not None:
             span_s = (now - oldest).total_seconds()
             for name in DEFAULT_WINDOWS:

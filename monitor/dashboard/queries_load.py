@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.alerts.model import iso
 from monitor.loadtest.repo import LoadRun, LoadStore, SeriesPoint
-from monitor.store.models import ProbeResultRow
-from monitor.store.models_loadtest import LoadRunRow
+from monitor.store.repo import Store
+from monitor.store.views import ResultLine
 
-__all__ = ["COMPARED", "Canary", "Comparison", "LoadRunDetail", "LoadRuns", "run_json"]
+__all__ = ["COMPARED", "Comparison", "LoadRunDetail", "LoadRuns", "run_json"]
 
 RUN_LIST_LIMIT = 100
 CANARY_LIMIT = 200
@@ -61,34 +59,6 @@ def run_json(run: LoadRun) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class Canary:
-    """A probe result recorded while a load run was active."""
-
-    started_at: datetime
-    probe: str
-    target: str
-    ok: bool
-    error_kind: str | None
-    latency_ms: float | None
-    ttft_ms: float | None
-    finish_reason: str | None
-    failed_checks: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started_at": iso(self.started_at),
-            "probe": self.probe,
-            "target": self.target,
-            "ok": self.ok,
-            "error_kind": self.error_kind,
-            "latency_ms": self.latency_ms,
-            "ttft_ms": self.ttft_ms,
-            "finish_reason": self.finish_reason,
-            "failed_checks": list(self.failed_checks),
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Comparison:
     key: str
     label: str
@@ -128,7 +98,7 @@ class Comparison:
 class LoadRunDetail:
     run: LoadRun
     series: list[SeriesPoint]
-    canaries: list[Canary]
+    canaries: list[ResultLine]
     baseline: LoadRun | None
     baseline_series: list[SeriesPoint]
     comparison: list[Comparison]
@@ -162,71 +132,18 @@ def _point_json(p: SeriesPoint) -> dict[str, Any]:
     }
 
 
-def _run(row: LoadRunRow) -> LoadRun:
-    return LoadRun(
-        id=row.id,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        heartbeat_at=row.heartbeat_at,
-        status=row.status,
-        target=row.target,
-        base_url=row.base_url,
-        model=row.model,
-        params=row.params,
-        summary=row.summary,
-        slo=row.slo,
-        verdict=row.verdict,
-        baseline_id=row.baseline_id,
-        abort_reason=row.abort_reason,
-    )
-
-
 class LoadRuns:
-    """Load runs through `LoadStore` plus the list and canary queries the pages need."""
+    """What the load-run pages read: runs through `LoadStore`, their canaries through `Store`."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
         self._store = LoadStore(sessionmaker)
+        self._results = Store(sessionmaker)
 
     async def runs(self, limit: int = RUN_LIST_LIMIT) -> list[LoadRun]:
-        query = select(LoadRunRow).order_by(LoadRunRow.started_at.desc(), LoadRunRow.id.desc()).limit(limit)
-        async with self._sessionmaker() as session:
-            return [_run(row) for row in (await session.scalars(query)).all()]
+        return await self._store.runs(limit)
 
-    async def canaries(self, run_id: int) -> list[Canary]:
-        r = ProbeResultRow
-        query = (
-            select(
-                r.started_at,
-                r.probe,
-                r.target,
-                r.ok,
-                r.error_kind,
-                r.latency_ms,
-                r.ttft_ms,
-                r.finish_reason,
-                r.failed_checks,
-            )
-            .where(r.load_run_id == run_id)
-            .order_by(r.started_at, r.id)
-            .limit(CANARY_LIMIT)
-        )
-        async with self._sessionmaker() as session:
-            rows = (await session.execute(query)).all()
-        return [
-            Canary(
-                started_at=s,
-                probe=p,
-                target=t,
-                ok=ok,
-                error_kind=ek,
-                latency_ms=lat,
-                ttft_ms=ttft,
-                finish_reason=fr,
-                failed_checks=tuple(fc.split(",")) if fc else (),
-            )
-            for s, p, t, ok, ek, lat, ttft, fr, fc in rows
-        ]
+    async def canaries(self, run_id: int) -> list[ResultLine]:
+        return await self._results.canaries(run_id, limit=CANARY_LIMIT)
 
     async def detail(self, run_id: int, baseline_id: int | None = None) -> LoadRunDetail | None:
         """One run with its series and canaries; the baseline is `baseline_id`, else the run's own."""

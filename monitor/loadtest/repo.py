@@ -1,4 +1,7 @@
-"""Queries of the loadtest feature: load runs, their per-second series, and canaries linked to them.
+"""Queries of the loadtest feature: load runs and their per-second series.
+
+Canaries (the probe results linked to a run) are rows of `probe_results`, so their queries are
+``monitor.store.Store``'s; ``LoadStore`` hands them on.
 
 ``LoadStore`` is handed a session factory it does not own (like ``monitor.store.Store``). Every
 database failure surfaces as ``StoreError`` naming the operation.
@@ -7,23 +10,20 @@ database failure surfaces as ``StoreError`` naming the operation.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from monitor.errors import StoreError
-from monitor.results import percentile
-from monitor.store.db import describe_error
-from monitor.store.models import ProbeResultRow
 from monitor.store.models_loadtest import LoadRunRow, LoadSeriesRow
+from monitor.store.repo import Store, store_session
+from monitor.store.views import CanaryStats
 
-__all__ = ["CanaryStats", "LoadRun", "LoadStore", "SeriesPoint"]
+__all__ = ["LoadRun", "LoadStore", "SeriesPoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,20 +76,6 @@ class SeriesPoint:
     errors: dict[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class CanaryStats:
-    count: int
-    ok: int
-    ttft_p95_ms: float | None
-
-    @property
-    def ok_rate(self) -> float | None:
-        return self.ok / self.count if self.count else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "ok": self.ok, "ok_rate": self.ok_rate, "ttft_p95_ms": self.ttft_p95_ms}
-
-
 _SERIES_FIELDS = tuple(SeriesPoint.__dataclass_fields__)
 
 
@@ -98,6 +84,8 @@ class LoadStore:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
+        # Canaries are probe results: their queries are the result store's.
+        self._results = Store(sessionmaker)
 
     @classmethod
     def from_engine(cls, engine: AsyncEngine) -> LoadStore:
@@ -182,33 +170,21 @@ class LoadStore:
             rows = (await session.scalars(query)).all()
         return [SeriesPoint(**{f: getattr(r, f) for f in _SERIES_FIELDS}) for r in rows]
 
+    async def runs(self, limit: int) -> list[LoadRun]:
+        """The newest `limit` runs, newest first."""
+        query = select(LoadRunRow).order_by(LoadRunRow.started_at.desc(), LoadRunRow.id.desc()).limit(limit)
+        async with self._session("read load runs") as session:
+            return [_run(row) for row in (await session.scalars(query)).all()]
+
     async def link_canaries(self, run_id: int, start: datetime, end: datetime) -> int:
         """Tag probe results stored while the run was active (by any process) with its id."""
-        window = and_(
-            ProbeResultRow.started_at >= start, ProbeResultRow.started_at <= end, ProbeResultRow.load_run_id.is_(None)
-        )
-        async with self._session("link canaries to a load run") as session, session.begin():
-            result = await session.execute(update(ProbeResultRow).where(window).values(load_run_id=run_id))
-        return int(getattr(result, "rowcount", 0) or 0)
+        return await self._results.link_canaries(run_id, start, end)
 
     async def canary_stats(self, run_id: int) -> CanaryStats:
-        query = select(ProbeResultRow.ok, ProbeResultRow.ttft_ms).where(ProbeResultRow.load_run_id == run_id)
-        async with self._session("read canaries of a load run") as session:
-            rows = (await session.execute(query)).all()
-        ttfts = [ttft for _, ttft in rows if ttft is not None]
-        return CanaryStats(
-            count=len(rows),
-            ok=sum(1 for ok, _ in rows if ok),
-            ttft_p95_ms=round(percentile(ttfts, 95.0), 3) if ttfts else None,
-        )
+        return await self._results.canary_stats(run_id)
 
-    @asynccontextmanager
-    async def _session(self, operation: str) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessionmaker() as session:
-                yield session
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"cannot {operation}: {describe_error(exc)}") from exc
+    def _session(self, operation: str) -> AbstractAsyncContextManager[AsyncSession]:
+        return store_session(self._sessionmaker, operation)
 
 
 def _run(row: LoadRunRow) -> LoadRun:

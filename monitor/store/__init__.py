@@ -1,4 +1,7 @@
-"""Persistence: engine factory and migrations (`db`), tables (`models`), queries (`repo`)."""
+"""Persistence: engine and migrations (`db`), tables (`models`), queries (`repo`) and their views (`views`).
+
+The daemon's single result writer is `writer.ResultWriter`.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ from monitor.store.db import (
     upgrade,
     upgrade_sync,
 )
-from monitor.store.repo import Store, StoredResult
+from monitor.store.repo import Store
+from monitor.store.views import ResultLine, StoredResult
 
 __all__ = [
+    "ResultLine",
     "Store",
     "StoredResult",
     "alembic_config",

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_ROW_ID",
     "NAME_MAX_CHARS",
     "ONESHOT_SOURCES",
+    "RESULT_SOURCES",
     "Base",
     "ProbeResultRow",
     "parse_row_id",
@@ -52,7 +53,8 @@ ERROR_DETAIL_MAX_CHARS = 2000
 # Who wrote a result: the daemon's scheduler (load-test canaries count as its results too), or one
 # run of `llm-monitor probe` / `llm-monitor doctor`, which trends, alerts and the dashboard leave out.
 ResultSource = Literal["daemon", "probe", "doctor"]
-ONESHOT_SOURCES: tuple[ResultSource, ...] = tuple(s for s in get_args(ResultSource) if s != "daemon")
+RESULT_SOURCES: tuple[ResultSource, ...] = get_args(ResultSource)
+ONESHOT_SOURCES: tuple[ResultSource, ...] = tuple(s for s in RESULT_SOURCES if s != "daemon")
 
 # Deterministic constraint names, so that later migrations (and SQLite batch mode) can refer to them.
 NAMING_CONVENTION = {

@@ -1,68 +1,38 @@
-"""Queries: write probe results, read them back as plain frozen dataclasses."""
+"""Queries on `probe_results`: every read and write of the table outside the trend readers.
+
+Reads return the typed views of `monitor.store.views`, never ORM rows. `Store` is handed a
+session factory it does not own, and every database failure surfaces as `StoreError` naming the
+operation (and the censored URL).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from monitor.errors import StoreError
-from monitor.results import TEXT_SAMPLE_CHARS, CheckResult, ProbeResult
+from monitor.results import TEXT_SAMPLE_CHARS, CheckResult, ProbeResult, percentile
 from monitor.store.db import censor_url, describe_error
 from monitor.store.models import (
+    DAEMON_RESULTS,
     ERROR_DETAIL_MAX_CHARS,
     NAME_MAX_CHARS,
+    ONESHOT_SOURCES,
     REASON_MAX_CHARS,
     ProbeResultRow,
     ResultSource,
 )
+from monitor.store.views import RESULT_LINE_COLUMNS, CanaryStats, OneShotRow, ResultLine, StoredResult
 
-__all__ = ["Store", "StoredResult"]
+__all__ = ["Store", "StoredResult", "store_session"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResult:
-    """One row of `probe_results`, detached from the session."""
-
-    id: int
-    started_at: datetime  # timezone-aware UTC
-    probe: str
-    target: str
-    endpoint: str
-    stream: bool
-    ok: bool
-    error_kind: str | None
-    error_detail: str | None
-    timeout_phase: str | None
-    http_status: int | None
-    ttft_ms: float | None
-    latency_ms: float | None
-    itl_ms_mean: float | None
-    itl_ms_p95: float | None
-    itl_ms_max: float | None
-    chunk_count: int | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    tokens_estimated: bool | None
-    finish_reason: str | None
-    stop_reason: str | None
-    max_tokens: int | None
-    truncated: bool
-    text_sample: str | None
-    checks: tuple[CheckResult, ...]
-    failed_checks: tuple[str, ...]
-    load_run_id: int | None
-    source: str  # daemon | probe | doctor (see `monitor.store.models.ResultSource`)
-    sanitised: bool  # the server's text was cleaned before it was stored (see monitor.untrusted)
 
 
 class Store:
@@ -117,7 +87,7 @@ class Store:
         )
         async with self._session("read probe results") as session:
             rows = (await session.scalars(query)).all()
-        return [_from_row(row) for row in rows]
+        return [StoredResult.of_row(row) for row in rows]
 
     async def count_results(
         self,
@@ -131,14 +101,108 @@ class Store:
         async with self._session("count probe results") as session:
             return (await session.execute(query)).scalar_one()
 
-    @asynccontextmanager
-    async def _session(self, operation: str) -> AsyncIterator[AsyncSession]:
-        """A session whose database failures surface as StoreError naming the operation and URL."""
-        try:
-            async with self._sessionmaker() as session:
-                yield session
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"cannot {operation}{self._where}: {describe_error(exc)}") from exc
+    async def last_results(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], ResultLine]:
+        """The newest daemon result of each (probe, target): an indexed LIMIT 1 lookup each, compiled once."""
+        out: dict[tuple[str, str], ResultLine] = {}
+        async with self._session("read the newest results") as session:
+            for probe, target in keys:
+                row = (await session.execute(_LAST_QUERY, {"probe": probe, "target": target})).first()
+                if row is not None:
+                    out[(probe, target)] = ResultLine.of_columns(row)
+        return out
+
+    async def first_result_at(
+        self, *, probe: str | None = None, target: str | None = None, source: ResultSource | None = None
+    ) -> datetime | None:
+        """When the oldest matching result started (None: there is none)."""
+        query = (
+            select(ProbeResultRow.started_at)
+            .where(*_filters(probe, target, None, source))
+            .order_by(ProbeResultRow.started_at)
+            .limit(1)
+        )
+        async with self._session("read the oldest result") as session:
+            return (await session.execute(query)).scalar_one_or_none()
+
+    async def oneshot_rows(self, *, since: datetime, limit: int) -> list[OneShotRow]:
+        """Results of one-shot commands from `since` on, per (source, probe, target), newest first."""
+        r = ProbeResultRow
+        last_at = func.max(r.started_at)
+        query = (
+            select(r.source, r.probe, r.target, func.count(), func.sum(case((r.ok, 0), else_=1)), last_at)
+            .where(r.source.in_(ONESHOT_SOURCES), *_filters(None, None, since, None))
+            .group_by(r.source, r.probe, r.target)
+            .order_by(last_at.desc())
+            .limit(limit)
+        )
+        async with self._session("read one-shot results") as session:
+            rows = (await session.execute(query)).all()
+        # max() of a TypeDecorator column comes back through it: an aware UTC datetime on both backends.
+        return [OneShotRow(src, probe, target, int(n), int(bad or 0), at) for src, probe, target, n, bad, at in rows]
+
+    async def link_canaries(self, run_id: int, start: datetime, end: datetime) -> int:
+        """Link results stored from `start` to `end` (by any process, and not linked yet) to load run `run_id`."""
+        r = ProbeResultRow
+        window = and_(r.started_at >= start, r.started_at <= end, r.load_run_id.is_(None))
+        async with self._session("link canaries to a load run") as session, session.begin():
+            result = await session.execute(update(r).where(window).values(load_run_id=run_id))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def canaries(self, run_id: int, *, limit: int) -> list[ResultLine]:
+        """The results linked to load run `run_id`, oldest first."""
+        query = (
+            select(*RESULT_LINE_COLUMNS)
+            .where(ProbeResultRow.load_run_id == run_id)
+            .order_by(ProbeResultRow.started_at, ProbeResultRow.id)
+            .limit(limit)
+        )
+        async with self._session("read canaries of a load run") as session:
+            rows = (await session.execute(query)).all()
+        return [ResultLine.of_columns(row) for row in rows]
+
+    async def canary_stats(self, run_id: int) -> CanaryStats:
+        query = select(ProbeResultRow.ok, ProbeResultRow.ttft_ms).where(ProbeResultRow.load_run_id == run_id)
+        async with self._session("read canaries of a load run") as session:
+            rows = (await session.execute(query)).all()
+        ttfts = [ttft for _, ttft in rows if ttft is not None]
+        return CanaryStats(
+            count=len(rows),
+            ok=sum(1 for ok, _ in rows if ok),
+            ttft_p95_ms=round(percentile(ttfts, 95.0), 3) if ttfts else None,
+        )
+
+    async def delete_results(self, *, before: datetime, limit: int) -> int:
+        """Delete at most `limit` results that started before `before`, in one short transaction; returns how many."""
+        ids = select(ProbeResultRow.id).where(ProbeResultRow.started_at < before).limit(limit)
+        statement = (
+            delete(ProbeResultRow).where(ProbeResultRow.id.in_(ids)).execution_options(synchronize_session=False)
+        )
+        async with self._session("delete old results") as session, session.begin():
+            result = await session.execute(statement)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def _session(self, operation: str) -> AbstractAsyncContextManager[AsyncSession]:
+        return store_session(self._sessionmaker, operation, self._where)
+
+
+@asynccontextmanager
+async def store_session(
+    sessionmaker: async_sessionmaker[AsyncSession], operation: str, where: str = ""
+) -> AsyncIterator[AsyncSession]:
+    """A session whose database failures surface as StoreError naming the operation (and `where`: the URL)."""
+    try:
+        async with sessionmaker() as session:
+            yield session
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"cannot {operation}{where}: {describe_error(exc)}") from exc
+
+
+_LAST_QUERY = (
+    select(*RESULT_LINE_COLUMNS)
+    .where(DAEMON_RESULTS, ProbeResultRow.probe == bindparam("probe"), ProbeResultRow.target == bindparam("target"))
+    .order_by(ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc())
+    .limit(1)
+)
 
 
 def _filters(
@@ -164,75 +228,19 @@ def _to_row(result: ProbeResult, load_run_id: int | None, source: ResultSource) 
             raise ValueError(f"{field} name {value[:40]!r}... is longer than {NAME_MAX_CHARS} characters")
     if result.started_at.tzinfo is None:
         raise ValueError(f"started_at of probe {result.probe!r} must be timezone-aware")
-    m = result.measurement
-    stop_reason = None if m is None or m.stop_reason is None else str(m.stop_reason)
-    return ProbeResultRow(
-        started_at=result.started_at,
-        probe=result.probe,
-        target=result.target,
-        endpoint=result.endpoint,
-        stream=result.stream,
-        ok=result.ok,
-        error_kind=result.error_kind,
-        error_detail=_cap(result.error_detail, ERROR_DETAIL_MAX_CHARS),
-        timeout_phase=result.timeout_phase,
-        http_status=result.http_status,
-        ttft_ms=m.ttft_ms if m else None,
-        latency_ms=result.latency_ms,
-        itl_ms_mean=result.itl_ms_mean,
-        itl_ms_p95=result.itl_ms_p95,
-        itl_ms_max=max(m.itl_ms) if m and m.itl_ms else None,
-        chunk_count=m.chunk_count if m else None,
-        prompt_tokens=m.prompt_tokens if m else None,
-        completion_tokens=m.completion_tokens if m else None,
-        tokens_estimated=m.tokens_estimated if m else None,
-        finish_reason=_cap(m.finish_reason if m else None, REASON_MAX_CHARS),
-        stop_reason=_cap(stop_reason, REASON_MAX_CHARS),
-        max_tokens=result.max_tokens,
-        truncated=result.truncated,
-        text_sample=_cap(m.text if m else None, TEXT_SAMPLE_CHARS),
-        checks=[check.to_json() for check in result.checks],
+    values = result.flat()
+    stop_reason = values["stop_reason"]
+    checks: tuple[CheckResult, ...] = values.pop("checks")
+    values.update(
+        error_detail=_cap(values["error_detail"], ERROR_DETAIL_MAX_CHARS),
+        finish_reason=_cap(values["finish_reason"], REASON_MAX_CHARS),
+        # vLLM's stop token ids are ints; the column keeps them as decimal text.
+        stop_reason=_cap(None if stop_reason is None else str(stop_reason), REASON_MAX_CHARS),
+        text_sample=_cap(values.pop("text"), TEXT_SAMPLE_CHARS),
+        checks=[check.to_json() for check in checks],
         failed_checks=",".join(check.name for check in result.failed_checks()),
-        load_run_id=load_run_id,
-        source=source,
-        sanitised=result.sanitised,
     )
-
-
-def _from_row(row: ProbeResultRow) -> StoredResult:
-    checks: list[dict[str, Any]] = row.checks
-    return StoredResult(
-        id=row.id,
-        started_at=row.started_at,
-        probe=row.probe,
-        target=row.target,
-        endpoint=row.endpoint,
-        stream=row.stream,
-        ok=row.ok,
-        error_kind=row.error_kind,
-        error_detail=row.error_detail,
-        timeout_phase=row.timeout_phase,
-        http_status=row.http_status,
-        ttft_ms=row.ttft_ms,
-        latency_ms=row.latency_ms,
-        itl_ms_mean=row.itl_ms_mean,
-        itl_ms_p95=row.itl_ms_p95,
-        itl_ms_max=row.itl_ms_max,
-        chunk_count=row.chunk_count,
-        prompt_tokens=row.prompt_tokens,
-        completion_tokens=row.completion_tokens,
-        tokens_estimated=row.tokens_estimated,
-        finish_reason=row.finish_reason,
-        stop_reason=row.stop_reason,
-        max_tokens=row.max_tokens,
-        truncated=row.truncated,
-        text_sample=row.text_sample,
-        checks=tuple(CheckResult(name=c["name"], passed=c["passed"], detail=c["detail"]) for c in checks),
-        failed_checks=tuple(row.failed_checks.split(",")) if row.failed_checks else (),
-        load_run_id=row.load_run_id,
-        source=row.source,
-        sanitised=row.sanitised,
-    )
+    return ProbeResultRow(**values, load_run_id=load_run_id, source=source)
 
 
 def _cap(value: str | None, max_chars: int) -> str | None:
