@@ -51,7 +51,14 @@ async def test_healthy_chat_passes_every_check(mock: MockProcess, session: aioht
     assert m.finish_reason == "stop" and m.stop_reason == 151336
     assert "你好" in m.text and not m.tokens_estimated
     assert m.prompt_tokens is not None and m.prompt_tokens > 0
-    assert {c.name for c in r.checks} == {"truncated", "template_leak", "run_on", "empty_reply"}
+    assert {c.name for c in r.checks} == {
+        "truncated",
+        "template_leak",
+        "run_on",
+        "empty_reply",
+        "think_leak",
+        "answer_empty",
+    }
     if stream:
         assert m.ttft_ms is not None and m.ttft_ms <= m.latency_ms
         assert len(m.itl_ms) >= 1 and m.done_seen
