@@ -76,12 +76,10 @@ from __future__ import annotations
 import logging
 import re
 from _json import scanstring
-from collections.abc import Callable
-from typing import NamedTuple
 
 from monitor.envelope import envelope_message
-from monitor.meter_chunks import NO_USAGE, Chunk, Failure, parse_chunk, read_body, read_event
-from monitor.meter_layout import Layout, find_string, learn_layout
+from monitor.meter_chunks import Chunk, Failure, parse_chunk, read_body, read_event
+from monitor.meter_layout import COLD, Layout, find_string, learn_layout
 from monitor.meter_measurement import (
     ERROR_DETAIL_MAX_CHARS,
     MAX_EVENT_BYTES,
@@ -104,24 +102,6 @@ logger = logging.getLogger(__name__)
 
 _PREVIEW_CHARS = 80
 _FINISHED = re.compile(rb'_reason"\s*:\s*"')  # a finish_reason or stop_reason string
-
-
-class HotLayout(NamedTuple):
-    """The layout ``_scan`` matches in place: a plain content event (see ``Layout.hot``), compiled."""
-
-    pre: bytes  # the event's bytes up to its content string
-    match_rest: Callable[[bytes, int], re.Match[bytes] | None]  # the rest, from the string to the blank line
-    pre_len: int
-    prompt_group: int  # the match group of prompt_tokens; 0: no slot
-    completion_group: int  # likewise completion_tokens (continuous_usage_stats)
-    reasoning_group: int  # likewise completion_tokens_details.reasoning_tokens
-    prompt_tokens: int | None  # the constant prompt_tokens when only completion_tokens has a slot
-    reasoning_tokens: int | None  # likewise reasoning_tokens
-    feeds_reasoning: bool  # the string is the reasoning, not the content
-
-
-# Before a layout is learned: never matches.
-_COLD = HotLayout(b"", re.compile(b"(?!)").match, 0, 0, 0, 0, None, None, False)
 
 
 class StreamMeter(EventFramer):
@@ -148,7 +128,7 @@ class StreamMeter(EventFramer):
         self._start_s = start_s
         self._text_marker = b'"content":"' if endpoint == "chat" else b'"text":"'  # where _learn looks
         self._layouts: list[Layout] = []
-        self._hot = _COLD  # the latest plain layout (see Layout.hot) that matched a second event
+        self._hot = COLD  # the latest plain layout (see Layout.hot) that matched a second event
         self._learn_budget = self._LEARN_ATTEMPTS
         self._event_count = 0  # SSE data events other than [DONE]: chunk_count
         self._done_seen = False
@@ -180,52 +160,59 @@ class StreamMeter(EventFramer):
         This runs once per token, so events of the hot layout are matched in place, without
         splitting ``data`` first; any other event goes through ``_event``.
         """
-        (pre, match_rest, pre_len, prompt_group, completion_group, reasoning_group,
-         prompt_tokens, reasoning_tokens, feeds_reasoning) = self._hot  # fmt: skip
         reply, add_time, now_ms = self._reply, self._add_time, now_s * 1000.0
-        add_part = self._add_reasoning if feeds_reasoning else self._add_text
-        counts = reply.token_counts
         escapes = 0x5C in data  # one memchr per read spares most events a check of their own
-        hits = pos = 0
-        while True:
-            hit = match_rest(data, pos + pre_len) if data.startswith(pre, pos) else None
-            # A hot event is one JSON document too: the same cap as on the slow path (+ 2: its blank line).
-            if hit is not None and (hit_end := hit.end()) - pos <= MAX_EVENT_BYTES + 2:
-                string_body = hit[1]
-                try:  # meter_layout.read_string, inlined
-                    if escapes and 0x5C in string_body:
-                        content = scanstring((string_body + b'"').decode(), 0)[0]
-                    else:
-                        content = string_body.decode()
-                except UnicodeDecodeError:
-                    pass  # the slow path reports it
-                else:
-                    hits += 1
-                    if completion_group:  # continuous_usage_stats: Reply.apply, inlined
-                        completion = int(hit[completion_group])
-                        prompt = int(hit[prompt_group]) if prompt_group else prompt_tokens
-                        reasoning = int(hit[reasoning_group]) if reasoning_group else reasoning_tokens
-                        reply.usage = (prompt, completion, reasoning)
-                        if content and counts is not None:
-                            counts.append(completion)
-                    if content:
-                        add_part(content)
-                        add_time(now_ms)
-                    pos = hit_end
-                    continue
-            end = data.find(b"\n\n", pos)
-            if end < 0:
-                break
-            self._event_count += hits  # keeps event numbers in error details right
+        pos = 0
+        while True:  # once per hot layout: an event off the fast path may promote another one
+            hot = self._hot
+            (pre, match_rest, pre_len, prompt_group, completion_group, reasoning_group,
+             prompt_tokens, reasoning_tokens, feeds_reasoning) = hot  # fmt: skip
+            add_part = self._add_reasoning if feeds_reasoning else self._add_text
+            counts = reply.token_counts
             hits = 0
-            if end - pos > MAX_EVENT_BYTES:
-                self._oversized()
-            else:
-                self._event(data[pos:end], now_s)
-            counts = reply.token_counts  # the slow path may have given up on exact counts
-            pos = end + 2
-        self._event_count += hits
-        return data[pos:] if pos else data
+            while True:
+                hit = match_rest(data, pos + pre_len) if data.startswith(pre, pos) else None
+                # A hot event is one JSON document too: the same cap as on the slow path (+ 2: its blank line).
+                if hit is not None and (hit_end := hit.end()) - pos <= MAX_EVENT_BYTES + 2:
+                    string_body = hit[1]
+                    try:  # meter_layout.read_string, inlined
+                        if escapes and 0x5C in string_body:
+                            content = scanstring((string_body + b'"').decode(), 0)[0]
+                        else:
+                            content = string_body.decode()
+                    except UnicodeDecodeError:
+                        pass  # the slow path reports it
+                    else:
+                        hits += 1
+                        if completion_group:  # continuous_usage_stats: Reply.apply, inlined
+                            completion = int(hit[completion_group])
+                            prompt = int(hit[prompt_group]) if prompt_group else prompt_tokens
+                            reasoning = int(hit[reasoning_group]) if reasoning_group else reasoning_tokens
+                            reply.usage = (prompt, completion, reasoning)
+                            if content and counts is not None:
+                                counts.append(completion)
+                        if content:
+                            add_part(content)
+                            add_time(now_ms)
+                        pos = hit_end
+                        continue
+                self._event_count += hits  # keeps event numbers in error details right
+                hits = 0
+                end = data.find(b"\n\n", pos)
+                if end < 0:
+                    return data[pos:] if pos else data
+                self._off_path(data, pos, end, now_s)
+                counts = reply.token_counts  # the slow path may have given up on exact counts
+                pos = end + 2
+                if self._hot is not hot:
+                    break  # the rest of this read is matched with the layout just promoted
+
+    def _off_path(self, data: bytes, start: int, end: int, now_s: float) -> None:
+        """The event at ``data[start:end]``, which the hot layout did not match."""
+        if end - start > MAX_EVENT_BYTES:
+            self._oversized()
+        else:
+            self._event(data[start:end], now_s)
 
     def _oversized(self) -> None:
         self._event_count += 1
@@ -269,13 +256,9 @@ class StreamMeter(EventFramer):
         return False
 
     def _promote(self, layout: Layout, *, cached_only: bool) -> None:
-        compiled = layout.compiled(cached_only=cached_only)
-        if compiled is not None:
-            rest, prompt_group, completion_group, reasoning_group = compiled
-            prompt_tokens, _, reasoning_tokens = layout.chunk.usage or NO_USAGE
-            groups = (prompt_group, completion_group, reasoning_group)
-            constants = (prompt_tokens, reasoning_tokens, layout.feeds_reasoning)
-            self._hot = HotLayout(layout.pre, rest.match, len(layout.pre), *groups, *constants)
+        hot = layout.hot_layout(cached_only=cached_only)
+        if hot is not None:
+            self._hot = hot
 
     def _learn(self, block: bytes) -> bool:
         """Learn this event's layout (see ``monitor.meter_layout``), so later events skip ``json.loads``."""

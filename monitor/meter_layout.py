@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from monitor.meter_chunks import NO_USAGE, Chunk
 
-__all__ = ["Layout", "find_string", "learn_layout", "read_string"]
+__all__ = ["COLD", "HotLayout", "Layout", "find_string", "learn_layout", "read_string"]
 
 # One JSON string body (without quotes). Possessive, so a damaged event fails in linear time.
 _STRING = rb'((?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+)'
@@ -47,6 +47,23 @@ _OTHER_TEXT_SENTINEL = "\x7fllm-monitor-slot-2\x7f"
 _PATTERNS: dict[tuple[tuple[bytes, ...], tuple[bool, ...]], re.Pattern[bytes]] = {}
 _MAX_PATTERNS = 64
 _INT_SENTINEL = 7_046_309_000_000_001  # 19 digits: no usage number a real server sends
+
+
+class HotLayout(NamedTuple):
+    """A repeated plain layout (see ``Layout.hot``), compiled: the meter's scan loop matches it in place."""
+
+    pre: bytes  # the event's bytes up to its string
+    match_rest: Callable[[bytes, int], re.Match[bytes] | None]  # the rest, from the string to the blank line
+    pre_len: int
+    prompt_group: int  # the match group of prompt_tokens; 0: no slot
+    completion_group: int  # likewise completion_tokens (continuous_usage_stats)
+    reasoning_group: int  # likewise completion_tokens_details.reasoning_tokens
+    prompt_tokens: int | None  # the constant prompt_tokens when only completion_tokens has a slot
+    reasoning_tokens: int | None  # likewise reasoning_tokens
+    feeds_reasoning: bool  # the string is the reasoning, not the content
+
+
+COLD = HotLayout(b"", re.compile(b"(?!)").match, 0, 0, 0, 0, None, None, False)  # no layout yet: never matches
 
 
 class Layout(NamedTuple):
@@ -115,6 +132,18 @@ class Layout(NamedTuple):
             rest = _PATTERNS[self.pieces, captured] = _compile(self.pieces, captured)
         prompt, completion, reasoning = (2 + sum(captured[:j]) if j >= 0 else 0 for j in slots)
         return rest, prompt, completion, reasoning
+
+    def hot_layout(self, *, cached_only: bool = False) -> HotLayout | None:
+        """This (hot) layout as the scan loop uses it; None if ``cached_only`` and it is not compiled yet."""
+        compiled = self.compiled(cached_only=cached_only)
+        if compiled is None:
+            return None
+        rest, prompt_group, completion_group, reasoning_group = compiled
+        prompt_tokens, _, reasoning_tokens = self.chunk.usage or NO_USAGE
+        groups = (prompt_group, completion_group, reasoning_group)
+        return HotLayout(
+            self.pre, rest.match, len(self.pre), *groups, prompt_tokens, reasoning_tokens, self.feeds_reasoning
+        )
 
 
 def read_string(body: bytes) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from monitor.meter import Endpoint, StreamMeasurement, StreamMeter, estimate_tokens
-from monitor.meter_layout import _INT_SENTINEL
+from monitor.meter_layout import _INT_SENTINEL, Layout
 
 
 class SlowMeter(StreamMeter):
@@ -569,6 +569,23 @@ def test_the_slot_sentinel_written_into_an_event_does_not_fool_the_layout(litera
 
     m = both("chat", [event(c) for c in "abcd"])
     assert m.text == "\x7fllm-monitor-slot\x7f" * 4
+
+
+def test_a_layout_promoted_mid_read_matches_the_rest_of_that_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = ROLE + b"".join(chat(f'{{"content":"t{k}"}}') for k in range(40)) + DONE
+    reads: list[bytes] = []
+    read = Layout.read
+
+    def counting_read(layout: Layout, block: bytes) -> Any:
+        reads.append(block)
+        return read(layout, block)
+
+    monkeypatch.setattr(Layout, "read", counting_read)
+    meter = StreamMeter("chat", stream=True, start_s=0.0)
+    meter.feed(body, 1.0)  # a 2 KiB probe slice holds several events: the hot path must not wait for the next one
+    assert len(reads) == 2  # the event that taught the layout and the one that promoted it
+    monkeypatch.undo()
+    assert both("chat", [body]).text == "".join(f"t{k}" for k in range(40))
 
 
 def test_a_field_that_changes_in_every_event_gets_no_compiled_pattern() -> None:
