@@ -45,12 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _machine import cpu_model
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from monitor.alerts.source import RawWindowSource
+from monitor.alerts.source import RawWindowSource, RollupWindowSource
 from monitor.config import parse_settings
 from monitor.daemon import Daemon
+from monitor.store.bucket import Bucket, floor_time
 from monitor.store.db import connect, ensure_schema
 from monitor.store.models_rollups import HOUR_S, MINUTE_S
-from monitor.store.rollups import Bucket, Rollups, RollupWindowSource, floor_time, with_fleet_rows
+from monitor.store.rollups import Rollups, with_fleet_rows
 
 MOCK_TTFT_MS = 50.0
 MOCK_ITL_MS = 5.0
@@ -167,8 +168,10 @@ def build_trend_db(path: Path, series: int, days: int, end: datetime) -> tuple[i
                     "http_error" if error else None, latency, None if error else ttft, None if error else itl,
                     None if error else tokens, truncated, "[]", ""))  # fmt: skip
         bucket = minutes.setdefault((probe, target, floor_time(at, MINUTE_S)), Bucket())
-        values = {"latency_ms": latency, "ttft_ms": ttft, "itl_ms": itl, "completion_tokens": tokens}
-        bucket.add(ok=ok, error=error, truncated=truncated, failed_checks="", values=values)
+        columns = {"latency_ms": latency, "ttft_ms": ttft, "itl_ms_mean": itl, "completion_tokens": tokens,
+                   "error_kind": "http_error" if error else None, "truncated": truncated,
+                   "failed_checks": ""}  # fmt: skip
+        bucket.add(ok, columns)
         rows += 1
         if len(raw) >= 50_000:
             conn.executemany(insert_raw, raw)
@@ -186,7 +189,7 @@ def build_trend_db(path: Path, series: int, days: int, end: datetime) -> tuple[i
     for resolution, buckets in ((MINUTE_S, minutes), (HOUR_S, hours)):
         conn.executemany(insert_rollup, (
             (resolution, probe, target, start.replace(tzinfo=None).strftime(_SQLITE_TIME), b.results, b.ok_count,
-             b.errors, b.truncated, "{}", json.dumps({k: h.to_json() for k, h in b.metrics.items()}))
+             b.errors, b.counts["truncated"], "{}", json.dumps({k: h.to_json() for k, h in b.metrics.items()}))
             for (probe, target, start), b in buckets.items()
         ))  # fmt: skip
     conn.commit()

@@ -392,7 +392,10 @@ def _source(request: web.Request) -> ResultSource | None:
 
 
 async def trend_handler(request: web.Request) -> web.Response:
-    """`GET /api/v1/trend?probe=&target=&since=7d&step_s=3600`: rollup points, oldest first."""
+    """`GET /api/v1/trend?probe=&target=&since=7d&step_s=3600`: `TrendStep`s, oldest first.
+
+    Read by `TrendReader.trend` (rollups, then raw results past the watermark), the probe page's reader too.
+    """
     rollups = request.app.get(ROLLUPS_KEY)
     if rollups is None:
         raise web.HTTPNotFound(text="trends are not available (no rollups)")

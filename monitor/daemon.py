@@ -42,7 +42,7 @@ from sqlalchemy.pool import NullPool
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
-from monitor.alerts.source import RawWindowSource
+from monitor.alerts.source import RawWindowSource, RollupWindowSource, TieredWindowSource
 from monitor.api import check_bind, create_app
 from monitor.clock import SystemClock
 from monitor.config import Settings, load_settings
@@ -62,7 +62,7 @@ from monitor.retention import Retention
 from monitor.scheduler import ProbeScheduler, SchedulerStats
 from monitor.store.db import censor_url, connect, create_engine, ensure_schema
 from monitor.store.repo import Store
-from monitor.store.rollups import Rollups, RollupWindowSource, TieredWindowSource
+from monitor.store.rollups import Rollups
 from monitor.store.writer import ResultWriter
 from monitor.tasks import wait_then_cancel
 

@@ -22,14 +22,17 @@ from monitor.loadtest.repo import LoadStore, SeriesPoint
 from monitor.meter import StreamMeasurement
 from monitor.results import ProbeResult
 from monitor.store.repo import Store
+from monitor.store.rollups import Rollups
 
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 GREETING = "你好！我是人工智能助手，很高兴见到你，有什么可以帮你的吗？"
 
 
-def dashboard_app(settings: Settings, engine: AsyncEngine, *, alerts: Any = None) -> web.Application:
-    """The daemon's API app, built by the production factory (which mounts the dashboard)."""
-    app = create_app(settings, store=Store.from_engine(engine), db=engine, alerts=alerts)
+def dashboard_app(
+    settings: Settings, engine: AsyncEngine, *, alerts: Any = None, rollups: Rollups | None = None
+) -> web.Application:
+    """The daemon's API app, built by the production factory (which mounts the dashboard); `rollups` serve trends."""
+    app = create_app(settings, store=Store.from_engine(engine), db=engine, alerts=alerts, rollups=rollups)
     assert DASHBOARD_KEY in app
     return app
 

@@ -10,19 +10,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from monitor.alerts.source import RawWindowSource
+from monitor.alerts.source import RawWindowSource, RollupWindowSource, TieredWindowSource
 from monitor.meter import StreamMeasurement
 from monitor.results import CheckResult, ProbeResult, percentile
+from monitor.store.bucket import RELATIVE_ACCURACY, Histogram, floor_time
 from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.repo import Store
-from monitor.store.rollups import (
-    RELATIVE_ACCURACY,
-    Histogram,
-    Rollups,
-    RollupWindowSource,
-    TieredWindowSource,
-    floor_time,
-)
+from monitor.store.rollups import Rollups
 
 T0 = datetime(2026, 11, 20, 9, 58, 0, tzinfo=UTC)
 
@@ -179,7 +173,7 @@ async def test_window_and_trend_read_rollups(
 
     hourly = await rollups.trend(since=start, until=start + timedelta(hours=3), step_s=HOUR_S, probe="chat")
     assert [p.results for p in hourly] == [6, 6, 6]
-    assert [p.error_rate for p in hourly] == [1 / 6] * 3
+    assert [p.rates["error_rate"] for p in hourly] == [1 / 6] * 3
     p50s = [p.metrics["latency_ms"].p50 or 0.0 for p in hourly]
     assert p50s == sorted(p50s) and p50s[0] == pytest.approx(100, rel=RELATIVE_ACCURACY)
     by_half_hour = await rollups.trend(since=start, until=start + timedelta(hours=1), step_s=1800)

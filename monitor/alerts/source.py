@@ -1,41 +1,44 @@
 """Where rule inputs come from: window aggregates of a metric, and the recent raw history of a probe.
 
-Metric definitions (what one stored result contributes):
+What one stored result contributes to each metric, and which results count, is the metric
+catalogue's (`monitor.metric_catalog`): a distribution is one value per answered result (no
+error_kind); a rate counts hits over every result (`error_rate`) or over the answered ones.
 
-| metric               | per result                                          | results counted              |
-| -------------------- | --------------------------------------------------- | ---------------------------- |
-| `latency_ms`         | end-to-end latency                                  | requests without error_kind  |
-| `ttft_ms`            | time to first token (streaming only)                | requests without error_kind  |
-| `itl_ms`             | the request's mean inter-token latency              | requests without error_kind  |
-| `completion_tokens`  | completion tokens (server usage, else estimated)    | requests without error_kind  |
-| `error_rate`         | 1 if the request failed (error_kind set), else 0    | every result                 |
-| `truncation_rate`    | 1 if finish_reason was `length`, else 0             | requests without error_kind  |
-| `check_failure_rate` | 1 if the named check failed, else 0                 | requests without error_kind  |
+`agg` is then taken over those per-result values: mean, p50/p95/p99, max, min, or rate (the share
+of hits). Three window sources read them, all through `monitor.store.trend.TrendReader`:
 
-`agg` is then taken over those per-result values: mean, p50/p95/p99 (linear interpolation), max,
-min, or rate (the mean of the 0/1 values of a rate metric).
+- `RawWindowSource`: raw rows, exact (percentiles by linear interpolation);
+- `RollupWindowSource`: rollups plus the raw tail the rollup job may still revise, for long windows
+  (regression baselines over days); quantiles carry the histograms' 2 % relative error;
+- `TieredWindowSource`: the first for windows up to an hour, the second for longer ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from monitor.metric_catalog import metric as metric_def
 from monitor.results import percentile
+from monitor.store.bucket import Bucket
 from monitor.store.models import DAEMON_RESULTS, ProbeResultRow
+from monitor.store.trend import TrendReader
 
-__all__ = ["Aggregate", "RawWindowSource", "RecentResult", "ResultHistory", "WindowSource", "aggregate_values"]
-
-_VALUE_COLUMNS: dict[str, Any] = {
-    "latency_ms": ProbeResultRow.latency_ms,
-    "ttft_ms": ProbeResultRow.ttft_ms,
-    "itl_ms": ProbeResultRow.itl_ms_mean,
-    "completion_tokens": ProbeResultRow.completion_tokens,
-}
+__all__ = [
+    "Aggregate",
+    "RawWindowSource",
+    "RecentResult",
+    "ResultHistory",
+    "RollupWindowSource",
+    "TieredWindowSource",
+    "WindowSource",
+    "aggregate_values",
+    "bucket_aggregate",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,42 +72,74 @@ def aggregate_values(values: list[float], agg: str) -> float | None:
     raise ValueError(f"unknown aggregation {agg!r}")
 
 
+def bucket_aggregate(bucket: Bucket, *, metric: str, agg: str, check: str | None = None) -> Aggregate:
+    """`agg` of `metric` over a bucket; a rate is the bucket's own (`Bucket.rate`), derived in one place."""
+    if metric_def(metric).kind == "distribution":
+        hist = bucket.metrics.get(metric)
+        if hist is None or not hist.count:
+            return Aggregate(None, 0)
+        return Aggregate(hist.stat(agg), hist.count)
+    # The mean of a rate's 0/1 values is the rate; config allows only `rate`, older callers said `mean`.
+    if agg not in ("rate", "mean"):
+        raise ValueError(f"{metric} is a rate: use agg rate")
+    return Aggregate(bucket.rate(metric, check), bucket.count(metric))
+
+
 class RawWindowSource:
-    """Aggregates computed from `probe_results` (one indexed range scan per call, one column fetched)."""
+    """Aggregates computed from raw `probe_results` rows (one indexed range scan per call).
+
+    Distributions are exact: the window's values are read and reduced by `aggregate_values`.
+    Rates come from a bucket of the window's results, like every other reader's.
+    """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
+        self._reader = TrendReader(sessionmaker)
 
     async def aggregate(
         self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
     ) -> Aggregate:
-        in_window = (
-            DAEMON_RESULTS,
-            ProbeResultRow.probe == probe,
-            ProbeResultRow.started_at >= since,
-            ProbeResultRow.started_at < until,
-        )
-        values: list[float]
-        async with self._sessionmaker() as session:
-            if metric in _VALUE_COLUMNS:
-                column = _VALUE_COLUMNS[metric]
-                query = select(column).where(*in_window, ProbeResultRow.error_kind.is_(None), column.is_not(None))
-                values = [float(v) for v in (await session.scalars(query)).all()]
-            elif metric == "error_rate":
-                query = select(ProbeResultRow.error_kind).where(*in_window)
-                values = [0.0 if kind is None else 1.0 for kind in (await session.scalars(query)).all()]
-            elif metric == "truncation_rate":
-                query = select(ProbeResultRow.truncated).where(*in_window, ProbeResultRow.error_kind.is_(None))
-                values = [1.0 if flag else 0.0 for flag in (await session.scalars(query)).all()]
-            elif metric == "check_failure_rate":
-                if not check:
-                    raise ValueError("check_failure_rate needs the check's name")
-                query = select(ProbeResultRow.failed_checks).where(*in_window, ProbeResultRow.error_kind.is_(None))
-                rows = (await session.scalars(query)).all()
-                values = [1.0 if check in failed.split(",") else 0.0 for failed in rows]
-            else:
-                raise ValueError(f"unknown metric {metric!r}")
-        return Aggregate(aggregate_values(values, agg), len(values))
+        if metric_def(metric).kind == "distribution":
+            values = await self._reader.raw_values(metric, probe=probe, since=since, until=until)
+            return Aggregate(aggregate_values(values, agg), len(values))
+        bucket = await self._reader.raw_window(probe=probe, since=since, until=until)
+        return bucket_aggregate(bucket, metric=metric, agg=agg, check=check)
+
+
+class RollupWindowSource:
+    """A `WindowSource` for long windows (regression baselines over days): rollups plus a raw tail.
+
+    Buckets older than the rollup job's settle time are read from rollups; the last few minutes,
+    which the job may still revise, are summarised from raw rows (`TrendReader.window`). Quantiles
+    carry the histograms' 2 % relative error; counts, rates, means, min and max are exact (the
+    window's first minute is counted whole).
+    """
+
+    def __init__(self, reader: TrendReader) -> None:
+        self._reader = reader
+
+    async def aggregate(
+        self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
+    ) -> Aggregate:
+        # Only the rule's own distribution is decoded: a week of minute rows holds four each.
+        wanted = (metric,) if metric_def(metric).kind == "distribution" else ()
+        bucket = await self._reader.window(since=since, until=until, probe=probe, metrics=wanted)
+        return bucket_aggregate(bucket, metric=metric, agg=agg, check=check)
+
+
+class TieredWindowSource:
+    """Raw results for windows up to `raw_max_s`, rollups (with a raw tail) for longer ones."""
+
+    def __init__(self, raw: WindowSource, rollups: WindowSource, *, raw_max_s: float = 3600.0) -> None:
+        self._raw = raw
+        self._rollups = rollups
+        self._raw_max_s = raw_max_s
+
+    async def aggregate(
+        self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
+    ) -> Aggregate:
+        long = (until - since).total_seconds() > self._raw_max_s
+        source = self._rollups if long else self._raw
+        return await source.aggregate(metric=metric, agg=agg, probe=probe, since=since, until=until, check=check)
 
 
 @dataclass(frozen=True, slots=True)

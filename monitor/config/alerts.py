@@ -33,6 +33,7 @@ from monitor.config.base import (
     unique,
 )
 from monitor.errors import ConfigError
+from monitor.metric_catalog import METRIC_NAMES, RATES, metric
 
 __all__ = [
     "RATE_METRICS",
@@ -45,16 +46,23 @@ __all__ = [
     "resolve_receiver_secrets",
 ]
 
+
+def _known_metric(value: Any) -> Any:
+    # The catalogue, not a Literal, lists the metrics: one row there adds one here.
+    if value not in METRIC_NAMES:
+        *first, last = (repr(name) for name in METRIC_NAMES)
+        raise ValueError(f"must be one of {', '.join(first)} or {last}")
+    return value
+
+
 RuleKind = Literal["threshold", "regression", "absence", "consecutive_failures"]
-Metric = Literal[
-    "latency_ms", "ttft_ms", "itl_ms", "completion_tokens", "error_rate", "truncation_rate", "check_failure_rate"
-]
+Metric = Annotated[str, BeforeValidator(_known_metric)]
 Agg = Literal["mean", "p50", "p95", "p99", "max", "min", "rate"]
 Op = Literal[">", ">=", "<", "<="]
 Severity = Literal["info", "warning", "critical"]
 ReceiverFormat = Literal["generic", "alertmanager", "slack", "feishu", "dingtalk", "wecom"]
 
-RATE_METRICS = frozenset({"error_rate", "truncation_rate", "check_failure_rate"})
+RATE_METRICS = RATES
 # Labels every alert carries; a rule's own `labels:` may not redefine them.
 RESERVED_LABELS = frozenset({"alertname", "probe", "target", "severity"})
 DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
@@ -297,9 +305,10 @@ def _check_rule(path: str, rule: RuleSettings) -> None:
     if extra:
         raise ConfigError(f"{path}.{extra[0]}: not used by {_a(rule.kind)} rule")
     if rule.metric is not None:
-        if rule.metric == "check_failure_rate" and not rule.check:
-            raise ConfigError(f"{path}.check: required for metric check_failure_rate (the check's name)")
-        if rule.metric != "check_failure_rate" and rule.check is not None:
+        per_check = metric(rule.metric).per_check
+        if per_check and not rule.check:
+            raise ConfigError(f"{path}.check: required for metric {rule.metric} (the check's name)")
+        if not per_check and rule.check is not None:
             raise ConfigError(f"{path}.check: only used with metric check_failure_rate")
         is_rate = rule.metric in RATE_METRICS
         if rule.agg is not None and (rule.agg == "rate") != is_rate:

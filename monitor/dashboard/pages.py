@@ -9,23 +9,25 @@ from monitor.config import RuleSettings
 from monitor.dashboard.fmt import DASH, alert_value, fmt_count, fmt_duration_s, fmt_ms, fmt_pct
 from monitor.dashboard.layout import badge, probe_url, section, stat, time_el
 from monitor.dashboard.markup import Child, Markup, el
-from monitor.dashboard.queries import (
-    WINDOWS,
-    OneShotRow,
-    Overview,
-    OverviewRow,
-    ProbeDetail,
-    Stats,
-    TrendStep,
-    result_status,
-)
+from monitor.dashboard.queries import WINDOWS, OneShotRow, Overview, OverviewRow, ProbeDetail, Stats, result_status
 from monitor.dashboard.svg import Marker, Series, line_chart, sparkline
+from monitor.metric_catalog import metric
 from monitor.results import CheckResult
 from monitor.store.repo import StoredResult
+from monitor.store.trend import TrendStep
 
 __all__ = ["alert_list", "overview_body", "probe_body", "reply_card"]
 
 _STATUS_LABEL = {"firing": "firing", "error": "error", "failed": "check failed", "ok": "OK", "none": "no data"}
+# The probe page's distribution charts: title, metric, and the summaries drawn as lines.
+_CHARTS = (
+    ("Latency", "latency_ms", ("p50", "p95")),
+    ("Time to first token", "ttft_ms", ("p50", "p95")),
+    ("Inter-token latency", "itl_ms", ("p50", "p95")),
+    ("Completion tokens", "completion_tokens", ("mean", "max")),
+)
+# Chart units by catalogue unit (`fmt_value`'s names); counts such as tokens are drawn plain.
+_CHART_UNITS = {"ms": "ms", "ratio": "%"}
 
 
 def _pair(hour: str, day: str) -> Markup:
@@ -247,6 +249,21 @@ def _chart(
     return el("figure", {"class": "chart-box"}, el("figcaption", None, title, legend), svg)
 
 
+def _summary_line(name: str, stat: str) -> tuple[str, Callable[[TrendStep], float | None]]:
+    """A chart line of one summary (`p95`, `mean`, ...) of the distribution `name`."""
+
+    def value(step: TrendStep) -> float | None:
+        result: float | None = getattr(step.metrics[name], stat)
+        return result
+
+    return stat, value
+
+
+def _rate_line(name: str) -> tuple[str, Callable[[TrendStep], float | None]]:
+    """A chart line of the rate `name`, labelled as people say it (`error rate`)."""
+    return name.replace("_", " "), lambda step: step.rates[name]
+
+
 def _window_picker(detail: ProbeDetail) -> Markup:
     links = [
         el(
@@ -349,20 +366,17 @@ def probe_body(detail: ProbeDetail, rules: Mapping[str, RuleSettings]) -> Markup
     status = result_status(detail.recent[0] if detail.recent else None)
     if any(a.state == "firing" for a in detail.alerts):
         status = "firing"
+    rates = ("error_rate", "truncation_rate")
     charts = el(
         "div",
         {"class": "charts"},
-        _chart("Latency", detail, [("p50", lambda s: s.latency.p50), ("p95", lambda s: s.latency.p95)], "ms"),
-        _chart("Time to first token", detail, [("p50", lambda s: s.ttft.p50), ("p95", lambda s: s.ttft.p95)], "ms"),
-        _chart("Inter-token latency", detail, [("p50", lambda s: s.itl.p50), ("p95", lambda s: s.itl.p95)], "ms"),
-        _chart("Completion tokens", detail, [("mean", lambda s: s.tokens.mean), ("max", lambda s: s.tokens.max)], ""),
-        _chart(
-            "Errors and truncation",
-            detail,
-            [("error rate", lambda s: s.error_rate), ("truncation rate", lambda s: s.truncation_rate)],
-            "%",
-            y_max=1.0,
-        ),
+        [
+            _chart(
+                title, detail, [_summary_line(name, stat) for stat in stats], _CHART_UNITS.get(metric(name).unit, "")
+            )
+            for title, name, stats in _CHARTS
+        ],
+        _chart("Errors and truncation", detail, [_rate_line(name) for name in rates], _CHART_UNITS["ratio"], y_max=1.0),
     )
     replies = [reply_card(r) for r in detail.recent] or [el("p", {"class": "muted"}, "No results stored yet.")]
     return el(

@@ -1,10 +1,11 @@
 """Read-only data for the dashboard pages: the overview, a probe's trends and replies, alerts.
 
 Every function takes `now`, so tests can pin the clock. Statistics come from the rollups plus a
-raw tail (`monitor.dashboard.buckets`); latest replies come from `Store.recent_results`; alerts
-and silences from the alert engine when the daemon runs one, else straight from its tables.
-Everything but the overview's one-shot list reads the daemon's results only: one-shot runs
-(`llm-monitor probe`, `doctor`) often reuse the daemon's probe names and would skew its picture.
+raw tail (`monitor.store.trend.TrendReader`, the reader of the API's trends too); latest replies
+come from `Store.recent_results`; alerts and silences from the alert engine when the daemon runs
+one, else straight from its tables. Everything but the overview's one-shot list reads the daemon's
+results only: one-shot runs (`llm-monitor probe`, `doctor`) often reuse the daemon's probe names
+and would skew its picture.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from monitor.alerts import repo as alert_repo
 from monitor.alerts.engine import AlertsBackend
 from monitor.alerts.model import AlertView, SilenceView, iso, parse_iso
 from monitor.config import ProbeSettings, Settings
-from monitor.dashboard.buckets import OverviewBuckets, merged, read_buckets, read_overview
+from monitor.dashboard.buckets import OverviewBuckets, read_overview
+from monitor.store.bucket import Bucket, floor_time
 from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store
-from monitor.store.rollups import Bucket, MetricSummary, floor_time
+from monitor.store.trend import TrendReader, TrendStep
 from monitor.store.views import RESULT_LINE_COLUMNS, OneShotRow, ResultLine, StoredResult
 
 __all__ = [
@@ -37,7 +39,6 @@ __all__ = [
     "OverviewRow",
     "ProbeDetail",
     "Stats",
-    "TrendStep",
     "public_url",
     "truncation_expected",
 ]
@@ -83,10 +84,6 @@ def truncation_expected(settings: ProbeSettings | None, endpoint: str | None) ->
     return allowed is not None and "length" in allowed
 
 
-def _summary(bucket: Bucket, name: str) -> MetricSummary:
-    return MetricSummary.of(bucket.metrics.get(name))
-
-
 @dataclass(frozen=True, slots=True)
 class Stats:
     """Counts and percentiles of one probe over one window."""
@@ -95,31 +92,27 @@ class Stats:
     errors: int
     truncated: int
     answered: int
+    error_rate: float | None
+    truncation_rate: float | None
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     ttft_p95_ms: float | None
 
     @classmethod
     def of(cls, bucket: Bucket) -> Stats:
-        latency = _summary(bucket, "latency_ms")
+        # Rates are the bucket's (`Bucket.rate`), as in trends and alert rules.
+        latency = bucket.summary("latency_ms")
         return cls(
             results=bucket.results,
             errors=bucket.errors,
-            truncated=bucket.truncated,
+            truncated=bucket.hits("truncation_rate"),
             answered=bucket.answered,
+            error_rate=bucket.rate("error_rate"),
+            truncation_rate=bucket.rate("truncation_rate"),
             latency_p50_ms=latency.p50,
             latency_p95_ms=latency.p95,
-            ttft_p95_ms=_summary(bucket, "ttft_ms").p95,
+            ttft_p95_ms=bucket.summary("ttft_ms").p95,
         )
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.results if self.results else None
-
-    @property
-    def truncation_rate(self) -> float | None:
-        # Like the rollups and alert rules: truncation counts only requests that got an answer.
-        return self.truncated / self.answered if self.answered else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,60 +215,6 @@ class Overview:
             "alerts": [a.to_json() for a in self.alerts],
             "rows": [r.to_json() for r in self.rows],
             "oneshot": [r.to_json() for r in self.oneshot],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class TrendStep:
-    """One chart step: `start` for `step_s` seconds."""
-
-    start: datetime
-    results: int
-    errors: int
-    truncated: int
-    answered: int
-    latency: MetricSummary
-    ttft: MetricSummary
-    itl: MetricSummary
-    tokens: MetricSummary
-
-    @classmethod
-    def of(cls, start: datetime, bucket: Bucket) -> TrendStep:
-        return cls(
-            start=start,
-            results=bucket.results,
-            errors=bucket.errors,
-            truncated=bucket.truncated,
-            answered=bucket.answered,
-            latency=_summary(bucket, "latency_ms"),
-            ttft=_summary(bucket, "ttft_ms"),
-            itl=_summary(bucket, "itl_ms"),
-            tokens=_summary(bucket, "completion_tokens"),
-        )
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.results if self.results else None
-
-    @property
-    def truncation_rate(self) -> float | None:
-        return self.truncated / self.answered if self.answered else None
-
-    def to_json(self) -> dict[str, Any]:
-        def summary(s: MetricSummary) -> dict[str, Any]:
-            return {"count": s.count, "mean": s.mean, "p50": s.p50, "p95": s.p95, "max": s.max}
-
-        return {
-            "start": iso(self.start),
-            "results": self.results,
-            "errors": self.errors,
-            "truncated": self.truncated,
-            "error_rate": self.error_rate,
-            "truncation_rate": self.truncation_rate,
-            "latency_ms": summary(self.latency),
-            "ttft_ms": summary(self.ttft),
-            "itl_ms": summary(self.itl),
-            "completion_tokens": summary(self.tokens),
         }
 
 
@@ -416,11 +355,11 @@ class DashboardData:
     async def probe_detail(self, probe: str, target: str, window: str, now: datetime) -> ProbeDetail:
         length_s, step_s = WINDOWS[window]
         since = floor_time(now - timedelta(seconds=length_s), step_s) + timedelta(seconds=step_s)
-        buckets = await read_buckets(
-            self._sessionmaker, since=since, until=now, step_s=step_s, probe=probe, target=target
+        # The reader and the steps of /api/v1/trend: the charts and the API show the same numbers.
+        buckets = await TrendReader(self._sessionmaker).steps(
+            since=since, until=now, step_s=step_s, probe=probe, target=target
         )
-        steps_by_start = buckets.get((probe, target), {})
-        steps = [TrendStep.of(start, b) for start, b in sorted(steps_by_start.items())]
+        steps = [TrendStep.of(start, b) for start, b in buckets.items()]
         recent = await self._store.recent_results(probe=probe, target=target, source="daemon", limit=RECENT_REPLIES)
         alerts = [a for a in await self.alerts(now) if _covers(a, probe, target)]
         marks = await self._alert_marks(probe, target, since, alerts)
@@ -437,7 +376,7 @@ class DashboardData:
             until=now,
             step_s=step_s,
             steps=steps,
-            totals=Stats.of(merged(steps_by_start)),
+            totals=Stats.of(Bucket.merged(buckets.values())),
             recent=recent,
             marks=marks,
             alerts=alerts,

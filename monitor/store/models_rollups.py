@@ -1,8 +1,9 @@
 """Tables of the rollups feature: per-minute and per-hour summaries of `probe_results`.
 
-One row per (resolution, probe, target, bucket). Counts are plain columns so rates can be
-summed in SQL; the distributions of latency, TTFT, ITL and completion tokens live in `metrics`
-as mergeable log-bucket histograms (see `monitor.store.rollups.Histogram`), so percentiles over
+One row per (resolution, probe, target, bucket). A rate's hits are plain count columns (the
+catalogue's `count`, `monitor.metric_catalog`) so they can be summed in SQL; every distribution of
+the catalogue lives in `metrics` under its name as a mergeable log-bucket histogram (see
+`monitor.store.bucket.Histogram`), so a new distribution needs no migration and percentiles over
 any span of buckets are exact to the histogram's relative accuracy.
 """
 
@@ -45,5 +46,5 @@ class ProbeRollupRow(Base):
     truncated: Mapped[int]
     # {"check name": number of results where it failed}
     check_failures: Mapped[dict[str, int]] = mapped_column(JSON)
-    # {"latency_ms": {"count", "sum", "min", "max", "buckets": {"index": count}}, ...}
+    # {"latency_ms": {"n", "s", "lo", "hi", "z", "o", "c"}, ...}: `Histogram.to_json` per distribution
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)

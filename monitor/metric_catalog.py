@@ -1,0 +1,96 @@
+"""The metric catalogue: every metric a rule, a trend or a page can name, one row each.
+
+Ground floor: it imports nothing of `monitor`, so the config can check a rule's `metric` against
+it, and the rollups, the trend reader, the alert window sources, the API and the dashboard all
+take their columns and definitions from here instead of keeping their own maps.
+
+Two kinds of metric, by what one stored result contributes:
+
+- a **distribution** is one value per *answered* result (one without `error_kind`), read from the
+  `probe_results` column `column`. The rollups keep a mergeable histogram of it under the metric's
+  name in `probe_rollups.metrics`, so quantiles, mean, min and max come from any span of buckets.
+- a **rate** is hits over the results it `over`s (every result, or the answered ones). A result
+  is a hit when its `column` is set (`error_kind`, `truncated`), or, for a rate `per_check`, when
+  the rule's named check is listed in it. The rollups count hits in the column `count`.
+
+Adding a metric is one row here plus its column: the `probe_results` column (and its migration)
+for a distribution; for a rate also the `probe_rollups` count column named in `count`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "METRICS",
+    "METRIC_NAMES",
+    "RATES",
+    "RATE_COUNTS",
+    "Kind",
+    "MetricDef",
+    "Over",
+    "metric",
+]
+
+Kind = Literal["distribution", "rate"]
+Over = Literal["results", "answered"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    """One metric: its name in rules and JSON, how it is counted, where it is stored, and what it means."""
+
+    name: str
+    kind: Kind
+    unit: str  # ms, tokens, ratio
+    column: str  # the probe_results column one result contributes
+    meaning: str
+    over: Over = "answered"  # rates: their denominator
+    count: str = ""  # rates: the probe_rollups column (and `Bucket.counts` key) counting hits
+    per_check: bool = False  # rates: hits counted per check name (rules name the check)
+
+    def __post_init__(self) -> None:
+        # A rate without a count column could not be rolled up; a distribution's histogram needs none.
+        if (self.kind == "rate") != bool(self.count):
+            raise ValueError(f"metric {self.name}: a rate needs a count column, a distribution has none")
+
+
+METRICS: tuple[MetricDef, ...] = (
+    MetricDef("latency_ms", "distribution", "ms", "latency_ms", "end-to-end latency"),
+    MetricDef("ttft_ms", "distribution", "ms", "ttft_ms", "time to first token (streaming only)"),
+    MetricDef("itl_ms", "distribution", "ms", "itl_ms_mean", "the request's mean inter-token latency"),
+    MetricDef(
+        "completion_tokens", "distribution", "tokens", "completion_tokens",
+        "completion tokens (server usage, else estimated)",
+    ),
+    MetricDef(
+        "error_rate", "rate", "ratio", "error_kind", "share of requests that failed (error_kind set)",
+        over="results", count="errors",
+    ),
+    MetricDef(
+        "truncation_rate", "rate", "ratio", "truncated", "share of answers cut short (finish_reason length)",
+        count="truncated",
+    ),
+    MetricDef(
+        "check_failure_rate", "rate", "ratio", "failed_checks", "share of answers where the named check failed",
+        count="check_failures", per_check=True,
+    ),
+)  # fmt: skip
+
+_BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in METRICS}
+METRIC_NAMES: tuple[str, ...] = tuple(_BY_NAME)
+DISTRIBUTIONS: tuple[str, ...] = tuple(m.name for m in METRICS if m.kind == "distribution")
+RATES: frozenset[str] = frozenset(m.name for m in METRICS if m.kind == "rate")
+# The plain count columns of probe_rollups, one per rate not counted per check: ("errors", "truncated").
+RATE_COUNTS: tuple[str, ...] = tuple(m.count for m in METRICS if m.count and not m.per_check)
+
+
+def metric(name: str) -> MetricDef:
+    """The catalogue row of `name`; ValueError for a name it does not list."""
+    found = _BY_NAME.get(name)
+    if found is None:
+        raise ValueError(f"unknown metric {name!r}")
+    return found
