@@ -24,11 +24,14 @@ import os
 import resource
 import time
 from collections import Counter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import gevent
 
 from monitor.loadtest.window import KEYS_PER_MS, Window
+
+if TYPE_CHECKING:
+    from monitor.meter_measurement import StreamMeasurement
 
 logger = logging.getLogger(__name__)
 
@@ -64,38 +67,41 @@ class Collector:
             window = self.windows[key] = Window()
         return window
 
-    def record_ok(
-        self,
-        endpoint: str,
-        now_wall: float,
-        ttft_ms: float | None,
-        itl_ms: tuple[float, ...],
-        e2e_ms: float,
-        tokens: int,
-        estimated: bool,
-        truncated: bool,
-    ) -> None:
+    def record_ok(self, endpoint: str, now_wall: float, m: StreamMeasurement, tokens: int) -> None:
         w = self.window(now_wall, endpoint)
         w.requests += 1
         if endpoint == "chat":
             # Completion prompts have no natural end: reaching max_tokens there is expected.
             w.finished += 1
-            w.truncated += truncated
+            w.truncated += m.finish_reason == "length"
         w.output_tokens += tokens
-        w.estimated_tokens += estimated
+        w.estimated_tokens += m.tokens_estimated
+        ttft_ms, ttfa_ms = m.ttft_ms, m.ttfa_ms
         if ttft_ms is not None:
             w.ttft[int(ttft_ms * KEYS_PER_MS)] += 1
+            if ttfa_ms is None:
+                w.answerless += 1
+        if ttfa_ms is not None:
+            w.ttfa[int(ttfa_ms * KEYS_PER_MS)] += 1
+        if m.reasoning_chunk_count:
+            w.reasoned += 1
+            w.reasoning_estimated += m.reasoning_tokens_estimated
+        w.reasoning_tokens += m.reasoning_tokens
+        itl_ms = m.itl_ms
         if itl_ms:
             # A list comprehension plus Counter.update runs in C for the ~128 gaps of a reply.
             w.itl.update([int(gap * KEYS_PER_MS) for gap in itl_ms])
-        w.e2e[int(e2e_ms * KEYS_PER_MS)] += 1
+        w.e2e[int(m.latency_ms * KEYS_PER_MS)] += 1
 
-    def record_failure(self, endpoint: str, now_wall: float, kind: str, detail: str, tokens: int) -> None:
+    def record_failure(
+        self, endpoint: str, now_wall: float, kind: str, detail: str, tokens: int, reasoning_tokens: int = 0
+    ) -> None:
         w = self.window(now_wall, endpoint)
         w.requests += 1
         w.failures += 1
         w.errors[kind] += 1
         w.output_tokens += tokens
+        w.reasoning_tokens += reasoning_tokens
         samples = self.error_samples.setdefault(kind, [])
         if len(samples) < MAX_ERROR_SAMPLES and detail not in samples:
             samples.append(detail)

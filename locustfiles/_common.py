@@ -9,10 +9,13 @@ Locust statistics, all with request type ``LLM`` (one entry per endpoint):
 
 * ``E2E chat`` is the request itself: response time = end-to-end latency in ms, measured from
   the intended send time; failures carry their classified reason (``http_error: HTTP 500 ...``);
-* ``TTFT chat``: time to first token, ms;
+* ``TTFT chat``: time to first token of any kind (reasoning, answer or tool call), ms;
+* ``TTFA chat``: time to the first answer (content) token, ms; the same as TTFT for a model that
+  does not reason, and left out for a reply that never got to its answer;
 * ``ITL chat``: the request's mean inter-token latency, ms (one sample per request; every
   single gap goes into llm-monitor's own ITL percentiles instead);
-* ``tokens/s chat``: that request's output tokens per second of its E2E time;
+* ``tokens/s chat``: that request's output tokens (reasoning included) per second of its E2E time;
+* ``reasoning tokens/s chat``: likewise its reasoning tokens, only for replies that reasoned;
 * ``Lag chat`` (open loop only): how late the request left compared to its schedule, ms.
 
 The "size" column of these entries holds output tokens, not bytes. Only ``E2E`` rows count
@@ -48,6 +51,7 @@ from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import new_request_id
 from monitor.loadtest.prompts import BUILTIN_PROMPTS, Prompt, load_prompts
 from monitor.meter import StreamMeasurement, StreamMeter
+from monitor.results import CheckResult
 from monitor.untrusted import Untrusted
 
 logger = logging.getLogger(__name__)
@@ -292,7 +296,7 @@ class LLMUser(FastHttpUser):
             if failure is None and m.error_kind is not None:
                 failure = Failure(m.error_kind, m.error_detail or "")
             if failure is None:
-                failed = [c for c in run_checks(cfg.probes[endpoint], m) if not c.passed and c.name != "truncated"]
+                failed = [c for c in run_checks(cfg.probes[endpoint], m) if not c.passed and not _truncation(c, m)]
                 if failed:
                     failure = Failure("check_failed", "; ".join(f"{c.name}: {c.detail}" for c in failed))
             tokens = m.completion_tokens or 0
@@ -301,7 +305,9 @@ class LLMUser(FastHttpUser):
             now_wall = time.time()
             if failure is not None:
                 resp.failure(_short(failure))
-                _collect.COLLECTOR.record_failure(endpoint, now_wall, failure.kind, failure.detail, tokens)
+                _collect.COLLECTOR.record_failure(
+                    endpoint, now_wall, failure.kind, failure.detail, tokens, m.reasoning_tokens
+                )
             else:
                 resp.success()
                 self._record_ok(endpoint, m, tokens, now_wall)
@@ -315,18 +321,30 @@ class LLMUser(FastHttpUser):
         )  # fmt: skip
 
     def _record_ok(self, endpoint: str, m: StreamMeasurement, tokens: int, now_wall: float) -> None:
-        itl = m.itl_ms
-        _collect.COLLECTOR.record_ok(
-            endpoint, now_wall, m.ttft_ms, itl, m.latency_ms, tokens, m.tokens_estimated, m.finish_reason == "length"
-        )
+        _collect.COLLECTOR.record_ok(endpoint, now_wall, m, tokens)
         fire = self.fire
         if m.ttft_ms is not None:
             fire(request_type="LLM", name=f"TTFT {endpoint}", response_time=m.ttft_ms, response_length=tokens)
+        if m.ttfa_ms is not None:
+            # The same sample as TTFT unless the reply reasoned (or called a tool) first.
+            fire(request_type="LLM", name=f"TTFA {endpoint}", response_time=m.ttfa_ms, response_length=tokens)
+        itl = m.itl_ms
         if itl:
             fire(request_type="LLM", name=f"ITL {endpoint}", response_time=sum(itl) / len(itl), response_length=tokens)
         if m.latency_ms > 0:
             rate = tokens * 1000.0 / m.latency_ms
             fire(request_type="LLM", name=f"tokens/s {endpoint}", response_time=rate, response_length=tokens)
+            if m.reasoning_chunk_count:
+                # Only replies that reasoned: a plain model gets no row of zeros.
+                rate = m.reasoning_tokens * 1000.0 / m.latency_ms
+                fire(request_type="LLM", name=f"reasoning tokens/s {endpoint}", response_time=rate,
+                     response_length=m.reasoning_tokens)  # fmt: skip
+
+
+def _truncation(check: CheckResult, m: StreamMeasurement) -> bool:
+    # Truncation is measured (truncation_rate), not a failure. Reasoning that used all of max_tokens is
+    # truncation too: answer_empty reports it instead of `truncated`, and the reply has a TTFT but no TTFA.
+    return check.name == "truncated" or (check.name == "answer_empty" and m.finish_reason == "length")
 
 
 def _short(failure: Failure) -> str:
@@ -347,9 +365,11 @@ def _trace(
         "endpoint": endpoint,
         "start_wall": start_s + cfg.wall_offset_s,
         "ttft_ms": m.ttft_ms if m else None,
+        "ttfa_ms": m.ttfa_ms if m else None,
         "e2e_ms": m.latency_ms if m else None,
         "itl_ms": list(m.itl_ms) if m else [],
         "tokens": m.completion_tokens if m else None,
+        "reasoning_tokens": m.reasoning_tokens if m else None,
         "error": str(failure) if failure else None,
     }
     cfg.trace.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -41,8 +41,9 @@ def test_plain_locust_run_exits_0_with_llm_entries(mock: MockProcess, tmp_path: 
         "--host", mock.root_url, "--exit-code-on-error", "1", "--llm-out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for entry in ("E2E chat", "TTFT chat", "ITL chat", "tokens/s chat", "E2E completion"):
+    for entry in ("E2E chat", "TTFT chat", "TTFA chat", "ITL chat", "tokens/s chat", "E2E completion"):
         assert f"LLM      {entry}" in proc.stderr, entry
+    assert "reasoning tokens/s" not in proc.stderr  # the default mock does not reason
     data = _events(out)
     assert data.t0 is not None and data.summary is not None
     window = data.window()
@@ -80,6 +81,26 @@ def test_host_with_v1_and_per_chunk_usage(mock: MockProcess, tmp_path: Path) -> 
     assert records and all(r["error"] is None for r in records)
     # The mock writes all 16 tokens at once (itl 0): 16 tokens, 15 gaps, whatever the reads.
     assert all(r["tokens"] == 16 and len(r["itl_ms"]) == 15 for r in records)
+
+
+def test_reasoning_comes_between_the_first_token_and_the_answer(mock: MockProcess, tmp_path: Path) -> None:
+    mock.configure(reasoning_model="glm45", itl_ms=5)
+    trace, out = tmp_path / "trace.jsonl", tmp_path / "events.jsonl"
+    proc = _locust(
+        "-f", str(LOCUSTFILES / "llm.py"), "--headless", "-u", "1", "-r", "1", "-t", "2s", "--host", mock.root_url,
+        "--llm-endpoint", "chat", "--llm-trace", str(trace), "--llm-out", str(out), "--exit-code-on-error", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert records and all(r["error"] is None for r in records)
+    # ~40 reasoning tokens, 5 ms apart, before the first answer token.
+    assert all(r["ttfa_ms"] > r["ttft_ms"] + 100 and 0 < r["reasoning_tokens"] < r["tokens"] for r in records)
+    assert "LLM      TTFA chat" in proc.stderr and "LLM      reasoning tokens/s chat" in proc.stderr
+    window = _events(out).window()
+    assert window.reasoned == window.requests == len(records) and window.answerless == 0
+    assert window.reasoning_tokens == sum(r["reasoning_tokens"] for r in records)
+    ttft, ttfa = hist_percentile(window.ttft, 50.0), hist_percentile(window.ttfa, 50.0)
+    assert ttft is not None and ttfa is not None and ttfa > ttft + 100
 
 
 def test_open_loop_latency_includes_client_queueing(mock: MockProcess, tmp_path: Path) -> None:

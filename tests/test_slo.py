@@ -7,7 +7,7 @@ import random
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.loadtest.metrics import is_metric, metric_value, summarize
+from monitor.loadtest.metrics import is_metric, metric_value, reasoning_summary, summarize
 from monitor.loadtest.slo import Objective, evaluate, parse_slo, verdict
 from monitor.loadtest.window import KEYS_PER_MS, Window, compact, hist_percentile
 from monitor.results import percentile
@@ -64,6 +64,18 @@ def test_metric_names() -> None:
         assert is_metric(name), name
     for name in ("ttft_p95", "ttft_p950_ms", "gpu_p95_ms", "latency_ms"):
         assert not is_metric(name), name
+
+
+def test_ttfa_and_reasoning_throughput_are_objectives() -> None:
+    objectives = parse_slo("ttfa_p95_ms<2000,ttfa_p50_ms<=800,ttfa_p99.9_ms<5000,ttfa_mean_ms<900,"
+                           "reasoning_tokens_per_s>=100")  # fmt: skip
+    assert [o.metric for o in objectives] == [
+        "ttfa_p95_ms", "ttfa_p50_ms", "ttfa_p99.9_ms", "ttfa_mean_ms", "reasoning_tokens_per_s",
+    ]  # fmt: skip
+    for name in ("ttfa_p95", "ttfa_ms", "reasoning_tokens", "reasoning_tokens_per_s_ms"):
+        assert not is_metric(name), name
+    with pytest.raises(ConfigError, match="known: .*ttfa_p95_ms.*reasoning_tokens_per_s"):
+        parse_slo("ttfa_95_ms<1")
 
 
 def test_evaluate_and_verdict() -> None:
@@ -124,3 +136,32 @@ def test_summary_of_an_empty_window_has_no_made_up_numbers() -> None:
     assert summary["requests"] == 0
     assert summary["error_rate"] is None and summary["ttft_p95_ms"] is None
     assert summary["rps"] == 0.0
+    assert summary["ttfa_p95_ms"] is None and summary["reasoning_tokens_per_s"] is None
+
+
+def test_ttfa_and_reasoning_tokens_merge_and_survive_json() -> None:
+    a = Window(requests=2, output_tokens=300, reasoning_tokens=120, reasoned=2, reasoning_estimated=1)
+    a.ttft.update([1000, 2000])  # 10 and 20 ms
+    a.ttfa.update([30000, 40000])  # 300 and 400 ms: the reasoning came first
+    b = Window(requests=1, output_tokens=64, reasoning_tokens=64, reasoned=1, answerless=1)
+    b.ttft[1500] += 1  # reasoning until max_tokens: a first token, no answer
+    merged = Window.merged([Window.from_json(a.to_json()), Window.from_json(b.to_json())])
+    assert (merged.reasoning_tokens, merged.reasoned, merged.reasoning_estimated, merged.answerless) == (184, 3, 1, 1)
+    assert metric_value("ttft_p50_ms", merged, 1.0) == pytest.approx(15.0)
+    assert metric_value("ttfa_p50_ms", merged, 1.0) == pytest.approx(350.0)  # answers only
+    assert metric_value("ttfa_mean_ms", merged, 1.0) == pytest.approx(350.0)
+    assert metric_value("reasoning_tokens_per_s", merged, 2.0) == pytest.approx(92.0)
+    assert reasoning_summary(merged) == {"split": True, "replies": 3, "tokens": 184, "estimated": 1, "answerless": 1}
+
+
+def test_a_model_that_does_not_reason_has_no_reasoning_throughput() -> None:
+    """TTFA is TTFT's sample then; reasoning tokens/s is not measured, rather than a made-up 0."""
+    plain = Window(requests=2, output_tokens=200)
+    plain.ttft.update([1000, 2000])
+    plain.ttfa.update([1000, 2000])
+    summary = summarize(plain, 1.0)
+    assert summary["ttfa_p95_ms"] == summary["ttft_p95_ms"]
+    assert summary["reasoning_tokens_per_s"] is None and summary["tokens_per_s"] == 200.0
+    assert reasoning_summary(plain)["split"] is False
+    results = evaluate(parse_slo("ttfa_p95_ms<100,reasoning_tokens_per_s<=1000"), lambda n: summary.get(n))
+    assert [r.passed for r in results] == [True, False]  # an unmeasured metric fails its clause

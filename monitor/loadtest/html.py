@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitor.loadtest.repo import SeriesPoint
-from monitor.loadtest.report import REGRESSION_METRICS, regressions
+from monitor.loadtest.report import REGRESSION_METRICS, hidden_metrics, reasoning_notes, regressions
 from monitor.loadtest.runner import RunOutcome
 
 __all__ = ["render_html"]
@@ -118,16 +118,24 @@ def _line(series: list[SeriesPoint], name: str) -> list[tuple[float, float | Non
 def _charts(outcome: RunOutcome) -> list[str]:
     s = outcome.series
     open_loop = outcome.params.get("load_model") == "open"
+    split = "ttfa_p95_ms" not in hidden_metrics(outcome.summary)
     throughput: list[_Series] = [("finished/s", [(float(p.t_s), float(p.requests)) for p in s])]
     if open_loop:
         throughput.append(("sent/s", [(float(p.t_s), float(p.sent)) for p in s]))
     throughput.append(("failed/s", [(float(p.t_s), float(p.failures)) for p in s]))
+    first: list[_Series] = [("p50", _line(s, "ttft_p50_ms")), ("p95", _line(s, "ttft_p95_ms"))]
+    tokens: list[_Series] = [("tokens/s", [(float(p.t_s), float(p.output_tokens)) for p in s])]
+    if split:
+        first = [("TTFT p50", first[0][1]), ("TTFT p95", first[1][1]),
+                 ("TTFA p50", _line(s, "ttfa_p50_ms")), ("TTFA p95", _line(s, "ttfa_p95_ms"))]  # fmt: skip
+        tokens.append(("reasoning/s", [(float(p.t_s), float(p.reasoning_tokens)) for p in s]))
+    title = "Time to first token and first answer token" if split else "Time to first token"
     charts = [
         _chart("Requests", "per second", throughput),
-        _chart("Time to first token", "ms", [("p50", _line(s, "ttft_p50_ms")), ("p95", _line(s, "ttft_p95_ms"))]),
+        _chart(title, "ms", first),
         _chart("Inter-token latency", "ms", [("p50", _line(s, "itl_p50_ms")), ("p95", _line(s, "itl_p95_ms"))]),
         _chart("End-to-end latency", "ms", [("p50", _line(s, "e2e_p50_ms")), ("p95", _line(s, "e2e_p95_ms"))]),
-        _chart("Output tokens", "per second", [("tokens/s", [(float(p.t_s), float(p.output_tokens)) for p in s])]),
+        _chart("Output tokens", "per second", tokens),
     ]
     if open_loop:
         charts.append(_chart("Schedule lag", "ms", [("p95", _line(s, "lag_p95_ms"))]))
@@ -164,23 +172,27 @@ def render_html(outcome: RunOutcome) -> str:
     ]
     if outcome.abort_reason:
         parts.append(f"<p class=fail>aborted: {_esc(outcome.abort_reason)}</p>")
+    hidden = hidden_metrics(summary)
     rows = [[_esc(name), _fmt(name, value), *(_fmt(name, ep.get(name)) for ep in endpoints.values())]
-            for name, value in metrics.items()]  # fmt: skip
+            for name, value in metrics.items() if name not in hidden]  # fmt: skip
     parts += ["<h2>Summary</h2>", _table(["metric", "all", *endpoints], rows)]
+    parts += [f"<p class=muted>{_esc(note)}</p>" for note in reasoning_notes(summary)]
     if outcome.slo:
         slo_rows = [[_esc(r.objective), _fmt(r.objective.metric, r.value), _mark(r.passed)] for r in outcome.slo]
         parts += ["<h2>SLO</h2>", _table(["objective", "measured", "result"], slo_rows)]
     sweep = summary.get("sweep")
     if sweep is not None:
+        latency = ["ttft_p95_ms"] if "ttfa_p95_ms" in hidden else ["ttft_p95_ms", "ttfa_p95_ms"]
+        headers = [f"{name[:4].upper()} p95 ms" for name in latency]
         step_rows = [[f"{st['rate']:g}", _fmt("rps", st["metrics"].get("rps")),
-                      _fmt("ttft_p95_ms", st["metrics"].get("ttft_p95_ms")), "yes" if st["kept_up"] else "no",
+                      *(_fmt(n, st["metrics"].get(n)) for n in latency), "yes" if st["kept_up"] else "no",
                       _mark(st["passed"])] for st in sweep["steps"]]  # fmt: skip
         best = sweep.get("goodput_rps")
         best_text = f"{best:g} req/s" if best is not None else "none"
         parts += [
             "<h2>Sweep</h2>",
             f"<p>Highest sustainable rate (goodput): <b>{_esc(best_text)}</b></p>",
-            _table(["offered req/s", "finished req/s", "TTFT p95 ms", "kept up", "SLO"], step_rows),
+            _table(["offered req/s", "finished req/s", *headers, "kept up", "SLO"], step_rows),
         ]
     canary = summary.get("canary") or {}
     if canary.get("count"):
@@ -195,9 +207,10 @@ def render_html(outcome: RunOutcome) -> str:
         parts += ["<h2>Errors</h2>", _table(["kind", "count", "example"], err_rows)]
     if outcome.baseline is not None and outcome.baseline.summary:
         reg = regressions(outcome.baseline.summary.get("metrics", {}), metrics)
+        hidden &= hidden_metrics(outcome.baseline.summary)
         reg_rows = [[_esc(r["metric"]), _fmt(r["metric"], r["baseline"]), _fmt(r["metric"], r["current"]),
                      "-" if r["change"] is None else f"{100 * r['change']:+.1f}%", _esc(r["judgement"])]
-                    for r in reg if r["metric"] in REGRESSION_METRICS]  # fmt: skip
+                    for r in reg if r["metric"] in REGRESSION_METRICS and r["metric"] not in hidden]  # fmt: skip
         parts += [f"<h2>Against baseline run {outcome.baseline.id}</h2>",
                   _table(["metric", "baseline", "this run", "change", ""], reg_rows)]  # fmt: skip
     parts += ["<h2>Over time</h2>", *_charts(outcome), "</body></html>"]

@@ -1,10 +1,15 @@
 """Load-test metrics by name, computed from a merged ``Window``: the vocabulary of SLOs and reports.
 
-Names carry their unit: ``ttft_p95_ms``, ``itl_p50_ms``, ``e2e_p99_ms`` (any percentile, also
-``_mean_ms``), ``lag_p95_ms`` (how late open-loop arrivals started), ``error_rate`` and
-``truncation_rate`` (fractions), ``rps`` (finished requests per second), ``tokens_per_s`` (output
-tokens per second), ``requests``, ``failures``. ``canary_ok_rate`` and ``canary_ttft_p95_ms`` come
-from the canary probes that ran during the load, when there were any.
+Names carry their unit: ``ttft_p95_ms``, ``ttfa_p95_ms``, ``itl_p50_ms``, ``e2e_p99_ms`` (any
+percentile, also ``_mean_ms``), ``lag_p95_ms`` (how late open-loop arrivals started), ``error_rate``
+and ``truncation_rate`` (fractions), ``rps`` (finished requests per second), ``tokens_per_s``
+(output tokens per second, reasoning included), ``reasoning_tokens_per_s``, ``requests``,
+``failures``. ``canary_ok_rate`` and ``canary_ttft_p95_ms`` come from the canary probes that ran
+during the load, when there were any.
+
+TTFT is the first token of any kind, TTFA the first answer token (see ``monitor.meter``); for a
+model that does not reason they are the same sample. ``reasoning_tokens_per_s`` is None (not
+measured) when no reply carried reasoning, so a plain model never shows a made-up 0.
 """
 
 from __future__ import annotations
@@ -14,19 +19,23 @@ from collections.abc import Mapping
 
 from monitor.loadtest.window import Window, hist_mean, hist_percentile
 
-__all__ = ["METRIC_HELP", "SUMMARY_METRICS", "is_metric", "metric_value", "summarize"]
+__all__ = ["METRIC_HELP", "SUMMARY_METRICS", "is_metric", "metric_value", "reasoning_summary", "summarize"]
 
-_LATENCY = re.compile(r"^(ttft|itl|e2e|lag)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
-_PLAIN = frozenset({"error_rate", "truncation_rate", "rps", "tokens_per_s", "requests", "failures"})
+_LATENCY = re.compile(r"^(ttft|ttfa|itl|e2e|lag)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
+_PLAIN = frozenset(
+    {"error_rate", "truncation_rate", "rps", "tokens_per_s", "reasoning_tokens_per_s", "requests", "failures"}
+)
 CANARY_METRICS = frozenset({"canary_ok_rate", "canary_ttft_p95_ms"})
 METRIC_HELP = (
-    "ttft_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, error_rate, truncation_rate, "
-    "rps, tokens_per_s, requests, failures, canary_ok_rate, canary_ttft_p95_ms"
+    "ttft_p95_ms, ttfa_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, error_rate, "
+    "truncation_rate, rps, tokens_per_s, reasoning_tokens_per_s, requests, failures, canary_ok_rate, "
+    "canary_ttft_p95_ms"
 )
 # What summaries, the database and the regression table carry (SLOs may ask for any other name).
 SUMMARY_METRICS = (
-    "requests", "failures", "error_rate", "truncation_rate", "rps", "tokens_per_s",
+    "requests", "failures", "error_rate", "truncation_rate", "rps", "tokens_per_s", "reasoning_tokens_per_s",
     "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
+    "ttfa_p50_ms", "ttfa_p90_ms", "ttfa_p95_ms", "ttfa_p99_ms",
     "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms",
     "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "lag_p95_ms",
 )  # fmt: skip
@@ -55,6 +64,10 @@ def metric_value(
         return window.failures / window.requests if window.requests else None
     if name == "truncation_rate":
         return window.truncated / window.finished if window.finished else None
+    if name == "reasoning_tokens_per_s":
+        if duration_s <= 0 or not (window.reasoned or window.reasoning_tokens):
+            return None
+        return window.reasoning_tokens / duration_s
     if name in ("rps", "tokens_per_s"):
         if duration_s <= 0:
             return None
@@ -71,3 +84,14 @@ def summarize(window: Window, duration_s: float) -> dict[str, float | None]:
         value = metric_value(name, window, duration_s)
         out[name] = None if value is None else round(value, 6 if name.endswith("_rate") else 3)
     return out
+
+
+def reasoning_summary(window: Window) -> dict[str, int | bool]:
+    """How the replies split into reasoning and answer; ``split`` is False for a model that did not reason."""
+    return {
+        "split": window.reasoned > 0,
+        "replies": window.reasoned,  # successful replies that carried reasoning
+        "tokens": window.reasoning_tokens,
+        "estimated": window.reasoning_estimated,  # of those replies, the ones whose count the server did not send
+        "answerless": window.answerless,  # a first token but no answer: not in the TTFA percentiles
+    }

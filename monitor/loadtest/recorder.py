@@ -96,6 +96,8 @@ class RunData:
             truncated=window.truncated, ttft_p50_ms=value("ttft_p50_ms"), ttft_p95_ms=value("ttft_p95_ms"),
             itl_p50_ms=value("itl_p50_ms"), itl_p95_ms=value("itl_p95_ms"), e2e_p50_ms=value("e2e_p50_ms"),
             e2e_p95_ms=value("e2e_p95_ms"), lag_p95_ms=value("lag_p95_ms"), errors=dict(window.errors),
+            ttfa_p50_ms=value("ttfa_p50_ms"), ttfa_p95_ms=value("ttfa_p95_ms"),
+            reasoning_tokens=window.reasoning_tokens,
         )  # fmt: skip
 
     def points(self, seconds: Iterable[int] | None = None) -> list[SeriesPoint]:

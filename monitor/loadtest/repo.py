@@ -74,6 +74,10 @@ class SeriesPoint:
     e2e_p95_ms: float | None
     lag_p95_ms: float | None
     errors: dict[str, int]
+    # Migration 0007. TTFA is TTFT's sample when the model did not reason; reasoning tokens are in output_tokens.
+    ttfa_p50_ms: float | None = None
+    ttfa_p95_ms: float | None = None
+    reasoning_tokens: int = 0
 
 
 _SERIES_FIELDS = tuple(SeriesPoint.__dataclass_fields__)

@@ -13,20 +13,22 @@ from rich.table import Table
 from monitor.loadtest.repo import LoadRun
 from monitor.loadtest.runner import RunOutcome
 
-__all__ = ["outcome_json", "print_outcome", "regressions"]
+__all__ = ["hidden_metrics", "outcome_json", "print_outcome", "reasoning_notes", "regressions"]
 
 # Metrics compared against a baseline, and which direction is better.
 _HIGHER_IS_BETTER = {"rps", "tokens_per_s"}
 REGRESSION_METRICS = (
-    "rps", "tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p95_ms",
-    "e2e_p95_ms", "error_rate", "truncation_rate",
+    "rps", "tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "ttfa_p50_ms", "ttfa_p95_ms",
+    "itl_p50_ms", "itl_p95_ms", "e2e_p95_ms", "error_rate", "truncation_rate",
 )  # fmt: skip
 # Changes smaller than this (relative) are noise, not a regression or an improvement.
 SAME_WITHIN = 0.05
 _LABELS = {
     "requests": "requests", "failures": "failures", "error_rate": "error rate", "truncation_rate": "truncation rate",
-    "rps": "finished req/s", "tokens_per_s": "output tokens/s",
+    "rps": "finished req/s", "tokens_per_s": "output tokens/s", "reasoning_tokens_per_s": "reasoning tokens/s",
 }  # fmt: skip
+# Shown only when some reply reasoned: otherwise TTFA is TTFT's number and there are no reasoning tokens.
+_SPLIT_METRICS = frozenset({"reasoning_tokens_per_s", "ttfa_p50_ms", "ttfa_p90_ms", "ttfa_p95_ms", "ttfa_p99_ms"})
 
 
 def _fmt(name: str, value: Any) -> str:
@@ -46,6 +48,39 @@ def _label(name: str) -> str:
         return _LABELS[name]
     kind, _, rest = name.partition("_")
     return f"{kind.upper()} {rest.removesuffix('_ms')}"
+
+
+def hidden_metrics(summary: dict[str, Any]) -> frozenset[str]:
+    """Metrics the tables leave out: the reasoning/answer split of a run in which no reply reasoned.
+
+    The summary still stores them (TTFA equal to TTFT, reasoning tokens/s None), so an SLO on
+    ``ttfa_p95_ms`` means the same for a model that does not reason. Summaries stored before
+    TTFA was measured have no ``reasoning`` entry and hide nothing.
+    """
+    reasoning = summary.get("reasoning")
+    return _SPLIT_METRICS if reasoning is not None and not reasoning.get("split") else frozenset()
+
+
+def reasoning_notes(summary: dict[str, Any]) -> list[str]:
+    """Plain-text lines on the reasoning/answer split, for the printed and the HTML report."""
+    reasoning = summary.get("reasoning")
+    if reasoning is None:
+        return []
+    notes = []
+    replies, answerless = int(reasoning.get("replies") or 0), int(reasoning.get("answerless") or 0)
+    if not reasoning.get("split"):
+        notes.append("no reply reasoned: TTFA = TTFT, no reasoning tokens (their rows are left out)")
+    elif reasoning.get("estimated"):
+        notes.append(
+            f"reasoning tokens estimated for {reasoning['estimated']:,} of {replies:,} reasoning replies "
+            "(the server did not itemise usage.completion_tokens_details)"
+        )
+    if answerless:
+        notes.append(
+            f"{answerless:,} replies never reached an answer token (reasoning cut by max_tokens, or only tool "
+            "calls): in TTFT, not in TTFA"
+        )
+    return notes
 
 
 def regressions(baseline: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,7 +112,10 @@ def _summary_table(outcome: RunOutcome) -> Table:
     table.add_column("all", justify="right")
     for endpoint in endpoints:
         table.add_column(endpoint, justify="right")
+    hidden = hidden_metrics(summary)
     for name, value in summary["metrics"].items():
+        if name in hidden:
+            continue
         table.add_row(_label(name), _fmt(name, value), *(_fmt(name, ep.get(name)) for ep in endpoints.values()))
     return table
 
@@ -93,12 +131,31 @@ def _slo_table(outcome: RunOutcome) -> Table:
     return table
 
 
-def _regression_table(baseline: LoadRun, rows: list[dict[str, Any]]) -> Table:
+def _sweep_table(sweep: dict[str, Any], ttfa: bool) -> Table:
+    table = Table(title="sweep", title_justify="left")
+    columns = ("offered req/s", "finished req/s", "TTFT p95", *(("TTFA p95",) if ttfa else ()), "kept up", "SLO")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for step in sweep["steps"]:
+        m = step["metrics"]
+        latencies = [_fmt("ttft_p95_ms", m.get("ttft_p95_ms"))]
+        if ttfa:
+            latencies.append(_fmt("ttfa_p95_ms", m.get("ttfa_p95_ms")))
+        table.add_row(
+            f"{step['rate']:g}", _fmt("rps", m.get("rps")), *latencies, "yes" if step["kept_up"] else "no",
+            "[green]pass[/]" if step["passed"] else "[red]FAIL[/]",
+        )  # fmt: skip
+    return table
+
+
+def _regression_table(baseline: LoadRun, rows: list[dict[str, Any]], hidden: frozenset[str]) -> Table:
     table = Table(title=f"against baseline run {baseline.id} ({baseline.started_at:%Y-%m-%d %H:%M} UTC)")
     for column in ("metric", "baseline", "this run", "change", ""):
         table.add_column(column, justify="right" if column in ("baseline", "this run", "change") else "left")
     colours = {"worse": "red", "better": "green", "same": "dim", "n/a": "dim"}
     for row in rows:
+        if row["metric"] in hidden:
+            continue
         change = row["change"]
         shown = "-" if change is None else f"{100 * change:+.1f}%"
         name = row["metric"]
@@ -111,18 +168,11 @@ def print_outcome(console: Console, outcome: RunOutcome) -> None:
     """The summary, SLO, sweep, canary, error and regression tables of one run."""
     console.print(_summary_table(outcome))
     summary = outcome.summary
+    for note in reasoning_notes(summary):
+        console.print(note, highlight=False)
     sweep = summary.get("sweep")
     if sweep is not None:
-        table = Table(title="sweep", title_justify="left")
-        for column in ("offered req/s", "finished req/s", "TTFT p95", "kept up", "SLO"):
-            table.add_column(column, justify="right")
-        for step in sweep["steps"]:
-            m = step["metrics"]
-            table.add_row(
-                f"{step['rate']:g}", _fmt("rps", m.get("rps")), _fmt("ttft_p95_ms", m.get("ttft_p95_ms")),
-                "yes" if step["kept_up"] else "no", "[green]pass[/]" if step["passed"] else "[red]FAIL[/]",
-            )  # fmt: skip
-        console.print(table)
+        console.print(_sweep_table(sweep, "ttfa_p95_ms" not in hidden_metrics(summary)))
         best = sweep.get("goodput_rps")
         console.print(f"highest sustainable rate (goodput): {f'{best:g} req/s' if best is not None else 'none'}")
     if outcome.slo:
@@ -151,7 +201,8 @@ def print_outcome(console: Console, outcome: RunOutcome) -> None:
         )
     if outcome.baseline is not None and outcome.baseline.summary:
         rows = regressions(outcome.baseline.summary.get("metrics", {}), summary["metrics"])
-        console.print(_regression_table(outcome.baseline, rows))
+        hidden = hidden_metrics(summary) & hidden_metrics(outcome.baseline.summary)
+        console.print(_regression_table(outcome.baseline, rows, hidden))
     if outcome.abort_reason:
         console.print(f"[yellow]aborted: {outcome.abort_reason}[/]")
 

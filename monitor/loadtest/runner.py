@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.config import Settings
 from monitor.loadtest.canary import run_canaries
-from monitor.loadtest.metrics import metric_value, summarize
+from monitor.loadtest.metrics import metric_value, reasoning_summary, summarize
 from monitor.loadtest.params import LoadParams
 from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses, require_locust
 from monitor.loadtest.recorder import EventTail, Recorder, RunData
@@ -35,6 +35,7 @@ from monitor.loadtest.repo import STALE_AFTER_S, LoadRun, LoadStore, SeriesPoint
 from monitor.loadtest.shapes import stage_bounds
 from monitor.loadtest.slo import ObjectiveResult, evaluate, verdict
 from monitor.loadtest.sweep import StepResult, evaluate_step, goodput
+from monitor.loadtest.window import Window
 from monitor.store import Store, connect, ensure_schema
 
 __all__ = ["RunOutcome", "run_loadtest_async"]
@@ -76,11 +77,16 @@ class _Progress:
         self.tty = bool(stream is not None and stream.isatty())
         self._last_plain = 0.0
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, narrow: str | None = None) -> None:
+        """Show ``text``, or on a terminal too narrow for it ``narrow`` (the same, tighter), cut to fit."""
         if self.stream is None:
             return
         if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
+            # A line as wide as the terminal wraps, and the next \r would only clear its last row.
+            width = shutil.get_terminal_size().columns
+            if len(text) >= width and narrow is not None:
+                text = narrow
+            self.stream.write("\r\x1b[2K" + (text if len(text) < width else text[: width - 2] + "…"))
         elif time.monotonic() - self._last_plain >= self.PLAIN_EVERY_S:
             self._last_plain = time.monotonic()
             self.stream.write(text + "\n")
@@ -277,14 +283,17 @@ class _Run:
         rate, tps = metric_value("rps", window, span), metric_value("tokens_per_s", window, span)
         ttft, err = metric_value("ttft_p95_ms", window, span), metric_value("error_rate", window, span)
         parts = [
-            f"[{elapsed_s:4.0f}s, {left_s:.0f}s left]",
             f"users {users}" if users is not None and not self.params.open_loop else "",
             f"{rate or 0:.1f} req/s",
-            f"TTFT p95 {ttft:.0f} ms" if ttft is not None else "TTFT p95 -",
+            _first_token_text(ttft, window, span),
             f"{tps or 0:,.0f} tok/s",
-            f"errors {100 * (err or 0):.1f}%",
         ]
-        self.progress.show("  ".join(p for p in parts if p))
+        shown = [p for p in parts if p]
+        errors = f"{100 * (err or 0):.1f}%"
+        self.progress.show(
+            "  ".join([f"[{elapsed_s:4.0f}s, {left_s:.0f}s left]", *shown, f"errors {errors}"]),
+            " ".join([f"[{elapsed_s:.0f}s, {left_s:.0f}s left]", *shown, f"err {errors}"]),
+        )
 
     async def _conclude(
         self,
@@ -312,6 +321,7 @@ class _Run:
             # Requests retried once because the server had closed their pooled connection (not failures).
             "reconnects": int(line.get("reconnects") or 0),
             "tokens_estimated": window.estimated_tokens,
+            "reasoning": reasoning_summary(window),
             "canary": canary,
             "generator": _generator(line, duration_s, params),
             "warnings": data.warnings[-20:],
@@ -360,6 +370,15 @@ def _generator(line: dict[str, Any], duration_s: float, params: LoadParams) -> d
         busy = out["worker_cpu_fraction"]
     out["saturated"] = busy is not None and busy >= GENERATOR_BUSY_FRACTION
     return out
+
+
+def _first_token_text(ttft: float | None, window: Window, span_s: float) -> str:
+    shown = "-" if ttft is None else f"{ttft:.0f}"
+    # TTFA only once a reply reasoned: before that it is TTFT's number.
+    if not window.reasoned:
+        return f"TTFT p95 {shown} ms"
+    ttfa = metric_value("ttfa_p95_ms", window, span_s)
+    return f"TTFT/TTFA p95 {shown}/{'-' if ttfa is None else f'{ttfa:.0f}'} ms"
 
 
 def _step_line(step: StepResult) -> str:

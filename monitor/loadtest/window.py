@@ -92,7 +92,11 @@ class Window:
     check (``errors`` breaks them down by kind). ``finished`` counts replies that ended normally,
     the denominator of the truncation rate. Latency histograms hold successful requests only.
     ``sent``/``late`` count open-loop arrivals by intended send time, and ``lag`` how far behind
-    schedule they started.
+    schedule they started. ``ttfa`` holds each reply's first answer token (``ttft`` when the model
+    went straight to the answer); ``reasoned`` counts replies that carried reasoning, and
+    ``reasoning_estimated`` those of them whose reasoning count the server did not itemise;
+    ``answerless`` counts replies with a first token but no answer (reasoning cut by max_tokens,
+    or only tool calls). ``reasoning_tokens`` is part of ``output_tokens``.
     """
 
     requests: int = 0
@@ -103,14 +107,22 @@ class Window:
     estimated_tokens: int = 0
     sent: int = 0
     late: int = 0
+    reasoning_tokens: int = 0
+    reasoned: int = 0
+    reasoning_estimated: int = 0
+    answerless: int = 0
     errors: Counter[str] = field(default_factory=_counter)
     ttft: Hist = field(default_factory=_hist)
+    ttfa: Hist = field(default_factory=_hist)
     itl: Hist = field(default_factory=_hist)
     e2e: Hist = field(default_factory=_hist)
     lag: Hist = field(default_factory=_hist)
 
-    _COUNTS = ("requests", "failures", "finished", "truncated", "output_tokens", "estimated_tokens", "sent", "late")
-    _HISTS = ("ttft", "itl", "e2e", "lag")
+    _COUNTS = (
+        "requests", "failures", "finished", "truncated", "output_tokens", "estimated_tokens", "sent", "late",
+        "reasoning_tokens", "reasoned", "reasoning_estimated", "answerless",
+    )  # fmt: skip
+    _HISTS = ("ttft", "ttfa", "itl", "e2e", "lag")
 
     def merge(self, other: Window) -> Window:
         """Add ``other`` into this window (in place) and return self."""

@@ -1,6 +1,6 @@
 """Tables of the loadtest feature: one row per load run, one row per second of each run.
 
-Migration 0004 creates exactly these; tests/test_migrations.py checks that they do not drift.
+Migrations 0004 and 0007 create exactly these; tests/test_migrations.py checks that they do not drift.
 """
 
 from __future__ import annotations
@@ -68,3 +68,7 @@ class LoadSeriesRow(Base):
     lag_p95_ms: Mapped[float | None]
     # {"http_error": 3, "timeout": 1}; empty when nothing failed.
     errors: Mapped[dict[str, int]] = mapped_column(JSON)
+    # Migration 0007: time to the first answer token, and the reasoning part of output_tokens.
+    ttfa_p50_ms: Mapped[float | None]
+    ttfa_p95_ms: Mapped[float | None]
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
