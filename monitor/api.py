@@ -45,8 +45,8 @@ from monitor.alerts.engine import AlertsBackend
 from monitor.config import MAX_DURATION_S, Settings, to_seconds
 from monitor.dashboard.routes import SettingsSource, setup_dashboard
 from monitor.errors import ConfigError, StoreError
+from monitor.exposition import CONTENT_TYPE, CounterFamily, GaugeFamily, ProbeMetrics, leadership_families
 from monitor.leader import Leadership
-from monitor.metrics import CONTENT_TYPE, CounterFamily, GaugeFamily, ProbeMetrics, leadership_families
 from monitor.store.db import ping
 from monitor.store.models import MAX_ROW_ID, RESULT_SOURCES, ResultSource, parse_row_id
 from monitor.store.repo import Store

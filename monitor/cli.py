@@ -60,7 +60,7 @@ def probe(
 def run_probe(settings: Settings, *, as_json: bool, only: list[str]) -> int:
     """Run the probes once; 0 when every result is ok, 1 otherwise."""
     from monitor.oneshot import probe_once
-    from monitor.report import print_results, print_unreachable
+    from monitor.probe_table import print_results, print_unreachable
 
     unknown = sorted(set(only) - {p.name for p in settings.probes})
     if unknown:

@@ -238,8 +238,8 @@ def _checked_prompts(path: Path | None) -> Path | None:
 def run_loadtest(settings: Settings, params: LoadParams, *, html: Path | None, as_json: bool) -> int:
     """Run and store one load test, print the result; the exit code is the SLO verdict."""
     from monitor.loadtest.html import render_html
-    from monitor.loadtest.report import outcome_json, print_outcome
     from monitor.loadtest.runner import run_loadtest_async
+    from monitor.loadtest.summary import outcome_json, print_outcome
 
     outcome = asyncio.run(run_loadtest_async(settings, params, sys.stderr))
     if as_json:

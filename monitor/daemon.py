@@ -47,6 +47,7 @@ from monitor.api import check_bind, create_app
 from monitor.clock import SystemClock
 from monitor.config import Settings, load_settings
 from monitor.errors import ConfigError, StoreError
+from monitor.exposition import CounterFamily, GaugeFamily, ProbeMetrics, ScrapeQueries, alert_families, writer_families
 from monitor.leader import (
     DaemonLock,
     LeaderElection,
@@ -56,7 +57,6 @@ from monitor.leader import (
     default_replica_id,
     sqlite_database,
 )
-from monitor.metrics import CounterFamily, GaugeFamily, ProbeMetrics, ScrapeQueries, alert_families, writer_families
 from monitor.probes import Prober
 from monitor.retention import Retention
 from monitor.scheduler import ProbeScheduler, SchedulerStats

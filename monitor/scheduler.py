@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.config import ProbeSettings, Settings
 from monitor.errors import StoreError
-from monitor.metrics import ProbeMetrics
+from monitor.exposition import ProbeMetrics
 from monitor.probes import Prober, timeout_result
 from monitor.results import ProbeResult
 from monitor.store.db import describe_error

@@ -23,10 +23,10 @@ from monitor.loadtest.html import render_html
 from monitor.loadtest.params import LoadParams
 from monitor.loadtest.prompts import load_prompts
 from monitor.loadtest.repo import LoadRun, LoadStore, SeriesPoint
-from monitor.loadtest.report import outcome_json, print_outcome
 from monitor.loadtest.runner import run_loadtest_async
 from monitor.loadtest.shapes import build_shape, level_at, parse_stages
 from monitor.loadtest.slo import parse_slo
+from monitor.loadtest.summary import outcome_json, print_outcome
 from monitor.results import ProbeResult
 from monitor.store import Store, create_engine, ensure_schema
 from tests.mockserver import REPO_ROOT, MockProcess

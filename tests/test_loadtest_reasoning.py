@@ -24,9 +24,9 @@ from monitor.config import parse_settings
 from monitor.loadtest.html import render_html
 from monitor.loadtest.params import LoadParams
 from monitor.loadtest.repo import LoadStore
-from monitor.loadtest.report import hidden_metrics, print_outcome, reasoning_notes
 from monitor.loadtest.runner import RunOutcome, run_loadtest_async
 from monitor.loadtest.slo import parse_slo
+from monitor.loadtest.summary import hidden_metrics, print_outcome, reasoning_notes
 from monitor.store import create_engine, ensure_schema
 from tests.mockserver import REPO_ROOT, MockProcess
 

@@ -9,7 +9,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor import __version__
-from monitor.metrics import CounterFamily, GaugeFamily, HistogramFamily, ProbeMetrics, escape_label_value, format_value
+from monitor.exposition import (
+    CounterFamily,
+    GaugeFamily,
+    HistogramFamily,
+    ProbeMetrics,
+    escape_label_value,
+    format_value,
+)
 from tests.test_rollups import make_result
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from monitor import scheduler as scheduler_module
 from monitor.config import ProbeSettings, Settings, TargetSettings, parse_settings
 from monitor.errors import ConfigError
-from monitor.metrics import ProbeMetrics
+from monitor.exposition import ProbeMetrics
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.scheduler import SPREAD_MAX_S, ProbeScheduler, build_trigger

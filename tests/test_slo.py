@@ -7,8 +7,8 @@ import random
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.loadtest.metrics import is_metric, metric_value, reasoning_summary, summarize
 from monitor.loadtest.slo import Objective, evaluate, parse_slo, verdict
+from monitor.loadtest.slo_metrics import is_metric, metric_value, reasoning_summary, summarize
 from monitor.loadtest.window import KEYS_PER_MS, Window, compact, hist_percentile
 from monitor.results import percentile
 

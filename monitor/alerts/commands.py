@@ -26,7 +26,7 @@ from monitor.alerts.model import AlertSnapshot, AlertView, Notification, Silence
 from monitor.alerts.rules import format_value
 from monitor.alerts.webhook import Delivery, build_request, send
 from monitor.errors import ConfigError
-from monitor.report import fits
+from monitor.probe_table import fits
 from monitor.store.db import connect, ensure_schema
 
 if TYPE_CHECKING:

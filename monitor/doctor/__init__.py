@@ -6,7 +6,7 @@ context.py    what every check gets
 remedies.py   model-family-specific fixes: stop tokens, templates, and the parser flags per server
 checks_*.py   one async function per checklist item (checks_pipelines.py: reasoning, tools, JSON schema)
 runner.py     run_doctor(settings, target) -> exit code
-report.py     rich rendering
+printout.py   rich rendering
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ from monitor.doctor.checks_server import check_chinese, check_sampling_defaults
 from monitor.doctor.client import DoctorClient, Exchange
 from monitor.doctor.context import HELLO, Context, fit_max_tokens
 from monitor.doctor.findings import CHECK_IDS, DoctorReport, Finding, skipped
+from monitor.doctor.printout import print_report
 from monitor.doctor.remedies import detect_family
-from monitor.doctor.report import print_report
 from monitor.errors import ProbeTimeout
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store

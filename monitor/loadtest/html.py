@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitor.loadtest.repo import SeriesPoint
-from monitor.loadtest.report import REGRESSION_METRICS, hidden_metrics, reasoning_notes, regressions
 from monitor.loadtest.runner import RunOutcome
+from monitor.loadtest.summary import REGRESSION_METRICS, hidden_metrics, reasoning_notes, regressions
 
 __all__ = ["render_html"]
 

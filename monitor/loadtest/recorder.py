@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.loadtest.metrics import metric_value
 from monitor.loadtest.repo import LoadStore, SeriesPoint
+from monitor.loadtest.slo_metrics import metric_value
 from monitor.loadtest.window import Window
 
 __all__ = ["EventTail", "Recorder", "RunData"]

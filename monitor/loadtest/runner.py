@@ -27,13 +27,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.config import Settings
 from monitor.loadtest.canary import run_canaries
-from monitor.loadtest.metrics import metric_value, reasoning_summary, summarize
 from monitor.loadtest.params import LoadParams
 from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses, require_locust
 from monitor.loadtest.recorder import EventTail, Recorder, RunData
 from monitor.loadtest.repo import STALE_AFTER_S, LoadRun, LoadStore, SeriesPoint
 from monitor.loadtest.shapes import stage_bounds
 from monitor.loadtest.slo import ObjectiveResult, evaluate, verdict
+from monitor.loadtest.slo_metrics import metric_value, reasoning_summary, summarize
 from monitor.loadtest.sweep import StepResult, evaluate_step, goodput
 from monitor.loadtest.window import Window
 from monitor.store import Store, connect, ensure_schema

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.errors import ConfigError
-from monitor.loadtest.metrics import METRIC_HELP, is_metric
+from monitor.loadtest.slo_metrics import METRIC_HELP, is_metric
 
 __all__ = ["Objective", "ObjectiveResult", "evaluate", "parse_slo", "verdict"]
 

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.loadtest.metrics import metric_value, summarize
 from monitor.loadtest.recorder import RunData
 from monitor.loadtest.slo import Objective, ObjectiveResult, evaluate
+from monitor.loadtest.slo_metrics import metric_value, summarize
 
 __all__ = ["MIN_COMPLETION_RATIO", "StepResult", "evaluate_step", "goodput"]
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from monitor.mock.config import MockConfig
-from monitor.mock.metrics import MockMetrics
+from monitor.mock.vllm_metrics import MockMetrics
 
 __all__ = ["STATE_KEY", "MockState", "TimingRecord", "TimingStore"]
 

@@ -14,9 +14,9 @@ from aiohttp import web
 from monitor.mock import wire
 from monitor.mock.config import MockConfig
 from monitor.mock.engine import Generation
-from monitor.mock.metrics import MockMetrics
 from monitor.mock.parsers import Parsed
 from monitor.mock.state import MockState, TimingRecord
+from monitor.mock.vllm_metrics import MockMetrics
 
 __all__ = ["StreamPlan", "abort_connection", "hang", "send_error_stream", "send_stream", "write_body"]
 

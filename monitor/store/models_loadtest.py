@@ -36,7 +36,7 @@ class LoadRunRow(Base):
     model: Mapped[str | None] = mapped_column(String(NAME_MAX_CHARS))
     # How the load was made: endpoint, users or rate, arrival, shape, duration, workers, max_tokens, ...
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # Metrics over the whole run (see monitor.loadtest.metrics), canaries, sweep steps, errors.
+    # Metrics over the whole run (see monitor.loadtest.slo_metrics), canaries, sweep steps, errors.
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # [{"metric", "op", "threshold", "value", "passed"}, ...]; empty without --slo.
     slo: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
