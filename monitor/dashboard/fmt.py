@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from monitor.config import RATE_METRICS, RuleSettings
+from monitor.config import RuleSettings
+from monitor.metric_catalog import metric
 
 __all__ = ["alert_unit", "alert_value", "fmt_count", "fmt_duration_s", "fmt_ms", "fmt_pct", "fmt_utc", "fmt_value"]
 
@@ -84,11 +85,10 @@ def alert_unit(rule: RuleSettings | None) -> str:
         return ""
     if rule.kind == "absence":
         return "s"
-    if rule.metric in ("latency_ms", "ttft_ms", "itl_ms"):
-        return "ms"
-    if rule.metric in RATE_METRICS:
-        return "%"
-    return ""
+    if rule.metric is None:
+        return ""
+    unit = metric(rule.metric).unit  # the catalogue's: ms, tokens or ratio
+    return {"ms": "ms", "ratio": "%"}.get(unit, "")
 
 
 def _with_unit(value: float | None, unit: str) -> str:

@@ -107,29 +107,11 @@ class LoadRunDetail:
     def to_json(self) -> dict[str, Any]:
         return {
             "run": run_json(self.run),
-            "series": [_point_json(p) for p in self.series],
+            "series": [p.to_json() for p in self.series],
             "canaries": [c.to_json() for c in self.canaries],
             "baseline": run_json(self.baseline) if self.baseline is not None else None,
             "comparison": [c.to_json() for c in self.comparison],
         }
-
-
-def _point_json(p: SeriesPoint) -> dict[str, Any]:
-    return {
-        "t_s": p.t_s,
-        "ts": iso(p.ts),
-        "users": p.users,
-        "requests": p.requests,
-        "failures": p.failures,
-        "output_tokens": p.output_tokens,
-        "truncated": p.truncated,
-        "ttft_p50_ms": p.ttft_p50_ms,
-        "ttft_p95_ms": p.ttft_p95_ms,
-        "itl_p50_ms": p.itl_p50_ms,
-        "itl_p95_ms": p.itl_p95_ms,
-        "e2e_p95_ms": p.e2e_p95_ms,
-        "errors": p.errors,
-    }
 
 
 class LoadRuns:

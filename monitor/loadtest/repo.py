@@ -79,6 +79,10 @@ class SeriesPoint:
     ttfa_p95_ms: float | None = None
     reasoning_tokens: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON form of a stored second: every column under its name, `ts` in ISO 8601."""
+        return {**{name: getattr(self, name) for name in _SERIES_FIELDS}, "ts": self.ts.isoformat()}
+
 
 _SERIES_FIELDS = tuple(SeriesPoint.__dataclass_fields__)
 

@@ -220,9 +220,7 @@ def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
         "params": outcome.params,
         "summary": outcome.summary,
         "slo": [r.to_json() for r in outcome.slo],
-        "series": [
-            {**{k: v for k, v in vars_of(p).items() if k != "ts"}, "ts": p.ts.isoformat()} for p in outcome.series
-        ],
+        "series": [p.to_json() for p in outcome.series],
         "baseline": None,
     }
     if baseline is not None:
