@@ -162,6 +162,8 @@ class StreamMeter(EventFramer):
         """
         reply, add_time, now_ms = self._reply, self._add_time, now_s * 1000.0
         escapes = 0x5C in data  # one memchr per read spares most events a check of their own
+        # A hot event is one JSON document too: the same cap as on the slow path (+ 2: its blank line).
+        limit = MAX_EVENT_BYTES + 2
         pos = 0
         while True:  # once per hot layout: an event off the fast path may promote another one
             hot = self._hot
@@ -172,8 +174,7 @@ class StreamMeter(EventFramer):
             hits = 0
             while True:
                 hit = match_rest(data, pos + pre_len) if data.startswith(pre, pos) else None
-                # A hot event is one JSON document too: the same cap as on the slow path (+ 2: its blank line).
-                if hit is not None and (hit_end := hit.end()) - pos <= MAX_EVENT_BYTES + 2:
+                if hit is not None and (hit_end := hit.end()) - pos <= limit:
                     string_body = hit[1]
                     try:  # meter_layout.read_string, inlined
                         if escapes and 0x5C in string_body:
