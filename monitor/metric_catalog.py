@@ -66,6 +66,11 @@ METRICS: tuple[MetricDef, ...] = (
         "completion_tokens", "distribution", "tokens", "completion_tokens",
         "completion tokens (server usage, else estimated)",
     ),
+    MetricDef("ttfa_ms", "distribution", "ms", "ttfa_ms", "time to the first answer (content) token (streaming only)"),
+    MetricDef(
+        "reasoning_tokens", "distribution", "tokens", "reasoning_tokens",
+        "reasoning tokens (server usage details, else estimated)",
+    ),
     MetricDef(
         "error_rate", "rate", "ratio", "error_kind", "share of requests that failed (error_kind set)",
         over="results", count="errors",

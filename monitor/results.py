@@ -16,7 +16,7 @@ TimeoutPhase = Literal["connect", "first_byte", "gap", "total"]
 
 # Stored and printed replies are capped so a run-on reply cannot bloat the database.
 TEXT_SAMPLE_CHARS = 2000
-_ROUNDED = ("ttft_ms", "latency_ms", "itl_ms_mean", "itl_ms_p95")
+_ROUNDED = ("ttft_ms", "ttfa_ms", "latency_ms", "itl_ms_mean", "itl_ms_p95")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +114,10 @@ class ProbeResult:
             "text": m.text if m else None,
             "sanitised": self.sanitised,
             "checks": self.checks,
+            "ttfa_ms": m.ttfa_ms if m else None,
+            "reasoning_tokens": m.reasoning_tokens if m else None,
+            "reasoning_tokens_estimated": m.reasoning_tokens_estimated if m else None,
+            "tool_call_count": len(m.tool_calls) if m else None,
         }
 
     def to_json(self) -> dict[str, Any]:

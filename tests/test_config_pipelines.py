@@ -108,3 +108,18 @@ def test_check_config_refuses_an_invalid_tool_schema_with_one_line_and_exit_2(tm
     assert len(lines) == 1, out.stderr
     assert "probes[0].tools[0].function.parameters: not a valid JSON schema at /properties" in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_ttfa_reasoning_tokens_and_the_new_checks_are_rule_metrics() -> None:
+    rules = [
+        {"name": "slow-answer", "kind": "threshold", "metric": "ttfa_ms", "agg": "p95", "window": "10m",
+         "op": ">", "value": 2000},
+        {"name": "more-thinking", "kind": "regression", "metric": "reasoning_tokens", "window": "1h",
+         "baseline_window": "1d", "ratio": 1.5},
+        {"name": "think-leak", "kind": "threshold", "metric": "check_failure_rate", "check": "think_leak",
+         "window": "10m", "op": ">", "value": 0},
+    ]  # fmt: skip
+    settings = parse_settings({"targets": TARGETS, "probes": [_probe()], "rules": rules})
+    assert [r.metric for r in settings.rules] == ["ttfa_ms", "reasoning_tokens", "check_failure_rate"]
+    with pytest.raises(ConfigError, match=r"^rules\[0\]\.metric: must be one of"):
+        parse_settings({"targets": TARGETS, "probes": [_probe()], "rules": [{**rules[0], "metric": "tfta_ms"}]})

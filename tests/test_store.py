@@ -159,6 +159,7 @@ API_FIELDS = {
     "http_status", "ttft_ms", "latency_ms", "itl_ms_mean", "itl_ms_p95", "itl_ms_max", "chunk_count",
     "prompt_tokens", "completion_tokens", "tokens_estimated", "finish_reason", "stop_reason", "max_tokens",
     "truncated", "text_sample", "checks", "failed_checks", "load_run_id", "source", "sanitised",
+    "ttfa_ms", "reasoning_tokens", "reasoning_tokens_estimated", "tool_call_count",
 }  # fmt: skip
 
 

@@ -23,8 +23,11 @@ _STATUS_LABEL = {"firing": "firing", "error": "error", "failed": "check failed",
 _CHARTS = (
     ("Latency", "latency_ms", ("p50", "p95")),
     ("Time to first token", "ttft_ms", ("p50", "p95")),
+    # Reasoning models: the answer starts after the reasoning; a plain model draws TTFA on TTFT.
+    ("Time to first answer token", "ttfa_ms", ("p50", "p95")),
     ("Inter-token latency", "itl_ms", ("p50", "p95")),
     ("Completion tokens", "completion_tokens", ("mean", "max")),
+    ("Reasoning tokens", "reasoning_tokens", ("mean", "max")),
 )
 # Chart units by catalogue unit (`fmt_value`'s names); counts such as tokens are drawn plain.
 _CHART_UNITS = {"ms": "ms", "ratio": "%"}

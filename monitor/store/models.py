@@ -144,6 +144,11 @@ class ProbeResultRow(Base):
     source: Mapped[str] = mapped_column(String(16), server_default="daemon")
     # Server text in this row (reply, reasons, error detail) had characters replaced to be storable.
     sanitised: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Migration 0008: reasoning models and tool calls (see monitor.meter); NULL on older rows.
+    ttfa_ms: Mapped[float | None]
+    reasoning_tokens: Mapped[int | None]
+    reasoning_tokens_estimated: Mapped[bool | None]
+    tool_call_count: Mapped[int | None]
 
 
 # Daemon reads (trends, rollups, alert windows, the dashboard) add this to every query on probe_results.

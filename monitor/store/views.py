@@ -94,6 +94,10 @@ class StoredResult(ResultLine):
     load_run_id: int | None
     source: str  # daemon | probe | doctor (see `monitor.store.models.ResultSource`)
     sanitised: bool  # the server's text was cleaned before it was stored (see monitor.untrusted)
+    ttfa_ms: float | None  # migration 0008: None on older rows
+    reasoning_tokens: int | None
+    reasoning_tokens_estimated: bool | None
+    tool_call_count: int | None
 
     @staticmethod
     def of_row(row: ProbeResultRow) -> StoredResult:
