@@ -26,7 +26,7 @@ DB_RETRY_LINE = "retry"
 CONFIGS = {
     "wrong-type-number": (
         f"targets: [{{name: m, base_url: 'http://x/v1', timeout_s: fast}}]\nprobes: [{PROBE}]",
-        "targets[0].timeout_s: must be a number",
+        "targets[0].timeout_s: 'fast' is not a duration",
     ),
     "wrong-type-bool": (
         f"targets: [{TARGET}]\nprobes: [{{name: p, target: m, prompt: hi, endpoint: completion, stream: maybe}}]",
