@@ -187,9 +187,11 @@ class StreamMeter(EventFramer):
                         hits += 1
                         if completion_group:  # continuous_usage_stats: Reply.apply, inlined
                             completion = int(hit[completion_group])
-                            prompt = int(hit[prompt_group]) if prompt_group else prompt_tokens
-                            reasoning = int(hit[reasoning_group]) if reasoning_group else reasoning_tokens
-                            reply.usage = (prompt, completion, reasoning)
+                            reply.usage = (
+                                int(hit[prompt_group]) if prompt_group else prompt_tokens,
+                                completion,
+                                int(hit[reasoning_group]) if reasoning_group else reasoning_tokens,
+                            )
                             if content and counts is not None:
                                 counts.append(completion)
                         if content:
