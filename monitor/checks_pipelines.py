@@ -32,6 +32,7 @@ __all__ = [
     "check_tool_call_invalid",
     "check_tool_call_missing",
     "excerpt",
+    "first_think_marker",
     "pipeline_checks",
     "textual_tool_call",
 ]
@@ -81,11 +82,17 @@ def pipeline_checks(probe: ProbeSettings, m: StreamMeasurement) -> list[CheckRes
     return out
 
 
-def check_think_leak(text: str) -> CheckResult:
+def first_think_marker(text: str) -> tuple[int, str] | None:
+    """The first reasoning marker in `text` and where it is, or None."""
     found = [(text.find(marker), marker) for marker in THINK_MARKERS if marker in text]
-    if not found:
+    return min(found) if found else None
+
+
+def check_think_leak(text: str) -> CheckResult:
+    first = first_think_marker(text)
+    if first is None:
         return CheckResult("think_leak", True, "no reasoning markers in the content")
-    where, marker = min(found)
+    where, marker = first
     return CheckResult(
         "think_leak", False, f"{marker} in the content at char {where}: {excerpt(text, where)}; {_REASONING_FIX}"
     )
@@ -128,7 +135,7 @@ def check_answer_empty(probe: ProbeSettings, m: StreamMeasurement) -> CheckResul
 def check_reasoning(expected: bool, m: StreamMeasurement) -> CheckResult:
     """`reasoning: expect` needs reasoning in its own field; `reasoning: forbid` needs none at all."""
     present = _has_reasoning(m)
-    leaked = any(marker in m.text for marker in THINK_MARKERS)
+    leaked = first_think_marker(m.text) is not None
     size = f"{len(m.reasoning_text)} chars, {_tokens(m.reasoning_tokens, m.reasoning_tokens_estimated)} tokens"
     if expected:
         if present:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.checks_pipelines import THINK_MARKERS, budget_exhausted, textual_tool_call
+from monitor.checks_pipelines import budget_exhausted, first_think_marker, textual_tool_call
 from monitor.doctor.client import Exchange
 from monitor.doctor.context import HELLO, Context
 from monitor.doctor.findings import Finding, Status, excerpt, quote, skipped, worst
@@ -69,12 +69,6 @@ def _has_reasoning(m: StreamMeasurement) -> bool:
     return bool(m.reasoning_text) or (m.reasoning_tokens > 0 and not m.reasoning_tokens_estimated)
 
 
-def _think_leak(text: str) -> tuple[int, str] | None:
-    """The first reasoning marker in the content and where it is, or None."""
-    found = [(text.find(marker), marker) for marker in THINK_MARKERS if marker in text]
-    return min(found) if found else None
-
-
 def _reasoning_size(m: StreamMeasurement) -> str:
     estimated = "~" if m.reasoning_tokens_estimated else ""
     return f"{len(m.reasoning_text)} chars, {m.reasoning_tokens}{estimated} tokens"
@@ -103,7 +97,7 @@ async def check_reasoning_parser(ctx: Context) -> Finding:
     assert m is not None  # ex.ok
     family = _family(ctx, ex.text)
     req, resp = ex.request, excerpt(ex.result)
-    leak = _think_leak(m.text)
+    leak = first_think_marker(m.text)
     if leak is not None:
         at, marker = leak
         summary = f"the thinking is in `content` ({marker} at char {at}): the server runs no reasoning parser"
@@ -292,7 +286,7 @@ async def check_structured_output(ctx: Context) -> Finding:
         return Finding("structured_output", "warn", summary, req, resp)
     body = m.text
     details: tuple[str, ...] = ()
-    if _think_leak(body) is not None:
+    if first_think_marker(body) is not None:
         # One cause, one failure: the leak is check 11's; the JSON after the thinking is judged here.
         body = body.rsplit("</think>", 1)[-1]
         details = ("the thinking is in `content` (see check 11): the text after </think> is judged",)
