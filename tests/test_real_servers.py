@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -38,12 +37,7 @@ LOADTEST_TIMEOUT_S = 180
 
 @pytest.fixture(name="server", scope="module", params=list(SERVERS))
 def fix_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    spec = SERVERS[request.param]
-    why = spec.missing()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}; CI must run the real-server tier")
-        pytest.skip(why)
+    spec = SERVERS[request.param].require()
     with RealServer(spec, tmp_path_factory.mktemp(spec.name)) as server:
         yield server
 
@@ -217,12 +211,7 @@ def test_llama_cpp_python_default_interrupts_are_named(tmp_path: Path) -> None:
     """llama-cpp-python's default --interrupt_requests True aborts a running stream when another request
     arrives ([DONE] after the role chunk, then a dropped connection). Concurrent probes see it; the result
     must say what happened and how to fix it, not just "connection closed"."""
-    spec = SERVERS["llama-cpp-python"]
-    why = spec.missing()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}; CI must run the real-server tier")
-        pytest.skip(why)
+    spec = SERVERS["llama-cpp-python"].require()
 
     def default_argv(root: Path, port: int) -> list[str]:
         argv = spec.argv(root, port)

@@ -55,6 +55,17 @@ class ServerSpec:
     startup_timeout_s: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
 
+    def require(self) -> ServerSpec:
+        """This spec if its build is here; else the test fails under CI and skips elsewhere."""
+        import pytest  # here, not at module level: the recorder uses this module outside pytest
+
+        why = self.missing()
+        if why is not None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{why}; CI must run the real-server tier")
+            pytest.skip(why)
+        return self
+
     def missing(self) -> str | None:
         """Why this server cannot start here, or None."""
         root = servers_root()
