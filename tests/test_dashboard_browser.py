@@ -389,7 +389,8 @@ async def _vertices(cdp: DevTools) -> list[int]:
 async def _check_probe_page(cdp: DevTools, base: str, tmp_path: Path) -> None:
     await cdp.open(base + "/probes/glm4/chat-hello?window=24h")
     charts = await cdp.eval("document.querySelectorAll('svg.chart').length")
-    assert charts == 5
+    # Latency, TTFT, TTFA, ITL, completion tokens, reasoning tokens, errors and truncation.
+    assert charts == 7
     # Every chart has a drawn line with points; the latency chart has one per 15-minute step.
     paths = await _vertices(cdp)
     assert all(n > 0 for n in paths), paths
