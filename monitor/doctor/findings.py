@@ -11,18 +11,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from monitor.config.deployment import DOCTOR_CHECK_IDS
 from monitor.results import ProbeResult
 
 Status = Literal["pass", "warn", "fail", "skip"]
 STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skip")
 _RANK: dict[Status, int] = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
 
-# Checklist order: ids are stable (they name stored probes `doctor.<id>` and JSON entries).
-CHECK_IDS: tuple[str, ...] = (
-    "reachable", "chat_template", "endpoint_semantics", "stop_tokens", "truncation",
-    "streaming", "multi_turn", "chinese_tokenization", "limits", "sampling_defaults",
-    "reasoning_parser", "tool_parser", "structured_output",
-)  # fmt: skip
+# Checklist order: ids are stable (they name stored probes `doctor.<id>` and JSON entries); config owns them.
+CHECK_IDS = DOCTOR_CHECK_IDS
 TITLES: dict[str, str] = {
     "reachable": "Reachable, and the model is served",
     "chat_template": "Chat template applied",
