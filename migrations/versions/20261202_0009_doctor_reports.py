@@ -1,4 +1,4 @@
-"""doctor reports and deployment fingerprints
+"""scheduled doctor reports: one row per check per run
 
 Revision ID: 0009
 Revises: 0008

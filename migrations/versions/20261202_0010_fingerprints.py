@@ -1,4 +1,4 @@
-"""doctor reports and deployment fingerprints
+"""deployment fingerprints and their accepted baselines
 
 Revision ID: 0010
 Revises: 0009
