@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from monitor.store import models, models_alerts, models_leases, models_loadtest, models_rollups
+from monitor.store import models, models_alerts, models_leases, models_loadtest, models_rollups, models_server_metrics
 
 __all__ = ["metadata"]
 
 metadata: MetaData = models.Base.metadata
 # Referenced so linters keep the imports: they exist for their side effect of defining tables.
-_FEATURE_MODELS = (models_alerts, models_rollups, models_loadtest, models_leases)
+_FEATURE_MODELS = (models_alerts, models_rollups, models_loadtest, models_leases, models_server_metrics)
