@@ -13,6 +13,11 @@ Two kinds of metric, by what one stored result contributes:
   is a hit when its `column` is set (`error_kind`, `truncated`), or, for a rate `per_check`, when
   the rule's named check is listed in it. The rollups count hits in the column `count`.
 
+A third kind, **server**, is not read from probe results: it is one value per scrape of the
+probe's target's own /metrics (`targets[].metrics`), read from the `server_metrics` column
+`column` (`monitor.server_metrics.FIELDS`). Rules over them aggregate the window's scrapes.
+They are in `SERVER_METRICS`, not `METRICS` (which lists what a probe result contributes).
+
 Adding a metric is one row here plus its column: the `probe_results` column (and its migration)
 for a distribution; for a rate also the `probe_rollups` count column named in `count`.
 """
@@ -29,13 +34,15 @@ __all__ = [
     "METRIC_NAMES",
     "RATES",
     "RATE_COUNTS",
+    "SERVER_METRICS",
+    "SERVER_METRIC_NAMES",
     "Kind",
     "MetricDef",
     "Over",
     "metric",
 ]
 
-Kind = Literal["distribution", "rate"]
+Kind = Literal["distribution", "rate", "server"]
 Over = Literal["results", "answered"]
 
 
@@ -85,12 +92,46 @@ METRICS: tuple[MetricDef, ...] = (
     ),
 )  # fmt: skip
 
-_BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in METRICS}
+# The server's own view, one value per scrape (`server_metrics` columns, monitor.server_metrics.FIELDS).
+SERVER_METRICS: tuple[MetricDef, ...] = (
+    MetricDef("server_requests_waiting", "server", "requests", "requests_waiting", "requests queued on the server"),
+    MetricDef("server_requests_running", "server", "requests", "requests_running", "requests in the running batch"),
+    MetricDef(
+        "server_kv_cache_usage_ratio", "server", "ratio", "kv_cache_usage_ratio", "share of the KV cache in use",
+    ),
+    MetricDef("server_preemptions", "server", "preemptions", "preemptions", "requests preempted since the last scrape"),
+    MetricDef(
+        "server_prefix_cache_hit_ratio", "server", "ratio", "prefix_cache_hit_ratio",
+        "prefix-cache hits over queries since the last scrape",
+    ),
+    MetricDef("server_prompt_tokens_per_s", "server", "tokens/s", "prompt_tokens_per_s", "prefill throughput"),
+    MetricDef(
+        "server_generation_tokens_per_s", "server", "tokens/s", "generation_tokens_per_s", "decode throughput",
+    ),
+    MetricDef("server_ttft_ms_mean", "server", "ms", "server_ttft_ms_mean", "the server's mean time to first token"),
+    MetricDef(
+        "server_ttft_ms_p95", "server", "ms", "server_ttft_ms_p95",
+        "the server's p95 time to first token (estimated from its histogram buckets)",
+    ),
+    MetricDef("server_itl_ms_mean", "server", "ms", "server_itl_ms_mean", "the server's mean inter-token latency"),
+    MetricDef(
+        "server_itl_ms_p95", "server", "ms", "server_itl_ms_p95", "the server's p95 inter-token latency (estimated)",
+    ),
+    MetricDef(
+        "server_e2e_ms_p95", "server", "ms", "server_e2e_ms_p95", "the server's p95 request latency (estimated)",
+    ),
+    MetricDef(
+        "server_queue_ms_p95", "server", "ms", "server_queue_ms_p95", "the server's p95 time queued (estimated)",
+    ),
+)  # fmt: skip
+
+_BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in (*METRICS, *SERVER_METRICS)}
 METRIC_NAMES: tuple[str, ...] = tuple(_BY_NAME)
 DISTRIBUTIONS: tuple[str, ...] = tuple(m.name for m in METRICS if m.kind == "distribution")
 RATES: frozenset[str] = frozenset(m.name for m in METRICS if m.kind == "rate")
 # The plain count columns of probe_rollups, one per rate not counted per check: ("errors", "truncated").
 RATE_COUNTS: tuple[str, ...] = tuple(m.count for m in METRICS if m.count and not m.per_check)
+SERVER_METRIC_NAMES: frozenset[str] = frozenset(m.name for m in SERVER_METRICS)
 
 
 def metric(name: str) -> MetricDef:

@@ -11,10 +11,15 @@ of hits). Three window sources read them, all through `monitor.store.trend.Trend
 - `RollupWindowSource`: rollups plus the raw tail the rollup job may still revise, for long windows
   (regression baselines over days); quantiles carry the histograms' 2 % relative error;
 - `TieredWindowSource`: the first for windows up to an hour, the second for longer ones.
+
+Server metrics (the catalogue's kind `server`) are not probe results: `ServerWindowSource` answers
+them from the probe's target's stored scrapes (`server_metrics`), one value per scrape, and passes
+every other metric on to the source it wraps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -22,10 +27,12 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from monitor.config import Settings
 from monitor.metric_catalog import metric as metric_def
 from monitor.results import percentile
 from monitor.store.bucket import Bucket
 from monitor.store.models import DAEMON_RESULTS, ProbeResultRow
+from monitor.store.server_metrics_repo import ServerMetricsStore
 from monitor.store.trend import TrendReader
 
 __all__ = [
@@ -34,6 +41,7 @@ __all__ = [
     "RecentResult",
     "ResultHistory",
     "RollupWindowSource",
+    "ServerWindowSource",
     "TieredWindowSource",
     "WindowSource",
     "aggregate_values",
@@ -140,6 +148,34 @@ class TieredWindowSource:
         long = (until - since).total_seconds() > self._raw_max_s
         source = self._rollups if long else self._raw
         return await source.aggregate(metric=metric, agg=agg, probe=probe, since=since, until=until, check=check)
+
+
+class ServerWindowSource:
+    """Server metrics from the scrapes of the probe's target; any other metric from `inner`.
+
+    `agg` is taken over the window's scrapes (one value each; a scrape that did not expose the
+    value does not count), so `min_samples` counts scrapes. A probe whose target is not scraped
+    has no values: the condition never holds. `settings` is read per call (reloads).
+    """
+
+    def __init__(self, inner: WindowSource, store: ServerMetricsStore, settings: Callable[[], Settings]) -> None:
+        self._inner = inner
+        self._store = store
+        self._settings = settings
+
+    async def aggregate(
+        self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
+    ) -> Aggregate:
+        definition = metric_def(metric)
+        if definition.kind != "server":
+            return await self._inner.aggregate(
+                metric=metric, agg=agg, probe=probe, since=since, until=until, check=check
+            )
+        target = next((p.target for p in self._settings().probes if p.name == probe), None)
+        if target is None:
+            return Aggregate(None, 0)
+        values = await self._store.values(definition.column, target, since=since, until=until)
+        return Aggregate(aggregate_values(values, agg), len(values))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,36 @@
+"""Rules over server metrics (`server_*`, the catalogue's kind `server`) need a target that is scraped.
+
+A server metric is read from the scrapes of a probe's target (`targets[].metrics`), so a rule over
+one must name where: `scope.target` (a target with `metrics:`) or `scope.probe` (whose target has
+it). A rule without a scope would silently watch nothing on every unscraped target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from monitor.config.alerts import RuleSettings
+from monitor.errors import ConfigError
+from monitor.metric_catalog import metric
+
+__all__ = ["check_server_rules"]
+
+
+def check_server_rules(rules: Sequence[RuleSettings], *, probe_targets: Mapping[str, str], scraped: set[str]) -> None:
+    """ConfigError naming the path for a server-metric rule without a scraped target in scope.
+
+    `probe_targets` maps each probe to its target; `scraped` holds the targets with `metrics:`.
+    """
+    for i, rule in enumerate(rules):
+        if rule.metric is None or metric(rule.metric).kind != "server":
+            continue
+        path = f"rules[{i}].scope"
+        scope = rule.scope
+        if scope.target is None and scope.probe is None:
+            raise ConfigError(
+                f"{path}: {rule.metric} is read from a target's /metrics; give scope.target or scope.probe"
+            )
+        target = scope.target if scope.target is not None else probe_targets.get(scope.probe or "")
+        if target is not None and target not in scraped:
+            where = f"{path}.target" if scope.target is not None else f"{path}.probe"
+            raise ConfigError(f"{where}: target {target!r} is not scraped; add targets[].metrics to read {rule.metric}")
