@@ -160,15 +160,17 @@ def test_doctor_verdicts(server: RealServer, tmp_path: Path) -> None:
     proc = _monitor("doctor", "--base-url", server.base_url, "--model", MODEL_NAME, "--db", db, "--json")
     report = json.loads(proc.stdout)
     status = {c["id"]: c["status"] for c in report["checks"]}
+    # On failure, each check's verdict and summary (pytest would elide the report dict), and the server's log.
+    why = "\n".join(f"{c['id']}: {c['status']}: {c['summary']}" for c in report["checks"]) + "\n" + server.log_tail(20)
     # A correctly configured server: it serves the model, applies the chat template on chat and not on
     # completions, and stops on <|im_end|>.
-    assert status["reachable"] == "pass", report
-    assert status["chat_template"] == "pass", report
+    assert status["reachable"] == "pass", why
+    assert status["chat_template"] == "pass", why
     # llama-server sets no default max_tokens on completions: it generates until the context is full (or
     # the doctor's 30 s bound), which the doctor warns about; vLLM (16) and llama-cpp-python (16) have one.
     expected = "warn" if server.spec.name == "llama-server" else "pass"
-    assert status["endpoint_semantics"] == expected, report
-    assert status["stop_tokens"] == "pass", report
+    assert status["endpoint_semantics"] == expected, why
+    assert status["stop_tokens"] == "pass", why
     # The tiny model cannot recall a name (multi_turn warns, truthfully), and llama.cpp takes temperature -1
     # as greedy decoding (limits warns); nothing on a healthy server may fail.
     assert "fail" not in status.values(), json.dumps(report, ensure_ascii=False, indent=1)[-4000:]
