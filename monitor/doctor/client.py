@@ -135,6 +135,14 @@ class DoctorClient:
         """GET base_url + path (for example /models)."""
         return await self._json("GET", self.target.base_url + path, None)
 
+    async def post_json(self, path: str, body: dict[str, Any]) -> JsonReply:
+        """POST base_url + path, the raw reply (for example /chat/completions with logprobs)."""
+        return await self._json("POST", self.target.base_url + path, body)
+
+    async def get_root_json(self, path: str) -> JsonReply:
+        """GET root_url + path (for example /version)."""
+        return await self._json("GET", self.root_url + path, None)
+
     async def post_root_json(self, path: str, body: dict[str, Any]) -> JsonReply:
         """POST root_url + path (for example /tokenize)."""
         return await self._json("POST", self.root_url + path, body)

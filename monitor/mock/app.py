@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from monitor.mock import control, glm, wire
+from monitor.mock import control, deployment, glm, wire
 from monitor.mock.config import VLLM_VERSION, MockConfig, MockFlavor
 from monitor.mock.generation import NO_CHAT_TEMPLATE, chat_completions, completions
 from monitor.mock.protocol import (
@@ -93,7 +93,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _version(request: web.Request) -> web.Response:
-    return _json({"version": VLLM_VERSION})
+    return _json({"version": request.app[STATE_KEY].config.server_version})
 
 
 async def _models(request: web.Request) -> web.Response:
@@ -136,7 +136,9 @@ async def _tokenize(request: web.Request) -> web.Response:
         if config.no_chat_template:
             raise RequestError(f"{NO_CHAT_TEMPLATE} None")
         messages = [{"role": m.role, "content": m.content} for m in body.messages]
-        text = glm.render_chat(messages, add_generation_prompt=body.add_generation_prompt)
+        text = glm.render_chat(
+            deployment.template_messages(config, messages), add_generation_prompt=body.add_generation_prompt
+        )
         # The template already starts with [gMASK]<sop>, so chat adds no special tokens (§6.1).
         tokens = glm.encode(text, add_special_tokens=bool(body.add_special_tokens))
     elif body.prompt is not None:
@@ -145,9 +147,8 @@ async def _tokenize(request: web.Request) -> web.Response:
     else:
         raise RequestError("Either `prompt` or `messages` must be set.", error_type="Bad Request")
     token_strs = [glm.token_str(token) for token in tokens] if body.return_token_strs else None
-    return _json(
-        {"count": len(tokens), "max_model_len": config.max_model_len, "tokens": tokens, "token_strs": token_strs}
-    )
+    ids = deployment.tokenizer_ids(config, tokens)
+    return _json({"count": len(tokens), "max_model_len": config.max_model_len, "tokens": ids, "token_strs": token_strs})
 
 
 async def _detokenize(request: web.Request) -> web.Response:

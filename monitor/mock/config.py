@@ -10,7 +10,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_MODEL", "VLLM_VERSION", "MockConfig", "MockFlavor", "ReasoningField", "ReasoningModel"]
+__all__ = [
+    "ChatTemplateVariant",
+    "DEFAULT_MODEL",
+    "VLLM_VERSION",
+    "MockConfig",
+    "MockFlavor",
+    "ReasoningField",
+    "ReasoningModel",
+]
 
 DEFAULT_MODEL = "glm-4-9b-chat"
 VLLM_VERSION = "0.32.0"  # the vLLM whose wire the mock follows (tests/fixtures/vllm-0.32.0)
@@ -20,6 +28,7 @@ MockFlavor = Literal["vllm", "openai"]
 # (monitor/mock/reasoning.py has the vLLM flags and the wire).
 ReasoningModel = Literal["none", "glm45", "qwen3"]
 ReasoningField = Literal["reasoning", "reasoning_content"]
+ChatTemplateVariant = Literal["glm4", "no_system"]
 
 
 class MockConfig(BaseModel):
@@ -79,6 +88,30 @@ class MockConfig(BaseModel):
         default="vllm",
         description="Wire flavour: 'vllm', or 'openai' (ASCII escapes, CRLF, keep-alive comments, "
         "separate finish chunk, no /health or /metrics).",
+    )
+    # Deployment identity (what `llm-monitor fingerprint` records): flip one to make one component drift.
+    server_version: str = Field(default=VLLM_VERSION, min_length=1, description="What GET /version reports.")
+    chat_template_variant: ChatTemplateVariant = Field(
+        default="glm4",
+        description="'glm4' (GLM-4's template) or 'no_system' (a template that drops system messages): "
+        "changes /tokenize with messages and the prompt_tokens of chats.",
+    )
+    tokenizer_variant: int = Field(
+        default=0, ge=0, le=1000, description="Another tokenizer version: /tokenize token ids shift by 7 per step."
+    )
+    weights_variant: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Other model weights: another temperature-0 reply and other logprob distributions.",
+    )
+    default_max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="A generation_config.json max_new_tokens: the max_tokens of requests that omit it.",
+    )
+    logprob_noise: float = Field(
+        default=0.01, ge=0, le=0.5, description="Relative noise on every logprob, as batching causes."
     )
     record_timings: bool = Field(default=True, description="Record per-token send times, served at GET /_mock/timings.")
 

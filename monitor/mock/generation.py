@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from monitor.mock import glm, parsers, reasoning, replies, schema, wire
+from monitor.mock import deployment, glm, parsers, reasoning, replies, schema, wire
 from monitor.mock.config import VLLM_VERSION, MockConfig
 from monitor.mock.engine import Generation, SamplingRules, generate
 from monitor.mock.parsers import Parsed
@@ -51,6 +51,7 @@ class _Prepared:
     parsed: list[Parsed] | None = None  # the reasoning/tool parsers' view, one per choice
     reasoning_details: bool = False  # usage itemises reasoning tokens
     engine_error: str | None = None  # rejected by the engine (a bad JSON schema): 400, or an SSE error event
+    top_logprobs: int | None = None  # chat asked for logprobs (non-streamed replies carry them)
 
 
 def _rules(request: ChatRequest | CompletionRequest, max_tokens: int, config: MockConfig) -> SamplingRules:
@@ -69,7 +70,7 @@ def _rules(request: ChatRequest | CompletionRequest, max_tokens: int, config: Mo
 def _reply_key(config: MockConfig, request: ChatRequest | CompletionRequest, choice: int, prompt: str) -> str:
     # Greedy decoding gives n identical choices; sampling gives each choice its own canned answer.
     sampled_choice = choice if request.temperature != 0 else 0
-    return f"{config.seed}:{request.seed}:{sampled_choice}:{prompt}"
+    return f"{config.seed}:{request.seed}:{sampled_choice}:{prompt}{deployment.weights_key(config)}"
 
 
 def _check_context(prompt_tokens: int, config: MockConfig, *, text_prompt: bool) -> None:
@@ -95,13 +96,16 @@ def _prepare_chat(body: bytes, config: MockConfig) -> _Prepared:
         # Preprocessing errors are built as f"{e} {e.__cause__}", hence " None" (§3.2).
         raise RequestError(f"{NO_CHAT_TEMPLATE} None")
     messages = request.message_dicts()
-    prompt = glm.render_chat(messages, add_generation_prompt=request.add_generation_prompt)
+    rendered = deployment.template_messages(config, messages)
+    prompt = glm.render_chat(rendered, add_generation_prompt=request.add_generation_prompt)
     prompt_tokens = len(glm.encode(prompt)) + len(reasoning.prompt_suffix(found))
     _check_context(prompt_tokens, config, text_prompt=True)
     # Chat's default max_tokens is the rest of the context window (§5); a larger one is clamped (§9).
-    max_tokens = clamp_max_tokens(
-        request.max_completion_tokens or request.max_tokens, prompt_tokens, config.max_model_len
-    )
+    # ... unless generation_config.json sets a max_new_tokens (`default_max_tokens`).
+    requested = request.max_completion_tokens or request.max_tokens
+    if requested is None:
+        requested = config.default_max_tokens
+    max_tokens = clamp_max_tokens(requested, prompt_tokens, config.max_model_len)
     check_sampling(request, max_tokens)
     rules = _rules(request, max_tokens, config)
     generations = []
@@ -121,6 +125,7 @@ def _prepare_chat(body: bytes, config: MockConfig) -> _Prepared:
         parsed=[parsers.parse(gen, found) for gen in generations] if found.parsed else None,
         reasoning_details=found.reasoning_parser and not config.no_reasoning_usage,
         engine_error=_schema_error(request, config, found),
+        top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
     )
 
 
@@ -273,6 +278,9 @@ async def _send_full(
             reasoning_field=config.reasoning_field,
             reasoning_details=prepared.reasoning_details,
         )
+        if prepared.top_logprobs is not None:
+            for choice, gen in zip(payload["choices"], prepared.generations, strict=True):
+                choice["logprobs"] = deployment.chat_logprobs(gen, prepared.top_logprobs, config, state.noise)
     else:
         payload = wire.completion_body(*args)
     body = wire.dumps(payload, config.flavor)

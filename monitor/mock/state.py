@@ -75,6 +75,8 @@ class MockState:
         self.startup_config = config.model_copy()
         self.config = config.model_copy()
         self.dice = random.Random(config.seed)
+        # Logprob jitter (batching's): its own generator, so it never shifts the fault dice.
+        self.noise = random.Random(config.seed + 1)
         self.metrics = MockMetrics()
         self.timings = TimingStore()
         self.request_counter = 0
