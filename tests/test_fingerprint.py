@@ -19,7 +19,6 @@ from monitor.config import TargetSettings
 from monitor.config.deployment import FINGERPRINT_COMPONENTS, FingerprintSettings
 from monitor.deployment import DeploymentObservation
 from monitor.fingerprint.runner import Fingerprinter
-from monitor.store.db import connect, ensure_schema
 from tests.mockserver import MockProcess
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -36,16 +35,6 @@ KNOBS: list[tuple[dict[str, Any], set[str]]] = [
     # (sampling defaults) at the context window. Both are what the server now does.
     ({"no_stop_tokens": True}, {"stop_behaviour", "sampling_defaults"}),
 ]
-
-
-@pytest.fixture(name="sqlite_engine")
-async def fix_sqlite_engine(sqlite_db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await connect(sqlite_db_url)
-    try:
-        await ensure_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(name="http")
@@ -81,9 +70,9 @@ async def test_an_unchanged_mock_never_drifts(
 
 @pytest.mark.parametrize(("knob", "expected"), KNOBS, ids=[next(iter(k)) for k, _ in KNOBS])
 async def test_each_knob_moves_exactly_its_component(
-    mock: MockProcess, sqlite_engine: AsyncEngine, http: aiohttp.ClientSession, knob: dict[str, Any], expected: set[str]
+    mock: MockProcess, engine: AsyncEngine, http: aiohttp.ClientSession, knob: dict[str, Any], expected: set[str]
 ) -> None:
-    fp, settings, target = _fingerprinter(sqlite_engine, http), FingerprintSettings(), _target(mock)
+    fp, settings, target = _fingerprinter(engine, http), FingerprintSettings(), _target(mock)
     assert _active(await fp.run(target, settings, None, now=T0)) == set()
     mock.configure(**knob)
     drifted = await fp.run(target, settings, None, now=T0 + timedelta(hours=1))
@@ -96,8 +85,8 @@ async def test_each_knob_moves_exactly_its_component(
     assert _active(await fp.run(target, settings, None, now=T0 + timedelta(hours=2))) == set()
 
 
-async def test_a_readable_diff(mock: MockProcess, sqlite_engine: AsyncEngine, http: aiohttp.ClientSession) -> None:
-    fp, settings, target = _fingerprinter(sqlite_engine, http), FingerprintSettings(), _target(mock)
+async def test_a_readable_diff(mock: MockProcess, engine: AsyncEngine, http: aiohttp.ClientSession) -> None:
+    fp, settings, target = _fingerprinter(engine, http), FingerprintSettings(), _target(mock)
     await fp.run(target, settings, None, now=T0)
     mock.configure(max_model_len=4096)
     (models,) = [o for o in await fp.run(target, settings, None, now=T0 + timedelta(hours=1)) if o.active]
@@ -105,9 +94,9 @@ async def test_a_readable_diff(mock: MockProcess, sqlite_engine: AsyncEngine, ht
 
 
 async def test_accepting_makes_the_new_value_the_baseline(
-    mock: MockProcess, sqlite_engine: AsyncEngine, http: aiohttp.ClientSession
+    mock: MockProcess, engine: AsyncEngine, http: aiohttp.ClientSession
 ) -> None:
-    fp, settings, target = _fingerprinter(sqlite_engine, http), FingerprintSettings(), _target(mock)
+    fp, settings, target = _fingerprinter(engine, http), FingerprintSettings(), _target(mock)
     await fp.run(target, settings, None, now=T0)
     mock.configure(server_version="0.33.0", max_model_len=4096)
     assert _active(await fp.run(target, settings, None, now=T0 + timedelta(hours=1))) == {"version", "models"}
@@ -118,9 +107,9 @@ async def test_accepting_makes_the_new_value_the_baseline(
 
 
 async def test_a_failing_server_is_not_drift(
-    mock: MockProcess, sqlite_engine: AsyncEngine, http: aiohttp.ClientSession
+    mock: MockProcess, engine: AsyncEngine, http: aiohttp.ClientSession
 ) -> None:
-    fp, settings, target = _fingerprinter(sqlite_engine, http), FingerprintSettings(), _target(mock)
+    fp, settings, target = _fingerprinter(engine, http), FingerprintSettings(), _target(mock)
     await fp.run(target, settings, None, now=T0)
     mock.configure(status=503)  # every /v1 request: a transient failure, each component skipped
     observations = await fp.run(target, settings, None, now=T0 + timedelta(minutes=1))
@@ -135,25 +124,25 @@ async def test_a_failing_server_is_not_drift(
     assert any(r.status == "error" and r.error for r in stored)
 
 
-async def test_nothing_listening_is_not_drift(sqlite_engine: AsyncEngine, http: aiohttp.ClientSession) -> None:
-    fp = _fingerprinter(sqlite_engine, http)
+async def test_nothing_listening_is_not_drift(engine: AsyncEngine, http: aiohttp.ClientSession) -> None:
+    fp = _fingerprinter(engine, http)
     target = TargetSettings(name="gone", base_url="http://127.0.0.1:9/v1", connect_timeout_s=2, timeout_s=5)
     assert await fp.run(target, FingerprintSettings(), None, now=T0) == []
     assert await fp.store.baselines("gone") == {}
 
 
 async def test_a_disabled_fingerprint_sends_nothing(
-    mock: MockProcess, sqlite_engine: AsyncEngine, http: aiohttp.ClientSession
+    mock: MockProcess, engine: AsyncEngine, http: aiohttp.ClientSession
 ) -> None:
-    fp = _fingerprinter(sqlite_engine, http)
+    fp = _fingerprinter(engine, http)
     assert await fp.run(_target(mock), FingerprintSettings(enabled=False), None, now=T0) == []
     assert await fp.store.history("mock") == []
 
 
 async def test_only_the_configured_components(
-    mock: MockProcess, sqlite_engine: AsyncEngine, http: aiohttp.ClientSession
+    mock: MockProcess, engine: AsyncEngine, http: aiohttp.ClientSession
 ) -> None:
-    fp = _fingerprinter(sqlite_engine, http)
+    fp = _fingerprinter(engine, http)
     settings = FingerprintSettings(components=["models", "logprobs"])
     observations = await fp.run(_target(mock), settings, None, now=T0)
     assert [o.key for o in observations] == ["models", "logprobs"]
