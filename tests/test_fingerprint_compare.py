@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from hypothesis import given, strategies as st
 
+from monitor.fingerprint.collect import _bounded, _top_logprobs
 from monitor.fingerprint.compare import MAX_DIFF_CHARS, digest, divergence, judge, kl, render_diff, total_variation
 
 _TOKENS = st.text(min_size=1, max_size=4)
@@ -95,3 +97,28 @@ def test_diffs_show_the_first_difference() -> None:
     assert before == "[0][6] of 9: …[3, 4, 5, 6, 7, 8, 9]" and after == "[0][6] of 9: …[3, 4, 5, 6, 70, 8, 9]"
     before, after = render_diff({"rendered": "<|system|>\nhi<|user|>"}, {"rendered": "<|user|>"})
     assert before.startswith("rendered at char 2: ") and '"<|system|>' in before
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda c: st.lists(c, max_size=30) | st.dictionaries(st.text(max_size=12), c, max_size=8),
+    max_leaves=200,
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["choices", "logprobs", "content"]), _JSON)
+    | _JSON.filter(lambda v: isinstance(v, dict))
+)
+def test_hostile_logprobs_parse_into_bounded_distributions(body: dict[str, object]) -> None:
+    data = {"choices": [{"logprobs": {"content": [body, {"top_logprobs": [body] * 40}]}}]}
+    for position in _top_logprobs(data, 4, 5):
+        assert len(position) <= 5 and all(-1e4 <= lp <= 0.0 for lp in position.values())
+        assert 0.0 <= total_variation(position, {}) <= 1.0
+
+
+@given(_JSON)
+def test_any_value_is_bounded_and_storable(value: object) -> None:
+    bounded = _bounded(value)
+    text = json.dumps(bounded, sort_keys=True, ensure_ascii=False)
+    assert len(text) <= 64 * 1024

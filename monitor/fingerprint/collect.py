@@ -12,7 +12,10 @@ reads `not_served`, which is a value like any other. A request that failed for a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +44,12 @@ CHAT: tuple[dict[str, str], ...] = (
 _STOP_MAX_TOKENS = 256  # a reply to "Say hello." ends by itself well before this
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 _MAX_TEXT_CHARS = 2000
+# A hostile or huge server must not make a huge row: lists and values are cut, and a value still over
+# _MAX_VALUE_CHARS is kept as its digest (it still drifts when it changes).
+_MAX_MODELS = 50
+_MAX_TOKENS = 512
+_MAX_FIELD_CHARS = 200
+_MAX_VALUE_CHARS = 64 * 1024
 # llama.cpp's /props default_generation_settings.params: the sampling a request gets when it omits them.
 _LLAMA_DEFAULTS = (
     "temperature", "top_k", "top_p", "min_p", "n_predict", "max_tokens", "repeat_penalty",
@@ -89,12 +98,30 @@ async def collect(client: DoctorClient, settings: FingerprintSettings) -> list[R
 
 async def _reading(component: str, step: Any) -> Reading:
     try:
-        return Reading(component, "ok", await step())
+        return Reading(component, "ok", _bounded(await step()))
     except _NotServed as exc:
         return Reading(component, "not_served", None, str(exc))
     except (_Transient, ProbeConnectError, ProbeTimeout) as exc:
         logger.info("fingerprint %s: %s", component, exc)
         return Reading(component, "error", None, str(exc))
+
+
+def _bounded(value: Any) -> Any:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if len(text) <= _MAX_VALUE_CHARS:
+        return value
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "chars": len(text)}
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON scalar as it came, a string cut; anything nested becomes its type name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and Infinity are no JSON a database stores
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value[:_MAX_FIELD_CHARS]
+    return type(value).__name__
 
 
 def _ok(reply: JsonReply) -> dict[str, Any]:
@@ -120,18 +147,18 @@ async def _models(client: DoctorClient) -> list[dict[str, Any]]:
     if not isinstance(entries, list):
         raise _NotServed("/models has no data list")
     out = []
-    for entry in entries:
+    for entry in entries[:_MAX_MODELS]:
         if not isinstance(entry, dict):
             continue
         raw_meta = entry.get("meta")
         meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         item: dict[str, Any] = {
-            "id": entry.get("id"),
-            "root": entry.get("root"),
-            "parent": entry.get("parent"),
+            "id": _scalar(entry.get("id")),
+            "root": _scalar(entry.get("root")),
+            "parent": _scalar(entry.get("parent")),
             # vLLM's max_model_len; llama.cpp reports the context and the weights' shape under meta.
-            "max_model_len": entry.get("max_model_len", meta.get("n_ctx")),
-            **{k: meta[k] for k in ("n_ctx_train", "n_vocab", "n_params", "size", "ftype") if k in meta},
+            "max_model_len": _scalar(entry.get("max_model_len", meta.get("n_ctx"))),
+            **{k: _scalar(meta[k]) for k in ("n_ctx_train", "n_vocab", "n_params", "size", "ftype") if k in meta},
         }
         out.append({k: v for k, v in item.items() if v is not None})
     return sorted(out, key=lambda item: str(item.get("id")))
@@ -170,13 +197,13 @@ async def _tokenizer(client: DoctorClient, model: str | None) -> list[list[Any]]
     for prompt in TOKENIZER_PROMPTS:
         # vLLM reads "prompt", llama.cpp "content"; each ignores the other's field.
         data = await _tokenize(client, {"model": model, "prompt": prompt, "content": prompt})
-        out.append([_token_id(t) for t in data["tokens"]])
+        out.append([_token_id(t) for t in data["tokens"][:_MAX_TOKENS]])
     return out
 
 
 def _token_id(token: Any) -> Any:
     # llama.cpp returns {"id": .., "piece": ..} when asked for pieces; plain ints otherwise.
-    return token.get("id") if isinstance(token, dict) else token
+    return _scalar(token.get("id") if isinstance(token, dict) else token)
 
 
 async def _chat_template(client: DoctorClient, model: str | None) -> dict[str, Any]:
@@ -192,7 +219,7 @@ async def _chat_template(client: DoctorClient, model: str | None) -> dict[str, A
         strs = data.get("token_strs")
         if isinstance(strs, list) and all(isinstance(s, str) for s in strs):
             return {"rendered": "".join(strs)[:_MAX_TEXT_CHARS]}
-        return {"tokens": [_token_id(t) for t in data["tokens"]]}
+        return {"tokens": [_token_id(t) for t in data["tokens"][: 4 * _MAX_TOKENS]]}
     except _NotServed:
         pass
     chat = _ok(await client.post_json("/chat/completions", {"model": model, "messages": messages, "max_tokens": 1}))
@@ -222,12 +249,12 @@ async def _sampling_defaults(
     value: dict[str, Any] = {}
     params = ((props or {}).get("default_generation_settings") or {}).get("params")
     if isinstance(params, dict):
-        value["server"] = {k: params[k] for k in _LLAMA_DEFAULTS if k in params}
+        value["server"] = {k: _scalar(params[k]) for k in _LLAMA_DEFAULTS if k in params}
     data = await _chat(client, {"model": model, "messages": list(CHAT), "seed": settings.seed})
-    finish = data["choices"][0].get("finish_reason")
+    finish = _scalar(data["choices"][0].get("finish_reason"))
     value["finish_reason"] = finish
     if finish == "length":  # the default max_tokens (or the context) cut it: its size is the default
-        value["completion_tokens"] = _usage(data, "completion_tokens")
+        value["completion_tokens"] = _scalar(_usage(data, "completion_tokens"))
     return value
 
 
@@ -237,7 +264,7 @@ async def _stop_behaviour(client: DoctorClient, model: str | None, settings: Fin
         "max_tokens": _STOP_MAX_TOKENS,
     }  # fmt: skip
     data = await _chat(client, body)
-    return {"finish_reason": data["choices"][0].get("finish_reason")}
+    return {"finish_reason": _scalar(data["choices"][0].get("finish_reason"))}
 
 
 async def _reply_and_logprobs(
@@ -263,7 +290,7 @@ async def _reply_and_logprobs(
         }
     except (_Transient, ProbeConnectError, ProbeTimeout) as exc:
         return {c: Reading(c, "error", None, str(exc)) for c in ("reply", "logprobs")}
-    positions = _top_logprobs(data, settings.logprob_tokens)
+    positions = _top_logprobs(data, settings.logprob_tokens, settings.top_logprobs)
     logprobs = (
         Reading("logprobs", "ok", positions)
         if positions
@@ -278,7 +305,7 @@ def _reply_text(data: dict[str, Any]) -> dict[str, Any]:
     return {"text": content[:_MAX_TEXT_CHARS] if isinstance(content, str) else None}
 
 
-def _top_logprobs(data: dict[str, Any], n_tokens: int) -> list[dict[str, float]]:
+def _top_logprobs(data: dict[str, Any], n_tokens: int, top_k: int) -> list[dict[str, float]]:
     """vLLM's and llama.cpp's shape: choices[0].logprobs.content[i].top_logprobs[j] = {token, logprob}."""
     logprobs = data["choices"][0].get("logprobs")
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
@@ -290,12 +317,14 @@ def _top_logprobs(data: dict[str, Any], n_tokens: int) -> list[dict[str, float]]
         if not isinstance(tops, list):
             break
         position: dict[str, float] = {}
-        for top in tops:
+        for top in tops[:top_k]:
             if (
                 isinstance(top, dict)
                 and isinstance(top.get("token"), str)
                 and isinstance(top.get("logprob"), int | float)
+                and not math.isnan(top["logprob"])
             ):
-                position[top["token"][:100]] = max(float(top["logprob"]), -1e4)  # -3.4e38 = "impossible"
+                # -3.4e38 (llama.cpp's "impossible") becomes -1e4; a positive one is no log-probability.
+                position[top["token"][:100]] = min(0.0, max(float(top["logprob"]), -1e4))
         out.append(position)
     return out
