@@ -113,6 +113,9 @@ def _target(settings: Settings, name: str | None, base_url: str | None, model: s
 @click.option("--csv", "csv_prefix", help="Also write Locust's own CSV statistics with this prefix.")
 @click.option("--canary-interval", default="10s", show_default=True, help="How often the config's probes run.")
 @click.option("--no-canaries", is_flag=True, help="Do not run the config's probes during the load.")
+@click.option(
+    "--no-server-metrics", is_flag=True, help="Do not scrape the target's /metrics every second (queue, KV cache)."
+)
 def loadtest(**kw: Any) -> None:
     """Load-test a target with Locust: LLM metrics, an SLO gate (exit 0 pass, 1 fail), history in the DB."""
     flags = LoadFlags(**kw)
@@ -166,6 +169,7 @@ class LoadFlags:
     csv_prefix: str | None
     canary_interval: str
     no_canaries: bool
+    no_server_metrics: bool
 
 
 def build_params(settings: Settings, target: TargetSettings, flags: LoadFlags) -> LoadParams:
@@ -211,6 +215,7 @@ def build_params(settings: Settings, target: TargetSettings, flags: LoadFlags) -
         canaries=canaries,
         canary_interval_s=max(1.0, to_seconds(flags.canary_interval)),
         baseline_id=flags.baseline,
+        server_metrics=not flags.no_server_metrics,
     )
 
 

@@ -375,6 +375,6 @@ async def test_runner_in_process_open_loop_with_a_shape(mock: MockProcess, sqlit
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "load run 1: passed" in text and "SLO: pass" in text
     page = render_html(outcome)
-    assert page.count("<svg") == 6 and "Schedule lag" in page
+    assert page.count("<svg") == 6 + 4 and "Schedule lag" in page  # the client's charts, the server's
     doc = json.loads(json.dumps(outcome_json(outcome)))
     assert doc["series"][0]["t_s"] in (0, 1) and doc["params"]["rate"] == 20.0  # the ramp starts at 0 req/s

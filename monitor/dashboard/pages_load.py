@@ -96,6 +96,34 @@ def _per_s(field: str) -> Getter:
     return lambda p: float(getattr(p, field))
 
 
+def _server(field: str) -> Getter:
+    return lambda p: None if p.server is None else p.server.get(field)
+
+
+def _server_charts(detail: LoadRunDetail) -> Markup:
+    """The server's own /metrics per second: where it saturates (queue, KV cache), its TTFT beside ours."""
+    server = (detail.run.summary or {}).get("server") or {}
+    note = el("p", {"class": "muted"}, str(server.get("source") or "Not scraped (a run from before server metrics)."))
+    if not any(p.server is not None for p in detail.series):
+        return note
+    return el(
+        "div",
+        None,
+        note,
+        el(
+            "div",
+            {"class": "charts"},
+            _load_chart(detail, "Server queue",
+                        [("waiting", _server("requests_waiting")), ("running", _server("requests_running"))], ""),
+            _load_chart(detail, "Server KV-cache usage", [("used", _server("kv_cache_usage_ratio"))], "%"),
+            _load_chart(detail, "TTFT p95: server vs client",
+                        [("server", _server("server_ttft_ms_p95")), ("client", lambda p: p.ttft_p95_ms)], "ms"),
+            _load_chart(detail, "Server prefix-cache hit rate", [("hits", _server("prefix_cache_hit_ratio"))],
+                        "%"),
+        ),
+    )  # fmt: skip
+
+
 def _load_chart(detail: LoadRunDetail, title: str, lines: Sequence[tuple[str, Getter]], unit: str) -> Markup:
     series: list[Series] = []
     for i, (name, get) in enumerate(lines):
@@ -309,6 +337,7 @@ def load_run_body(detail: LoadRunDetail) -> Markup:
             charts if detail.series else el("p", {"class": "muted"}, "No per-second data."),
             extra=el("span", {"class": "hint"}, "seconds since the first request"),
         ),
+        section("Server (its own /metrics)", _server_charts(detail)),
         section("Compared with a baseline", _comparison(detail)),
         section(f"Canaries during the run ({len(detail.canaries)})", _canaries(detail.canaries)),
         section("Parameters", _params(run)),

@@ -11,7 +11,14 @@ from typing import Any
 
 from monitor.loadtest.repo import SeriesPoint
 from monitor.loadtest.runner import RunOutcome
-from monitor.loadtest.summary import REGRESSION_METRICS, hidden_metrics, reasoning_notes, regressions
+from monitor.loadtest.summary import (
+    REGRESSION_METRICS,
+    hidden_metrics,
+    reasoning_notes,
+    regressions,
+    server_fmt,
+    server_rows,
+)
 
 __all__ = ["render_html"]
 
@@ -145,6 +152,50 @@ def _charts(outcome: RunOutcome) -> list[str]:
     return charts
 
 
+def _server_line(series: list[SeriesPoint], name: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
+    out: list[tuple[float, float | None]] = []
+    for p in series:
+        value = None if p.server is None else p.server.get(name)
+        out.append((float(p.t_s), None if value is None else value * scale))
+    return out
+
+
+def _server_charts(outcome: RunOutcome) -> list[str]:
+    """Where the server saturates, per second from its own /metrics; none when it was not scraped."""
+    s = outcome.series
+    if not any(p.server is not None for p in s):
+        return []
+    return [
+        _server_chart("Server queue", "requests", [("waiting", _server_line(s, "requests_waiting")),
+                                                   ("running", _server_line(s, "requests_running"))]),
+        _server_chart("Server KV-cache usage", "%", [("used", _server_line(s, "kv_cache_usage_ratio", 100.0))]),
+        _server_chart("TTFT p95: server vs client", "ms", [("server", _server_line(s, "server_ttft_ms_p95")),
+                                                           ("client", _line(s, "ttft_p95_ms"))]),
+        _server_chart("Server prefix-cache hit rate", "%",
+                      [("hits", _server_line(s, "prefix_cache_hit_ratio", 100.0))]),
+        _server_chart("Server tokens", "per second", [("prompt", _server_line(s, "prompt_tokens_per_s")),
+                                                      ("generated", _server_line(s, "generation_tokens_per_s"))]),
+    ]  # fmt: skip
+
+
+def _server_chart(title: str, unit: str, series: Sequence[_Series]) -> str:
+    # A fact the server does not expose (llama.cpp has no KV-cache gauge) is said so, not drawn empty.
+    server = series[0][1]
+    if all(y is None for _, y in server):
+        return f"<p class=muted>{_esc(title)}: not exposed by the server</p>"
+    return _chart(title, unit, series)
+
+
+def _server_section(summary: dict[str, Any]) -> list[str]:
+    source, rows = server_rows(summary)
+    if not source:
+        return []
+    parts = ["<h2>Server (its own /metrics)</h2>", f"<p class=muted>{_esc(source)}</p>"]
+    if rows:
+        parts.append(_table(["metric", "value"], [[_esc(name), _esc(server_fmt(name, v))] for name, v in rows]))
+    return parts
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
@@ -194,6 +245,7 @@ def render_html(outcome: RunOutcome) -> str:
             f"<p>Highest sustainable rate (goodput): <b>{_esc(best_text)}</b></p>",
             _table(["offered req/s", "finished req/s", *headers, "kept up", "SLO"], step_rows),
         ]
+    parts += _server_section(summary)
     canary = summary.get("canary") or {}
     if canary.get("count"):
         parts.append(
@@ -213,7 +265,7 @@ def render_html(outcome: RunOutcome) -> str:
                     for r in reg if r["metric"] in REGRESSION_METRICS and r["metric"] not in hidden]  # fmt: skip
         parts += [f"<h2>Against baseline run {outcome.baseline.id}</h2>",
                   _table(["metric", "baseline", "this run", "change", ""], reg_rows)]  # fmt: skip
-    parts += ["<h2>Over time</h2>", *_charts(outcome), "</body></html>"]
+    parts += ["<h2>Over time</h2>", *_charts(outcome), *_server_charts(outcome), "</body></html>"]
     return "\n".join(parts)
 
 

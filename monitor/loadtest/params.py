@@ -62,6 +62,7 @@ class LoadParams:
     canaries: tuple[ProbeSettings, ...] = ()
     canary_interval_s: float = 10.0
     baseline_id: int | None = None
+    server_metrics: bool = True  # scrape the target's own /metrics every second (--no-server-metrics)
 
     def __post_init__(self) -> None:
         if self.users is not None and self.rate is not None:
@@ -143,6 +144,7 @@ class LoadParams:
             "continuous_usage": self.continuous_usage,
             "max_inflight": self.max_inflight if self.open_loop else None,
             "canaries": [p.name for p in self.canaries],
+            "server_metrics": self.server_metrics,
         }  # fmt: skip
 
 

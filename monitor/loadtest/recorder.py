@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.loadtest.repo import LoadStore, SeriesPoint
+from monitor.loadtest.server_values import ServerSeconds
 from monitor.loadtest.slo_metrics import metric_value
 from monitor.loadtest.window import Window
 
@@ -36,6 +37,7 @@ class RunData:
     summary: dict[str, Any] | None = None
     complete_before: float = 0.0  # epoch seconds before this are final (bar late worker reports)
     dirty: set[int] = field(default_factory=set)
+    server: ServerSeconds = field(default_factory=ServerSeconds)  # the runner's scrapes of the server's /metrics
 
     def apply(self, line: dict[str, Any]) -> None:
         kind = line.get("type")
@@ -97,7 +99,7 @@ class RunData:
             itl_p50_ms=value("itl_p50_ms"), itl_p95_ms=value("itl_p95_ms"), e2e_p50_ms=value("e2e_p50_ms"),
             e2e_p95_ms=value("e2e_p95_ms"), lag_p95_ms=value("lag_p95_ms"), errors=dict(window.errors),
             ttfa_p50_ms=value("ttfa_p50_ms"), ttfa_p95_ms=value("ttfa_p95_ms"),
-            reasoning_tokens=window.reasoning_tokens,
+            reasoning_tokens=window.reasoning_tokens, server=self.server.point(t),
         )  # fmt: skip
 
     def points(self, seconds: Iterable[int] | None = None) -> list[SeriesPoint]:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from monitor.loadtest.server_values import second_of
 from monitor.store.models_loadtest import LoadRunRow, LoadSeriesRow
 from monitor.store.repo import Store, store_session
+from monitor.store.server_metrics_load import load_run_points
 from monitor.store.views import CanaryStats
 
 __all__ = ["LoadRun", "LoadStore", "SeriesPoint"]
@@ -78,13 +80,17 @@ class SeriesPoint:
     ttfa_p50_ms: float | None = None
     ttfa_p95_ms: float | None = None
     reasoning_tokens: int = 0
+    # The server's own /metrics in this second (`server_metrics` rows, by FIELDS name); None: not scraped.
+    server: dict[str, float | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The one JSON form of a stored second: every column under its name, `ts` in ISO 8601."""
-        return {**{name: getattr(self, name) for name in _SERIES_FIELDS}, "ts": self.ts.isoformat()}
+        """The one JSON form of a stored second: every column under its name, `ts` in ISO 8601, `server`."""
+        return {**{name: getattr(self, name) for name in _SERIES_FIELDS}, "ts": self.ts.isoformat(),
+                "server": self.server}  # fmt: skip
 
 
-_SERIES_FIELDS = tuple(SeriesPoint.__dataclass_fields__)
+# The load_series columns (the server's values are rows of server_metrics).
+_SERIES_FIELDS = tuple(name for name in SeriesPoint.__dataclass_fields__ if name != "server")
 
 
 class LoadStore:
@@ -176,7 +182,12 @@ class LoadStore:
         query = select(LoadSeriesRow).where(LoadSeriesRow.run_id == run_id).order_by(LoadSeriesRow.t_s)
         async with self._session("read a load series") as session:
             rows = (await session.scalars(query)).all()
-        return [SeriesPoint(**{f: getattr(r, f) for f in _SERIES_FIELDS}) for r in rows]
+        points = [SeriesPoint(**{f: getattr(r, f) for f in _SERIES_FIELDS}) for r in rows]
+        server = {second_of(p.scraped_at): p.values for p in await load_run_points(self._sessionmaker, run_id)
+                  if p.error is None}  # fmt: skip
+        if not server:
+            return points
+        return [replace(p, server=server.get(int(p.ts.timestamp()))) for p in points]
 
     async def runs(self, limit: int) -> list[LoadRun]:
         """The newest `limit` runs, newest first."""

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.config import Settings
@@ -31,12 +32,14 @@ from monitor.loadtest.params import LoadParams
 from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses, require_locust
 from monitor.loadtest.recorder import EventTail, Recorder, RunData
 from monitor.loadtest.repo import STALE_AFTER_S, LoadRun, LoadStore, SeriesPoint
+from monitor.loadtest.server_scrape import RunScrapes, off_summary
 from monitor.loadtest.shapes import stage_bounds
 from monitor.loadtest.slo import ObjectiveResult, evaluate, verdict
 from monitor.loadtest.slo_metrics import metric_value, reasoning_summary, summarize
 from monitor.loadtest.sweep import StepResult, evaluate_step, goodput
 from monitor.loadtest.window import Window
 from monitor.store import Store, connect, ensure_schema
+from monitor.store.server_metrics_repo import ServerMetricsStore
 
 __all__ = ["RunOutcome", "run_loadtest_async"]
 
@@ -117,6 +120,7 @@ class _Run:
         self._signals = 0
         self._procs: LocustProcesses | None = None
         self._warned = 0
+        self.scrapes: RunScrapes | None = None
 
     def on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -154,6 +158,13 @@ class _Run:
             )  # fmt: skip
             workdir = Path(tempfile.mkdtemp(prefix=f"llm-monitor-load-{run_id}-"))
             try:
+                if params.server_metrics:
+                    # Each scrape sets its own timeout (ScrapeSettings); the session has none of its own.
+                    session = await stack.enter_async_context(
+                        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+                    )
+                    self.scrapes = RunScrapes(session, params.target, self.settings.api_key(params.target.name),
+                                              ServerMetricsStore(sessions), run_id, self.data.server)  # fmt: skip
                 outcome = await self._drive(stack, store, Store(sessions), run_id, workdir, started_at, baseline)
             except BaseException as exc:
                 reason = self.abort_reason or f"{type(exc).__name__}: {exc}"
@@ -190,12 +201,17 @@ class _Run:
         await procs.start(params, out)
         stop_canaries = asyncio.Event()
         canary_task = self._start_canaries(canary_store, run_id, stop_canaries)
+        scrape_task = None
+        if self.scrapes is not None:
+            scrape_task = asyncio.create_task(self.scrapes.run(stop_canaries), name="server-metrics")
         try:
             await self._watch(procs, recorder)
         finally:
             stop_canaries.set()
             if canary_task is not None:
-                await _finish_canaries(canary_task)
+                await _finish_task(canary_task)
+            if scrape_task is not None:
+                await _finish_task(scrape_task)
         code = await procs.wait()
         await procs.close()
         recorder.poll()
@@ -311,7 +327,9 @@ class _Run:
         last = data.last_second()
         first = data.first_s
         duration_s = float(line.get("elapsed_s") or (last - first + 1 if last is not None and first else 1.0))
-        extra = {"canary_ok_rate": canary["ok_rate"], "canary_ttft_p95_ms": canary["ttft_p95_ms"]}
+        server = self.scrapes.summary() if self.scrapes is not None else off_summary()
+        extra = {"canary_ok_rate": canary["ok_rate"], "canary_ttft_p95_ms": canary["ttft_p95_ms"],
+                 **server["metrics"]}  # fmt: skip
         summary: dict[str, Any] = {
             "duration_s": round(duration_s, 3),
             "metrics": summarize(window, duration_s),
@@ -323,6 +341,7 @@ class _Run:
             "tokens_estimated": window.estimated_tokens,
             "reasoning": reasoning_summary(window),
             "canary": canary,
+            "server": server,
             "generator": _generator(line, duration_s, params),
             "warnings": data.warnings[-20:],
             "locust": line.get("locust", []),
@@ -394,7 +413,7 @@ def _step_line(step: StepResult) -> str:
     )
 
 
-async def _finish_canaries(task: asyncio.Task[Any]) -> None:
+async def _finish_task(task: asyncio.Task[Any]) -> None:
     try:
         async with asyncio.timeout(CANARY_STOP_GRACE_S):
             await task
@@ -402,8 +421,8 @@ async def _finish_canaries(task: asyncio.Task[Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    except Exception:  # a canary failure must not lose the load run's results
-        logger.exception("canary task failed")
+    except Exception:  # a canary or scrape failure must not lose the load run's results
+        logger.exception("%s task failed", task.get_name())
 
 
 async def run_loadtest_async(settings: Settings, params: LoadParams, progress: TextIO | None) -> RunOutcome:

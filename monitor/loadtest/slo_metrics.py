@@ -7,6 +7,10 @@ and ``truncation_rate`` (fractions), ``rps`` (finished requests per second), ``t
 ``failures``. ``canary_ok_rate`` and ``canary_ttft_p95_ms`` come from the canary probes that ran
 during the load, when there were any.
 
+``SERVER_METRICS`` come from the server's own /metrics, scraped every second of the run
+(``monitor.loadtest.server_values``): ``server_queue_max``, ``server_kv_cache_usage_max`` and
+``server_preemptions`` say where the server saturates; None when it does not expose them.
+
 TTFT is the first token of any kind, TTFA the first answer token (see ``monitor.meter``); for a
 model that does not reason they are the same sample. ``reasoning_tokens_per_s`` is None (not
 measured) when no reply carried reasoning, so a plain model never shows a made-up 0.
@@ -19,17 +23,31 @@ from collections.abc import Mapping
 
 from monitor.loadtest.window import Window, hist_mean, hist_percentile
 
-__all__ = ["METRIC_HELP", "SUMMARY_METRICS", "is_metric", "metric_value", "reasoning_summary", "summarize"]
+__all__ = [
+    "METRIC_HELP",
+    "SERVER_METRICS",
+    "SUMMARY_METRICS",
+    "is_metric",
+    "metric_value",
+    "reasoning_summary",
+    "summarize",
+]
 
 _LATENCY = re.compile(r"^(ttft|ttfa|itl|e2e|lag)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
 _PLAIN = frozenset(
     {"error_rate", "truncation_rate", "rps", "tokens_per_s", "reasoning_tokens_per_s", "requests", "failures"}
 )
 CANARY_METRICS = frozenset({"canary_ok_rate", "canary_ttft_p95_ms"})
+# From the server's /metrics over the run (see server_values.py for how each is summed up).
+SERVER_METRICS = (
+    "server_queue_max", "server_running_max", "server_kv_cache_usage_max", "server_preemptions",
+    "server_prefix_cache_hit_rate", "server_prompt_tokens_per_s", "server_generation_tokens_per_s",
+    "server_ttft_mean_ms", "server_ttft_p95_ms", "server_itl_p95_ms", "server_e2e_p95_ms", "server_queue_time_p95_ms",
+)  # fmt: skip
 METRIC_HELP = (
     "ttft_p95_ms, ttfa_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, error_rate, "
     "truncation_rate, rps, tokens_per_s, reasoning_tokens_per_s, requests, failures, canary_ok_rate, "
-    "canary_ttft_p95_ms"
+    "canary_ttft_p95_ms, " + ", ".join(SERVER_METRICS)
 )
 # What summaries, the database and the regression table carry (SLOs may ask for any other name).
 SUMMARY_METRICS = (
@@ -42,7 +60,7 @@ SUMMARY_METRICS = (
 
 
 def is_metric(name: str) -> bool:
-    return name in _PLAIN or name in CANARY_METRICS or _LATENCY.match(name) is not None
+    return name in _PLAIN or name in CANARY_METRICS or name in SERVER_METRICS or _LATENCY.match(name) is not None
 
 
 def metric_value(
@@ -72,7 +90,7 @@ def metric_value(
         if duration_s <= 0:
             return None
         return (window.requests if name == "rps" else window.output_tokens) / duration_s
-    if name in CANARY_METRICS:
+    if name in CANARY_METRICS or name in SERVER_METRICS:
         return None
     raise KeyError(name)
 

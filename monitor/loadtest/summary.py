@@ -13,7 +13,9 @@ from rich.table import Table
 from monitor.loadtest.repo import LoadRun
 from monitor.loadtest.runner import RunOutcome
 
-__all__ = ["hidden_metrics", "outcome_json", "print_outcome", "reasoning_notes", "regressions"]
+__all__ = [
+    "hidden_metrics", "outcome_json", "print_outcome", "reasoning_notes", "regressions", "server_fmt", "server_rows",
+]  # fmt: skip
 
 # Metrics compared against a baseline, and which direction is better.
 _HIGHER_IS_BETTER = {"rps", "tokens_per_s"}
@@ -81,6 +83,30 @@ def reasoning_notes(summary: dict[str, Any]) -> list[str]:
             "calls): in TTFT, not in TTFA"
         )
     return notes
+
+
+def server_fmt(name: str, value: Any) -> str:
+    """A server metric for display: ratios as percentages, counts whole, the rest as `_fmt` does."""
+    if value is None:
+        return "not exposed"
+    if name.endswith(("_usage_max", "_hit_rate")):
+        return f"{100 * float(value):.1f}%"
+    if name.endswith(("_max", "preemptions")):
+        return f"{float(value):,.0f}"
+    return _fmt(name, value)
+
+
+def server_rows(summary: dict[str, Any]) -> tuple[str, list[tuple[str, Any]]]:
+    """The server's saturation signals of a run: (where they came from, [(metric, value), ...]).
+
+    The rows are empty when nothing was scraped; the text then says why (not exposed, turned off,
+    scrapes failed). Summaries stored before the runner scraped /metrics have no `server` entry.
+    """
+    server = summary.get("server")
+    if server is None:
+        return "", []
+    rows = list(server.get("metrics", {}).items()) if server.get("status") == "measured" else []
+    return str(server.get("source") or ""), rows
 
 
 def regressions(baseline: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,6 +190,19 @@ def _regression_table(baseline: LoadRun, rows: list[dict[str, Any]], hidden: fro
     return table
 
 
+def _print_server(console: Console, summary: dict[str, Any]) -> None:
+    source, rows = server_rows(summary)
+    if rows:
+        table = Table(title="server (its own /metrics)", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in rows:
+            table.add_row(name, server_fmt(name, value))
+        console.print(table)
+    if source:
+        console.print(f"server metrics: {source}", highlight=False, markup=False)
+
+
 def print_outcome(console: Console, outcome: RunOutcome) -> None:
     """The summary, SLO, sweep, canary, error and regression tables of one run."""
     console.print(_summary_table(outcome))
@@ -177,6 +216,7 @@ def print_outcome(console: Console, outcome: RunOutcome) -> None:
         console.print(f"highest sustainable rate (goodput): {f'{best:g} req/s' if best is not None else 'none'}")
     if outcome.slo:
         console.print(_slo_table(outcome))
+    _print_server(console, summary)
     canary = summary.get("canary") or {}
     if canary.get("count"):
         console.print(

@@ -66,7 +66,8 @@ def evaluate_step(
     # Whole seconds that overlap the judged span (windows are per wall-clock second).
     window = data.window(math.floor(judged_from), judged_to)
     span_s = max(1.0, math.ceil(judged_to) - math.floor(judged_from))
-    results = evaluate(objectives, lambda name: metric_value(name, window, span_s))
+    server = data.server.values(math.floor(judged_from), judged_to)
+    results = evaluate(objectives, lambda name: metric_value(name, window, span_s, server))
     # Sent counts by intended second, finished by completion second: allow a second's worth.
     kept_up = window.sent > 0 and window.requests >= MIN_COMPLETION_RATIO * window.sent - rate * BUCKET_SLACK_S
     return StepResult(index, rate, start_s, end_s, window.sent, summarize(window, span_s), results, kept_up)
