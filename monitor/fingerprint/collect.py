@@ -164,22 +164,35 @@ async def _models(client: DoctorClient) -> list[dict[str, Any]]:
     return sorted(out, key=lambda item: str(item.get("id")))
 
 
-async def _props(client: DoctorClient) -> dict[str, Any] | None:
+async def _props(client: DoctorClient) -> dict[str, Any] | None | _Transient:
+    """llama.cpp's /props; None where it is not served; `_Transient` when it failed for a passing reason.
+
+    A failed /props must not read as "not served": version and sampling_defaults would drift.
+    """
     try:
         reply = await client.get_root_json("/props")
-    except (ProbeConnectError, ProbeTimeout):
-        return None
+    except (ProbeConnectError, ProbeTimeout) as exc:
+        return _Transient(str(exc))
+    if reply.status >= 500 or reply.status in _TRANSIENT_STATUSES:
+        return _Transient(reply.detail)
     if reply.status != 200 or not isinstance(reply.data, dict):
         return None
     return reply.data
 
 
-async def _version(client: DoctorClient, props: dict[str, Any] | None) -> dict[str, Any]:
+def _served(props: dict[str, Any] | None | _Transient) -> dict[str, Any] | None:
+    if isinstance(props, _Transient):
+        raise props
+    return props
+
+
+async def _version(client: DoctorClient, raw_props: dict[str, Any] | None | _Transient) -> dict[str, Any]:
     reply = await client.get_root_json("/version")
     if reply.status == 200 and isinstance(reply.data, dict) and "version" in reply.data:
         return {"version": str(reply.data["version"])[:200]}
     if reply.status >= 500 or reply.status in _TRANSIENT_STATUSES:
         raise _Transient(reply.detail)
+    props = _served(raw_props)
     if props is not None and "build_info" in props:
         return {"build_info": str(props["build_info"])[:200]}
     raise _NotServed(reply.detail)
@@ -213,6 +226,8 @@ async def _chat_template(client: DoctorClient, model: str | None) -> dict[str, A
     reply = await client.post_root_json("/apply-template", body)  # llama.cpp: the rendered text itself
     if reply.status == 200 and isinstance(reply.data, dict) and isinstance(reply.data.get("prompt"), str):
         return {"rendered": reply.data["prompt"][:_MAX_TEXT_CHARS]}
+    if reply.status >= 500 or reply.status in _TRANSIENT_STATUSES:  # not "another way of rendering"
+        raise _Transient(reply.detail)
     try:
         # vLLM: the rendered conversation as token strings (their ids are the tokenizer's business).
         data = await _tokenize(client, {**body, "return_token_strs": True})
@@ -243,11 +258,15 @@ def _usage(data: dict[str, Any], key: str) -> Any:
 
 
 async def _sampling_defaults(
-    client: DoctorClient, model: str | None, settings: FingerprintSettings, props: dict[str, Any] | None
+    client: DoctorClient,
+    model: str | None,
+    settings: FingerprintSettings,
+    raw_props: dict[str, Any] | None | _Transient,
 ) -> dict[str, Any]:
     """What a request that omits temperature and max_tokens gets: where it ends, and llama.cpp's defaults."""
     value: dict[str, Any] = {}
-    params = ((props or {}).get("default_generation_settings") or {}).get("params")
+    defaults = (_served(raw_props) or {}).get("default_generation_settings")
+    params = defaults.get("params") if isinstance(defaults, dict) else None
     if isinstance(params, dict):
         value["server"] = {k: _scalar(params[k]) for k in _LLAMA_DEFAULTS if k in params}
     data = await _chat(client, {"model": model, "messages": list(CHAT), "seed": settings.seed})
