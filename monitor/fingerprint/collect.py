@@ -214,6 +214,27 @@ async def _tokenizer(client: DoctorClient, model: str | None) -> list[list[Any]]
     return out
 
 
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, inverted: 'Ġ' is a space, 'Ċ' a newline (vLLM's token_strs)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    others = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
+
+
+_BYTE_DECODER = _gpt2_byte_decoder()
+
+
+def _byte_level_text(pieces: list[str]) -> str:
+    """Token strings joined into text, byte-level pieces decoded; other pieces (special tokens) kept."""
+    raw = bytearray()
+    for piece in pieces:
+        if all(ch in _BYTE_DECODER for ch in piece):
+            raw.extend(_BYTE_DECODER[ch] for ch in piece)
+        else:
+            raw.extend(piece.encode("utf-8", "surrogatepass"))
+    return raw.decode("utf-8", errors="replace")
+
+
 def _token_id(token: Any) -> Any:
     # llama.cpp returns {"id": .., "piece": ..} when asked for pieces; plain ints otherwise.
     return _scalar(token.get("id") if isinstance(token, dict) else token)
@@ -233,7 +254,7 @@ async def _chat_template(client: DoctorClient, model: str | None) -> dict[str, A
         data = await _tokenize(client, {**body, "return_token_strs": True})
         strs = data.get("token_strs")
         if isinstance(strs, list) and all(isinstance(s, str) for s in strs):
-            return {"rendered": "".join(strs)[:_MAX_TEXT_CHARS]}
+            return {"rendered": _byte_level_text(strs)[:_MAX_TEXT_CHARS]}
         return {"tokens": [_token_id(t) for t in data["tokens"][: 4 * _MAX_TOKENS]]}
     except _NotServed:
         pass
