@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from monitor.alerts import repo
 from monitor.alerts.clock import SystemClock
 from monitor.alerts.dispatch import external_url
-from monitor.alerts.model import AlertSnapshot, AlertView, Notification, SilenceView, fingerprint
+from monitor.alerts.model import AlertSnapshot, AlertView, Notification, SilenceView, deployment_key, fingerprint
 from monitor.alerts.rules import format_value
 from monitor.alerts.webhook import Delivery, build_request, send
 from monitor.errors import ConfigError
@@ -87,7 +87,7 @@ def run_alerts(settings: Settings, *, as_json: bool, include_inactive: bool = Fa
     for view in views:
         table.add_row(
             f"[{_STYLES.get(view.state, '')}]{view.state}[/]",
-            escape(view.rule), escape(view.probe or "-"), escape(view.labels.get("target", "-")),
+            escape(view.rule), escape(_probe(view)), escape(view.labels.get("target", "-")),
             escape(view.severity), format_value(view.value), format_value(view.threshold), _when(_since(view)),
             escape(view.muted_by or ""),
         )  # fmt: skip
@@ -98,7 +98,7 @@ def run_alerts(settings: Settings, *, as_json: bool, include_inactive: bool = Fa
     for view in views:
         console.print(
             f"[{_STYLES.get(view.state, '')}]{view.state:<8}[/] [bold]{escape(view.rule)}[/]  "
-            f"probe {escape(view.probe or '-')}, target {escape(view.labels.get('target', '-'))}, "
+            f"probe {escape(_probe(view))}, target {escape(view.labels.get('target', '-'))}, "
             f"{escape(view.severity)}",
             highlight=False,
         )
@@ -109,6 +109,12 @@ def run_alerts(settings: Settings, *, as_json: bool, include_inactive: bool = Fa
             highlight=False,
         )
     return 0
+
+
+def _probe(view: AlertView) -> str:
+    """The probe, or what a doctor or drift alert is about (`check stop_tokens`)."""
+    key = deployment_key(view.labels)
+    return f"{key[0]} {key[1]}" if key is not None else view.probe or "-"
 
 
 def _since(view: AlertView) -> datetime | None:

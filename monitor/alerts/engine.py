@@ -2,9 +2,13 @@
 
 Each rule applies to every probe in its scope; each (rule, probe) pair is one alert instance with
 the labels {alertname, probe, target, severity, **rule.labels} and a fingerprint of those labels.
+`doctor` and `drift` rules have no probe: one instance per (rule, doctored target, check or
+component), labelled {alertname, target, severity, check | component, **rule.labels}.
 
 When it runs:
 - `on_result(result)`, right after a result is stored: every rule covering that probe.
+- `on_deployment(observations)`, after a scheduled doctor or fingerprint run: the doctor and
+  drift rules watching each observation's target and check or component.
 - `evaluate_all()`, on a timer: absence rules for every probe in scope, and every pending or
   firing alert (so `for_s`, `keep_firing_for_s`, `repeat_interval_s` and the end of a silence or
   maintenance window take effect without a new result). Threshold, regression and
@@ -14,7 +18,7 @@ Persistence: the state row and the outbox rows of one evaluation are written in 
 the in-memory copy is updated only after it commits. `start()` loads the rows, so a restarted
 daemon knows which alerts fire and that their firing was notified.
 
-Config reloads: alerts whose rule, labels or probe left the config are retired on the next
+Config reloads: alerts whose rule, labels, probe (or doctored target) left the config are retired on the next
 `evaluate_all()`: a firing alert is resolved (a resolved notification goes to the receivers that
 got its firing), anything else is forgotten.
 """
@@ -32,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from monitor.alerts import repo, rules
+from monitor.alerts import deployment, repo, rules
 from monitor.alerts.model import AlertSnapshot, AlertView, NotifyStatus, SilenceView, fingerprint
 from monitor.alerts.muting import mute_reason
 from monitor.alerts.outbox import Outbox
@@ -40,6 +44,8 @@ from monitor.alerts.source import Aggregate, ResultHistory, WindowSource
 from monitor.alerts.state import AlertRecord, Step, Timing, advance, retire
 from monitor.clock import Clock
 from monitor.config import RuleSettings
+from monitor.config.alerts import DEPLOYMENT_KEY_LABELS, DEPLOYMENT_KINDS, deployment_keys
+from monitor.deployment import DeploymentObservation
 from monitor.errors import StoreError
 from monitor.results import ProbeResult
 from monitor.store.models_alerts import OutboxRow
@@ -71,11 +77,16 @@ class AlertsBackend(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Instance:
     rule: RuleSettings
-    probe: str
+    probe: str  # "" for doctor and drift alerts
     target: str
     labels: dict[str, str]
     fingerprint: str
     receivers: tuple[str, ...]
+    key: str = ""  # the doctor check or fingerprint component
+
+    @property
+    def where(self) -> str:
+        return self.probe or f"{self.target} ({self.key})"
 
 
 class AlertEngine:
@@ -114,6 +125,9 @@ class AlertEngine:
         instances: list[_Instance] = []
         for rule in settings.rules:
             receivers = tuple(rule.receivers) if rule.receivers is not None else all_receivers
+            if rule.kind in DEPLOYMENT_KINDS:
+                instances += _deployment_instances(settings, rule, receivers)
+                continue
             for probe in settings.probes:
                 if not rule.scope.covers(probe.name, probe.target):
                     continue
@@ -124,8 +138,13 @@ class AlertEngine:
                 instances.append(_Instance(rule, probe.name, probe.target, labels, fingerprint(labels), receivers))
         self._instances = instances
         self._by_probe: dict[str, list[_Instance]] = {}
+        self._by_deployment: dict[tuple[str, str, str], list[_Instance]] = {}
         for instance in instances:
-            self._by_probe.setdefault(instance.probe, []).append(instance)
+            if instance.rule.kind in DEPLOYMENT_KINDS:
+                key = (instance.rule.kind, instance.target, instance.key)
+                self._by_deployment.setdefault(key, []).append(instance)
+            else:
+                self._by_probe.setdefault(instance.probe, []).append(instance)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -153,6 +172,26 @@ class AlertEngine:
             return
         for instance in instances:
             await self._evaluate(instance, silences)
+
+    async def on_deployment(self, observations: Sequence[DeploymentObservation]) -> None:
+        """Run the doctor and drift rules watching each observation (one scheduled run's checks or components).
+
+        The condition is `observation.active`; an inactive one resolves. Database failures are
+        logged, not raised: the state stays as it was until the next run.
+        """
+        matched = [
+            (instance, obs)
+            for obs in observations
+            for instance in self._by_deployment.get((obs.kind, obs.target, obs.key), ())
+        ]
+        if not matched:
+            return
+        await self._ensure_started()
+        silences = await self._active_silences()
+        if silences is None:
+            return
+        for instance, obs in matched:
+            await self._evaluate(instance, silences, deployment.observe(obs))
 
     async def evaluate_all(self) -> None:
         """The timer path: absence rules, active alerts (for/keep_firing/repeat/unmute), retired alerts."""
@@ -242,17 +281,23 @@ class AlertEngine:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
-    async def _evaluate(self, instance: _Instance, silences: Sequence[SilenceView]) -> None:
+    async def _evaluate(
+        self, instance: _Instance, silences: Sequence[SilenceView], observed: rules.Observation | None = None
+    ) -> None:
+        """One step of one instance; `observed` is given by on_deployment, else the rule's inputs are read."""
         rule = instance.rule
         async with self._lock(instance.fingerprint):
             now = self._clock.now()
             known = self._records.get(instance.fingerprint)
             prev = known or AlertRecord(instance.fingerprint, rule.name, dict(instance.labels))
             try:
-                observation = await self._observe(instance, prev, now)
+                observation = observed if observed is not None else await self._observe(instance, prev, now)
             except (SQLAlchemyError, OSError) as exc:
-                logger.error("cannot evaluate %s on %s: %s", rule.name, instance.probe, exc)
+                logger.error("cannot evaluate %s on %s: %s", rule.name, instance.where, exc)
                 return
+            annotations = rules.render_annotations(rule, observation, instance.probe, instance.target)
+            if rule.kind in DEPLOYMENT_KINDS and observed is None:
+                annotations = dict(prev.annotations)  # the timer has no new run: keep what the last one said
             reason = mute_reason(instance.labels, now=now, silences=silences, windows=self._settings.maintenance)
             timing = Timing(rule.for_s, rule.keep_firing_for_s, rule.repeat_interval_s)
             step = advance(prev, observation.met, now=now, timing=timing, muted=reason is not None)
@@ -262,7 +307,7 @@ class AlertEngine:
                 last_value=observation.value,
                 threshold=observation.threshold,
                 last_eval_at=now,
-                annotations=rules.render_annotations(rule, observation, instance.probe, instance.target),
+                annotations=annotations,
             )
             if not (record.active or record.state != prev.state or step.notify):
                 return  # nothing worth a write (inactive stays inactive, resolved stays resolved)
@@ -272,13 +317,15 @@ class AlertEngine:
             await self._persist(Step(record, step.notify), receivers, now)
             if record.state != prev.state:
                 logger.info(
-                    "alert %s on %s: %s -> %s (value %s, threshold %s)%s", rule.name, instance.probe, prev.state,
+                    "alert %s on %s: %s -> %s (value %s, threshold %s)%s", rule.name, instance.where, prev.state,
                     record.state, rules.format_value(observation.value), rules.format_value(observation.threshold),
                     f" [muted: {reason}]" if reason and record.state == "firing" else "",
                 )  # fmt: skip
 
     async def _observe(self, instance: _Instance, prev: AlertRecord, now: datetime) -> rules.Observation:
         rule = instance.rule
+        if rule.kind in DEPLOYMENT_KINDS:
+            return deployment.held(prev)
         if rule.kind == "threshold":
             assert rule.metric is not None and rule.window_s is not None
             agg = await self._source.aggregate(
@@ -371,6 +418,23 @@ class AlertEngine:
         async with self._sessionmaker() as session:
             names = set((await session.scalars(query)).all())
         return self._resolved_receivers(sorted(names))
+
+
+def _deployment_instances(settings: Settings, rule: RuleSettings, receivers: tuple[str, ...]) -> list[_Instance]:
+    """One instance per doctored target in scope and per check or component it records that the rule watches."""
+    out: list[_Instance] = []
+    key_label = DEPLOYMENT_KEY_LABELS[rule.kind]
+    for target in settings.targets:
+        if target.doctor is None or not rule.scope.covers("", target.name):
+            continue
+        for key in deployment_keys(rule.kind, target.doctor):
+            if not rule.watches(key):
+                continue
+            labels = {
+                **rule.labels, "alertname": rule.name, "target": target.name, "severity": rule.severity, key_label: key,
+            }  # fmt: skip
+            out.append(_Instance(rule, "", target.name, labels, fingerprint(labels), receivers, key))
+    return out
 
 
 def _snapshot(record: AlertRecord, status: NotifyStatus) -> AlertSnapshot:

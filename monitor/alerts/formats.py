@@ -27,8 +27,10 @@
     }
 
 `alertmanager` is Alertmanager's webhook payload, version 4, with one alert per message; the group
-is the alert's rule and probe. `slack` is an incoming-webhook message (text + blocks); `feishu`
-an interactive card; `dingtalk` and `wecom` markdown robot messages.
+is the alert's rule and probe (doctor and drift alerts: rule, target, check or component). `slack`
+is an incoming-webhook message (text + blocks); `feishu` an interactive card; `dingtalk` and
+`wecom` markdown robot messages. Doctor and drift alerts name their check or component in the
+title and facts instead of a probe; a drift `diff` annotation keeps one line per diff line.
 
 The idempotency key travels in the `Idempotency-Key` header of every request. The generic payload
 also has it as `idempotency_key`; the chat formats show it in their footer (`id ...`); the
@@ -49,7 +51,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from monitor.alerts.model import AlertSnapshot, Notification, iso
+from monitor.alerts.model import AlertSnapshot, Notification, deployment_key, iso
 from monitor.alerts.rules import format_value
 
 __all__ = [
@@ -87,18 +89,24 @@ def _status(alert: AlertSnapshot) -> str:
 
 
 def _title(alert: AlertSnapshot) -> str:
+    key = deployment_key(alert.labels)
+    if key is not None:
+        return f"[{_status(alert)}] {alert.name} on {alert.target or '-'} ({key[1]})"
     probe = f" on {alert.probe}" if alert.probe else ""
     return f"[{_status(alert)}] {alert.name}{probe}"
 
 
 def _facts(alert: AlertSnapshot) -> list[tuple[str, str]]:
+    key = deployment_key(alert.labels)
     facts = [
-        ("Probe", alert.probe or "-"),
+        (key[0].capitalize(), key[1]) if key is not None else ("Probe", alert.probe or "-"),
         ("Target", alert.target or "-"),
         ("Severity", alert.severity),
         ("Value", f"{format_value(alert.value)} (threshold {format_value(alert.threshold)})"),
         ("Started", iso(alert.started_at) or "-"),
     ]
+    if key is not None:
+        del facts[3]  # doctor and drift alerts measure no value; their diff or fix is in the annotations
     if alert.status == "resolved":
         facts.append(("Resolved", iso(alert.ended_at) or "-"))
     return facts
@@ -134,7 +142,9 @@ def _go_quote(value: str) -> str:
 
 def alertmanager(n: Notification) -> dict[str, Any]:
     alert = n.alert
-    group: dict[str, str] = {k: alert.labels[k] for k in ("alertname", "probe") if k in alert.labels}
+    # Probe alerts group by rule and probe; doctor and drift alerts by rule, target and check or component.
+    keys = ("alertname", "probe") if alert.probe else ("alertname", "target", "check", "component")
+    group: dict[str, str] = {k: alert.labels[k] for k in keys if k in alert.labels}
     external = n.external_url or ""
     return {
         "version": "4",
@@ -212,7 +222,13 @@ def feishu(n: Notification) -> dict[str, Any]:
 
 def _markdown_lines(n: Notification) -> list[str]:
     alert = n.alert
-    lines = [f"**{escape_markdown(k.capitalize())}:** {escape_markdown(v)}" for k, v in _texts(alert)]
+    lines: list[str] = []
+    for k, v in _texts(alert):
+        if k == "diff":
+            # One markdown line per diff line (each escaped), so -old and +new stay apart.
+            lines += [f"**{escape_markdown(k.capitalize())}:**", *(escape_markdown(line) for line in v.splitlines())]
+        else:
+            lines.append(f"**{escape_markdown(k.capitalize())}:** {escape_markdown(v)}")
     lines += [f"**{k}:** {escape_markdown(v)}" for k, v in _facts(alert)]
     lines.append(f"fingerprint {alert.fingerprint} · id {escape_markdown(n.idempotency_key)}")
     return lines

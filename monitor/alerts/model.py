@@ -16,6 +16,7 @@ __all__ = [
     "Notification",
     "NotifyStatus",
     "SilenceView",
+    "deployment_key",
     "fingerprint",
     "iso",
     "parse_iso",
@@ -29,6 +30,16 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     """A stable 16-hex-digit id of a label set (order-independent), like Alertmanager's fingerprint."""
     canonical = json.dumps(sorted(labels.items()), ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def deployment_key(labels: Mapping[str, str]) -> tuple[str, str] | None:
+    """("check", id) of a doctor alert, ("component", name) of a drift alert; None for probe alerts."""
+    if labels.get("probe"):
+        return None
+    for label in ("check", "component"):
+        if labels.get(label):
+            return label, labels[label]
+    return None
 
 
 def iso(when: datetime | None) -> str | None:

@@ -10,6 +10,7 @@ No I/O here; the engine fetches the inputs and applies the state machine (state.
   need their minimum samples.
 - absence: no ok result for `absent_for_s`.
 - consecutive_failures: the newest `count` results are all not ok.
+- doctor, drift: judged by their producers (alerts/deployment.py turns an observation into one).
 """
 
 from __future__ import annotations
@@ -150,11 +151,17 @@ def _describe(rule: RuleSettings) -> str:
         return f"{what} = {{value}} vs baseline {{baseline}} ({{change_pct}}), limit {{threshold}}"
     if rule.kind == "absence":
         return "no successful result for {threshold} s (last ok: {last_ok})"
+    if rule.kind == "doctor":
+        return "doctor check {check}: {detail}"
+    if rule.kind == "drift":
+        return "{component} changed: {detail}"
     return "{value} failures in a row: {error}"
 
 
 def render_annotations(rule: RuleSettings, observation: Observation, probe: str, target: str) -> dict[str, str]:
     """The rule's annotations with {value}, {threshold}, {probe}, {target}, ... filled in.
+
+    `probe` is "" for doctor and drift alerts (they are about a target; see alerts/deployment.py).
 
     Unknown placeholders are left as written. Without a `summary` annotation a default one is made.
     """
@@ -173,7 +180,11 @@ def render_annotations(rule: RuleSettings, observation: Observation, probe: str,
         }
     )
     templates = dict(rule.annotations)
-    templates.setdefault("summary", f"{rule.name} on {{probe}}: {_describe(rule)}")
+    templates.setdefault("summary", f"{rule.name} on {{{'probe' if probe else 'target'}}}: {_describe(rule)}")
+    # Deployment alerts carry the doctor's fix or the before/after diff unless the rule says otherwise.
+    defaults = {"doctor": {"fix": "{fix}"}, "drift": {"diff": "{diff}"}}.get(rule.kind, {})
+    for key, template in defaults.items():
+        templates.setdefault(key, template)
     out: dict[str, str] = {}
     for key, template in templates.items():
         try:
@@ -181,5 +192,6 @@ def render_annotations(rule: RuleSettings, observation: Observation, probe: str,
         except (ValueError, IndexError, AttributeError):
             # A stray brace in a hand-written annotation: show it as written rather than fail the rule.
             text = template
-        out[key] = text[:ANNOTATION_MAX_CHARS]
+        if text or key not in defaults:
+            out[key] = text[:ANNOTATION_MAX_CHARS]
     return out

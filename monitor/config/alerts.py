@@ -8,6 +8,10 @@ which raises `ConfigError` naming the YAML path itself.
 Durations accept seconds or `30s`/`5m`/`2h`/`7d` strings (finite, at most `MAX_DURATION_S`), and
 the Prometheus spellings `for`, `keep_firing_for`, `repeat_interval`, `window`, `baseline_window`
 and `absent_for` are accepted as aliases of the `_s` fields (`minutes` too, for absence rules).
+
+`doctor` and `drift` rules watch the scheduled doctor and fingerprint (`targets[].doctor`), not
+probes: they scope by target only, and `check_references` refuses one whose targets are never
+doctored (it could never fire).
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from monitor.config.base import (
     read_secret,
     unique,
 )
+from monitor.config.deployment import DoctorCheckId, DoctorSchedule, FingerprintComponent
 from monitor.errors import ConfigError
 from monitor.metric_catalog import METRIC_NAMES, RATES, metric
 
 __all__ = [
+    "DEPLOYMENT_KEY_LABELS",
+    "DEPLOYMENT_KINDS",
     "RATE_METRICS",
     "RESERVED_LABELS",
     "MaintenanceWindow",
@@ -43,6 +50,7 @@ __all__ = [
     "RuleSettings",
     "Scope",
     "check_references",
+    "deployment_keys",
     "resolve_receiver_secrets",
 ]
 
@@ -55,7 +63,11 @@ def _known_metric(value: Any) -> Any:
     return value
 
 
-RuleKind = Literal["threshold", "regression", "absence", "consecutive_failures"]
+RuleKind = Literal["threshold", "regression", "absence", "consecutive_failures", "doctor", "drift"]
+# Kinds fed by DeploymentObservation (one alert per target and check or component), not by probe results.
+DEPLOYMENT_KINDS = frozenset({"doctor", "drift"})
+# The label naming what a deployment alert is about, per kind; a rule's `labels:` may not set it either.
+DEPLOYMENT_KEY_LABELS = {"doctor": "check", "drift": "component"}
 Metric = Annotated[str, BeforeValidator(_known_metric)]
 Agg = Literal["mean", "p50", "p95", "p99", "max", "min", "rate"]
 Op = Literal[">", ">=", "<", "<="]
@@ -146,6 +158,11 @@ class RuleSettings(Model):
     absent_for_s: Seconds | None = Field(None, gt=0)
     # consecutive_failures
     count: Int | None = Field(None, ge=1, le=1_000_000)
+    # doctor and drift
+    checks: list[DoctorCheckId] | None = Field(None, description="doctor checks watched; default: every check")
+    components: list[FingerprintComponent] | None = Field(
+        None, description="fingerprint components watched; default: every component"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +192,11 @@ class RuleSettings(Model):
                     f"label {key!r} is set by llm-monitor (reserved: {', '.join(sorted(RESERVED_LABELS))})"
                 )
         return value
+
+    def watches(self, key: str) -> bool:
+        """A doctor rule's check or a drift rule's component is one it watches (no list: all of them)."""
+        keys = self.checks if self.kind == "doctor" else self.components
+        return keys is None or key in keys
 
     @property
     def effective_agg(self) -> str:
@@ -250,6 +272,8 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "regression": ("metric", "window_s", "baseline_window_s"),
     "absence": ("absent_for_s",),
     "consecutive_failures": ("count",),
+    "doctor": (),
+    "drift": (),
 }
 _ALLOWED: dict[str, frozenset[str]] = {
     "threshold": frozenset({"metric", "check", "agg", "window_s", "min_samples", "op", "value"}),
@@ -269,6 +293,8 @@ _ALLOWED: dict[str, frozenset[str]] = {
     ),  # fmt: skip
     "absence": frozenset({"absent_for_s"}),
     "consecutive_failures": frozenset({"count"}),
+    "doctor": frozenset({"checks"}),
+    "drift": frozenset({"components"}),
 }
 _KIND_FIELDS = frozenset().union(*_ALLOWED.values())
 
@@ -280,8 +306,12 @@ def check_references(
     *,
     probes: set[str],
     targets: set[str],
+    doctored: Mapping[str, DoctorSchedule] | None = None,
 ) -> None:
-    """Cross-field checks (rule kinds, scopes, receiver names); raise ConfigError naming the YAML path."""
+    """Cross-field checks (rule kinds, scopes, receiver names); raise ConfigError naming the YAML path.
+
+    `doctored` maps each target with a `doctor:` schedule to it (doctor and drift rules need one).
+    """
     unique("rules", [r.name for r in rules])
     unique("receivers", [r.name for r in receivers])
     unique("maintenance", [m.name for m in maintenance])
@@ -289,6 +319,8 @@ def check_references(
     for i, rule in enumerate(rules):
         _check_rule(f"rules[{i}]", rule)
         _check_scope(f"rules[{i}].scope", rule.scope, probes, targets)
+        if rule.kind in DEPLOYMENT_KINDS:
+            _check_deployment_rule(f"rules[{i}]", rule, doctored or {})
         for j, name in enumerate(rule.receivers or ()):
             if name not in receiver_names:
                 raise ConfigError(f"rules[{i}].receivers[{j}]: unknown receiver {name!r} ({choices(receiver_names)})")
@@ -318,6 +350,33 @@ def _check_rule(path: str, rule: RuleSettings) -> None:
         raise ConfigError(f"{path}: a regression rule needs ratio or delta (or both)")
     if rule.kind == "regression" and rule.ratio is not None and rule.ratio <= 1:
         raise ConfigError(f"{path}.ratio: must be > 1 (for decreases use direction: down)")
+
+
+def _check_deployment_rule(path: str, rule: RuleSettings, doctored: Mapping[str, DoctorSchedule]) -> None:
+    """A doctor or drift rule: scoped by target, over targets that run the doctor (and what it watches)."""
+    if rule.scope.probe is not None:
+        raise ConfigError(f"{path}.scope.probe: {_a(rule.kind)} rule watches targets; give scope.target (or all)")
+    key_label = DEPLOYMENT_KEY_LABELS[rule.kind]
+    if key_label in rule.labels:
+        raise ConfigError(f"{path}.labels: label {key_label!r} is set by llm-monitor on {_a(rule.kind)} rule")
+    in_scope = {t: s for t, s in doctored.items() if rule.scope.target in (None, t)}
+    if rule.kind == "drift":
+        in_scope = {t: s for t, s in in_scope.items() if s.fingerprint.enabled}
+    if not in_scope:
+        where = f"target {rule.scope.target!r} has" if rule.scope.target is not None else "no target has"
+        need = "a doctor: schedule" if rule.kind == "doctor" else "a doctor: schedule with the fingerprint enabled"
+        raise ConfigError(f"{path}.scope: {where} {need}, so this rule can never fire (add targets[].doctor)")
+    field, keys = ("checks", rule.checks) if rule.kind == "doctor" else ("components", rule.components)
+    for j, key in enumerate(keys or ()):
+        if not any(key in deployment_keys(rule.kind, s) for s in in_scope.values()):
+            raise ConfigError(f"{path}.{field}[{j}]: no target in scope records {key!r} (see targets[].doctor)")
+
+
+def deployment_keys(kind: str, schedule: DoctorSchedule) -> tuple[str, ...]:
+    """What a target's doctor schedule reports for `kind`: its checks (doctor) or components (drift)."""
+    if kind == "doctor":
+        return schedule.effective_checks
+    return schedule.fingerprint.effective_components if schedule.fingerprint.enabled else ()
 
 
 def _a(kind: str) -> str:

@@ -118,8 +118,9 @@ class Settings(Model):
             if probe.target not in names:
                 raise ConfigError(f"probes[{i}].target: unknown target {probe.target!r} (targets: {_listed(names)})")
         check_references(
-            self.rules, self.receivers, self.maintenance, probes={p.name for p in self.probes}, targets=names
-        )
+            self.rules, self.receivers, self.maintenance, probes={p.name for p in self.probes}, targets=names,
+            doctored={t.name: t.doctor for t in self.targets if t.doctor is not None},
+        )  # fmt: skip
         return self
 
     def target(self, name: str) -> TargetSettings:
