@@ -7,6 +7,7 @@ once the mock is loaded; a target whose /metrics is missing is stored as errors,
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,6 +101,22 @@ async def test_scrapes_are_stored_served_and_alerted_on(mock: MockProcess, sqlit
             async with http.get(daemon.api_url + "/api/v1/server-metrics?target=nosuch") as resp:
                 assert resp.status == 404
 
+            await wait_for(
+                lambda: _answered(sqlite_db_url),
+                what="a scrape interval with the probe's request in the TTFT histogram",
+            )
+            # The probe page draws the target's queue, KV-cache and TTFT charts beside the probe's seven; the mock
+            # exposes no prefix cache, so that chart is left out rather than drawn empty.
+            async with http.get(daemon.api_url + "/probes/mock/chat?window=1h") as resp:
+                page = await resp.text()
+            assert page.count('<svg class="chart"') == 10, re.findall(r"<figcaption>([^<]*)", page)
+            for title in ("Server queue", "Server KV-cache usage", "Server time to first token"):
+                assert title in page
+            assert "Server prefix-cache hit rate" not in page
+            async with http.get(daemon.api_url + "/api/v1/probes/mock/chat?window=1h") as resp:
+                detail = await resp.json()
+            assert detail["server"] and detail["server"][-1]["mean"]["requests_waiting"] == 0.0
+
             # Loaded: six slow requests at once; the server reports them running and the rule fires.
             mock.configure(itl_ms=80)
             load = asyncio.create_task(_load(mock.base_url, 6))
@@ -111,6 +128,10 @@ async def test_scrapes_are_stored_served_and_alerted_on(mock: MockProcess, sqlit
             mock.reset()
             resolved = await wait_for(lambda: len(hook.delivered()) >= 2 and hook.delivered(), timeout_s=60)
             assert resolved[1].json["status"] == "resolved"
+
+
+async def _answered(db_url: str) -> bool:
+    return any(p.values["server_ttft_ms_p95"] is not None for p in await _points(db_url, "mock"))
 
 
 async def _scraped(db_url: str, target: str, n: int) -> bool:

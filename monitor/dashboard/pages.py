@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol, TypeVar
 
 from monitor.alerts.model import AlertView
 from monitor.config import RuleSettings
@@ -14,6 +16,7 @@ from monitor.dashboard.svg import Marker, Series, line_chart, sparkline
 from monitor.metric_catalog import metric
 from monitor.results import CheckResult
 from monitor.store.repo import StoredResult
+from monitor.store.server_metrics_repo import ServerStep
 from monitor.store.trend import TrendStep
 
 __all__ = ["alert_list", "overview_body", "probe_body", "reply_card"]
@@ -29,6 +32,16 @@ _CHARTS = (
     ("Completion tokens", "completion_tokens", ("mean", "max")),
     ("Reasoning tokens", "reasoning_tokens", ("mean", "max")),
 )
+# The target's own /metrics beside the probe's view (targets with `metrics:` only): title, unit, y_max,
+# and the lines as (label, field of monitor.server_metrics.FIELDS, "mean" or "max" over the step's scrapes).
+_SERVER_CHARTS: tuple[tuple[str, str, float | None, tuple[tuple[str, str, str], ...]], ...] = (
+    ("Server queue", "", None, (("waiting (max)", "requests_waiting", "max"), ("running", "requests_running", "mean"))),
+    ("Server KV-cache usage", "%", 1.0,
+     (("max", "kv_cache_usage_ratio", "max"), ("mean", "kv_cache_usage_ratio", "mean"))),
+    ("Server prefix-cache hit rate", "%", 1.0, (("hit rate", "prefix_cache_hit_ratio", "mean"),)),
+    ("Server time to first token", "ms", None,
+     (("p95", "server_ttft_ms_p95", "mean"), ("mean", "server_ttft_ms_mean", "mean"))),
+)  # fmt: skip
 # Chart units by catalogue unit (`fmt_value`'s names); counts such as tokens are drawn plain.
 _CHART_UNITS = {"ms": "ms", "ratio": "%"}
 
@@ -216,17 +229,27 @@ def overview_body(data: Overview, rules: Mapping[str, RuleSettings]) -> Markup:
 # --- probe page ---------------------------------------------------------------------------------------------
 
 
+class _Step(Protocol):
+    @property
+    def start(self) -> datetime: ...
+
+
+_S = TypeVar("_S", bound=_Step)
+
+
 def _chart(
     title: str,
     detail: ProbeDetail,
-    lines: Sequence[tuple[str, Callable[[TrendStep], float | None]]],
+    lines: Sequence[tuple[str, Callable[[_S], float | None]]],
     unit: str,
     y_max: float | None = None,
+    *,
+    steps: Sequence[_S],
 ) -> Markup:
     x_min, x_max = detail.since.timestamp(), detail.until.timestamp()
     half = detail.step_s / 2  # a step's point sits in its middle
     series = [
-        Series(name, [(s.start.timestamp() + half, get(s)) for s in detail.steps], style=i)
+        Series(name, [(s.start.timestamp() + half, get(s)) for s in steps], style=i)
         for i, (name, get) in enumerate(lines)
     ]
     markers = [
@@ -265,6 +288,20 @@ def _summary_line(name: str, stat: str) -> tuple[str, Callable[[TrendStep], floa
 def _rate_line(name: str) -> tuple[str, Callable[[TrendStep], float | None]]:
     """A chart line of the rate `name`, labelled as people say it (`error rate`)."""
     return name.replace("_", " "), lambda step: step.rates[name]
+
+
+def _server_line(label: str, name: str, stat: str) -> tuple[str, Callable[[ServerStep], float | None]]:
+    return label, lambda step: (step.max if stat == "max" else step.mean)[name]
+
+
+def _server_charts(detail: ProbeDetail) -> list[Markup]:
+    """The target's /metrics charts; one whose values the server never exposed is left out (no empty charts)."""
+    steps = detail.server or []
+    return [
+        _chart(title, detail, [_server_line(*line) for line in lines], unit, y_max, steps=steps)
+        for title, unit, y_max, lines in _SERVER_CHARTS
+        if any(s.mean[name] is not None for s in steps for _, name, _ in lines)
+    ]
 
 
 def _window_picker(detail: ProbeDetail) -> Markup:
@@ -375,12 +412,17 @@ def probe_body(detail: ProbeDetail, rules: Mapping[str, RuleSettings]) -> Markup
         {"class": "charts"},
         [
             _chart(
-                title, detail, [_summary_line(name, stat) for stat in stats], _CHART_UNITS.get(metric(name).unit, "")
+                title, detail, [_summary_line(name, stat) for stat in stats], _CHART_UNITS.get(metric(name).unit, ""),
+                steps=detail.steps,
             )
             for title, name, stats in _CHARTS
         ],
-        _chart("Errors and truncation", detail, [_rate_line(name) for name in rates], _CHART_UNITS["ratio"], y_max=1.0),
-    )
+        _chart(
+            "Errors and truncation", detail, [_rate_line(name) for name in rates], _CHART_UNITS["ratio"], y_max=1.0,
+            steps=detail.steps,
+        ),
+        _server_charts(detail),
+    )  # fmt: skip
     replies = [reply_card(r) for r in detail.recent] or [el("p", {"class": "muted"}, "No results stored yet.")]
     return el(
         "div",

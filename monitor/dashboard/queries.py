@@ -27,6 +27,7 @@ from monitor.dashboard.buckets import OverviewBuckets, read_overview
 from monitor.store.bucket import Bucket, floor_time
 from monitor.store.models_alerts import OutboxRow
 from monitor.store.repo import Store
+from monitor.store.server_metrics_repo import ServerMetricsStore, ServerStep
 from monitor.store.trend import TrendReader, TrendStep
 from monitor.store.views import RESULT_LINE_COLUMNS, OneShotRow, ResultLine, StoredResult
 
@@ -254,6 +255,8 @@ class ProbeDetail:
     marks: list[AlertMark]
     alerts: list[AlertView]
     known: bool = field(default=True)
+    # The target's own /metrics per step; None when the target is not scraped (no server charts then).
+    server: list[ServerStep] | None = None
 
     @property
     def truncation_expected(self) -> bool:
@@ -274,7 +277,12 @@ class ProbeDetail:
             "alert_marks": [m.to_json() for m in self.marks],
             "alerts": [a.to_json() for a in self.alerts],
             "recent": [_reply_json(r) for r in self.recent],
+            "server": None if self.server is None else [_server_step_json(s) for s in self.server],
         }
+
+
+def _server_step_json(s: ServerStep) -> dict[str, Any]:
+    return {"start": iso(s.start), "scrapes": s.scrapes, "mean": s.mean, "max": s.max}
 
 
 def _reply_json(r: StoredResult) -> dict[str, Any]:
@@ -366,6 +374,10 @@ class DashboardData:
         probe_settings = next((p for p in self.settings.probes if p.name == probe and p.target == target), None)
         target_url = next((public_url(t.base_url) for t in self.settings.targets if t.name == target), None)
         known = probe_settings is not None or bool(steps) or bool(recent)
+        scraped = any(t.name == target and t.metrics is not None for t in self.settings.targets)
+        server = None
+        if scraped:
+            server = await ServerMetricsStore(self._sessionmaker).steps(target, since=since, until=now, step_s=step_s)
         return ProbeDetail(
             probe=probe,
             target=target,
@@ -381,6 +393,7 @@ class DashboardData:
             marks=marks,
             alerts=alerts,
             known=known,
+            server=server,
         )
 
     async def _alert_marks(

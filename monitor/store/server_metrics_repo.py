@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, Integer, cast, delete, extract, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from monitor.server_metrics import FIELDS, ServerInterval
 from monitor.store.models_server_metrics import SCRAPE_ERROR_MAX_CHARS, ServerMetricRow
 from monitor.store.repo import store_session
 
-__all__ = ["ServerMetricsStore", "ServerPoint"]
+__all__ = ["ServerMetricsStore", "ServerPoint", "ServerStep"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,16 @@ class ServerPoint:
             "target": self.target, "scraped_at": self.scraped_at.isoformat(), "interval_s": self.interval_s,
             "error": self.error, "values": self.values, "sources": self.sources,
         }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStep:
+    """The scrapes of one chart step: per field, the mean and the max over the scrapes that exposed it."""
+
+    start: datetime
+    scrapes: int
+    mean: dict[str, float | None]
+    max: dict[str, float | None]
 
 
 class ServerMetricsStore:
@@ -102,6 +112,40 @@ class ServerMetricsStore:
         async with store_session(self._sessionmaker, "read server metrics") as session:
             return [float(v) for v in (await session.execute(query)).scalars().all()]
 
+    async def steps(self, target: str, *, since: datetime, until: datetime, step_s: int) -> list[ServerStep]:
+        """The daemon's scrapes of `target` in [since, until) summed up per `step_s` (aligned to the epoch), in SQL.
+
+        One GROUP BY over the (target, scraped_at) index: a 30-day window of 15 s scrapes is 170 k rows.
+        """
+        async with store_session(self._sessionmaker, "read server metrics per step") as session:
+            # A literal, not a parameter: PostgreSQL must see the same expression in SELECT and GROUP BY.
+            dialect = session.get_bind().dialect.name
+            slot = _epoch_s(ServerMetricRow.scraped_at, dialect) // literal_column(str(int(step_s)), Integer)
+            query = (
+                select(
+                    slot.label("slot"), func.count(),
+                    *(func.avg(getattr(ServerMetricRow, name)) for name in FIELDS),
+                    *(func.max(getattr(ServerMetricRow, name)) for name in FIELDS),
+                )
+                .where(
+                    ServerMetricRow.load_run_id.is_(None), ServerMetricRow.target == target,
+                    ServerMetricRow.scraped_at >= since, ServerMetricRow.scraped_at < until,
+                    ServerMetricRow.error.is_(None),
+                )
+                .group_by(slot)
+                .order_by(slot)
+            )  # fmt: skip
+            rows = (await session.execute(query)).all()
+        n = len(FIELDS)
+        return [
+            ServerStep(
+                datetime.fromtimestamp(int(row[0]) * step_s, UTC), int(row[1]),
+                dict(zip(FIELDS, (_float(v) for v in row[2 : 2 + n]), strict=True)),
+                dict(zip(FIELDS, (_float(v) for v in row[2 + n :]), strict=True)),
+            )
+            for row in rows
+        ]  # fmt: skip
+
     async def latest(self, targets: Sequence[str]) -> dict[str, ServerPoint]:
         """The newest daemon scrape of each of `targets` (absent: never scraped)."""
         if not targets:
@@ -133,6 +177,17 @@ class ServerMetricsStore:
         async with store_session(self._sessionmaker, "delete old server metrics") as session, session.begin():
             result = await session.execute(statement)
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _epoch_s(column: Any, dialect: str) -> ColumnElement[int]:
+    """Whole seconds since the epoch, in SQL (SQLite stores UTC text, PostgreSQL timestamptz)."""
+    if dialect == "sqlite":
+        return cast(func.strftime("%s", column), Integer)
+    return cast(func.floor(extract("epoch", column)), Integer)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _point(row: ServerMetricRow) -> ServerPoint:
