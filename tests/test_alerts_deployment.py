@@ -7,6 +7,7 @@ hand; the dispatcher delivers to a `WebhookReceiver` on 127.0.0.1 in every recei
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.alerts.deployment import DeploymentSink, diff
@@ -24,12 +26,13 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.cli import main
 from monitor.clock import ManualClock
-from monitor.config import Settings, parse_settings
+from monitor.config import Settings, load_settings, parse_settings
 from monitor.config.deployment import DOCTOR_CHECK_IDS, FINGERPRINT_COMPONENTS
 from monitor.deployment import DeploymentObservation
 from monitor.store import create_engine, upgrade
 from tests.receivers import ReceivedRequest, WebhookReceiver
 from tests.test_bad_input import _assert_one_error, _run_main, _write
+from tests.test_cli_alerts import cli
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 FORMATS = ("generic", "alertmanager", "slack", "feishu", "dingtalk", "wecom")
@@ -449,3 +452,50 @@ def test_doctor_rules_without_any_doctored_target_can_never_fire(
     with pytest.raises(SystemExit) as exc:
         main(["check-config", "-c", str(_write(tmp_path, good))])
     assert exc.value.code == 0 and "ok (2 targets, 1 probes, 2 rules" in capsys.readouterr().out
+
+
+async def test_cli_lists_and_silences_a_doctor_alert_by_its_check(tmp_path: Path) -> None:
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"url": f"sqlite:///{tmp_path / 'm.db'}"},
+                "targets": [{"name": "glm4", "base_url": "http://127.0.0.1:9/v1", "doctor": {"interval_s": 3600}}],
+                "rules": [DOCTOR],
+            }
+        )
+    )
+    settings = load_settings(config)
+    db = create_engine(settings.storage.url)
+    try:
+        await upgrade(db)
+        sessionmaker = async_sessionmaker(db, expire_on_commit=False)
+        engine = AlertEngine(
+            settings, sessionmaker, source=RawWindowSource(sessionmaker), clock=ManualClock(datetime.now(UTC)),
+            outbox=Outbox(sessionmaker),
+        )  # fmt: skip
+        await engine.on_deployment(
+            [DeploymentObservation("doctor", "glm4", "stop_tokens", True, datetime.now(UTC), "stop_tokens: fail")]
+        )
+    finally:
+        await db.dispose()
+
+    table = await cli("alerts", "-c", str(config), cwd=tmp_path)
+    row = next(line for line in table.stdout.splitlines() if "doctor-regressed" in line)
+    assert row.replace("│", " ").split()[:6] == [
+        "firing",
+        "doctor-regressed",
+        "check",
+        "stop_tokens",
+        "glm4",
+        "critical",
+    ]
+    added = await cli(
+        "silence", "add", "--rule", "doctor-regressed", "--label", "check=stop_tokens", "--for", "1d", "--comment",
+        "known", "-c", str(config), cwd=tmp_path,
+    )  # fmt: skip
+    assert added.code == 0, added.stderr
+    (alert,) = json.loads((await cli("alerts", "--json", "-c", str(config), cwd=tmp_path)).stdout)
+    assert (alert["probe"], alert["target"], alert["labels"]["check"], alert["muted_by"]) == (
+        None, "glm4", "stop_tokens", "silence 1",
+    )  # fmt: skip
