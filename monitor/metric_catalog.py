@@ -78,6 +78,19 @@ METRICS: tuple[MetricDef, ...] = (
         "reasoning_tokens", "distribution", "tokens", "reasoning_tokens",
         "reasoning tokens (server usage details, else estimated)",
     ),
+    # expect.golden: a pass is 1 and a failure 0, so the mean (rules' default agg) is the pass rate over
+    # the graded answers; ungraded ones (no golden answer, the embeddings call failed) add nothing.
+    MetricDef(
+        "quality_rate", "distribution", "ratio", "golden_passed",
+        "share of golden answers that passed (mean over graded answers)",
+    ),
+    MetricDef(
+        "golden_similarity", "distribution", "ratio", "golden_similarity",
+        "similarity of the reply to the golden answer",
+    ),
+    MetricDef(
+        "cost", "distribution", "currency", "cost", "cost of one request (targets[].price, from its token counts)",
+    ),
     MetricDef(
         "error_rate", "rate", "ratio", "error_kind", "share of requests that failed (error_kind set)",
         over="results", count="errors",

@@ -51,6 +51,21 @@ def _reply(r: ProbeResult) -> str:
     return flat if len(flat) <= _REPLY_CHARS else flat[: _REPLY_CHARS - 1] + "…"
 
 
+def _golden(r: ProbeResult) -> str:
+    if r.golden_method is None:
+        return "-"
+    if r.golden_similarity is None:
+        return "ungraded"
+    return f"{r.golden_similarity:.2f} {'✓' if r.golden_passed else '✗'}"
+
+
+def _cost(r: ProbeResult) -> str:
+    if r.cost is None:
+        return "-"
+    estimated = r.measurement is not None and r.measurement.tokens_estimated
+    return f"{r.cost:.6g} {r.cost_currency}{'~' if estimated else ''}"
+
+
 def results_table(results: Sequence[ProbeResult], *, width: int = 200) -> Table:
     """One row per result; the target and reply columns appear only when there is room for them."""
     wide = width >= 150
@@ -66,6 +81,13 @@ def results_table(results: Sequence[ProbeResult], *, width: int = 200) -> Table:
     table.add_column("ITL mean/p95", justify="right", no_wrap=True)
     table.add_column("tok in/out", justify="right", no_wrap=True)
     table.add_column("finish", no_wrap=True)
+    # Shown only when some probe has a golden answer or some target a price.
+    golden = any(r.golden_method is not None for r in results)
+    priced = any(r.cost is not None for r in results)
+    if golden:
+        table.add_column("golden", justify="right", no_wrap=True)
+    if priced:
+        table.add_column("cost", justify="right", no_wrap=True)
     if wide:
         table.add_column("reply", overflow="ellipsis", no_wrap=True, max_width=_REPLY_CHARS)
     for r in results:
@@ -83,6 +105,10 @@ def results_table(results: Sequence[ProbeResult], *, width: int = 200) -> Table:
             _tokens(r),
             finish,
         ]
+        if golden:
+            row.append(_golden(r))
+        if priced:
+            row.append(_cost(r))
         if wide:
             row.append(_reply(r))
         table.add_row(*row)
@@ -113,6 +139,10 @@ def _stacked(console: Console, results: Sequence[ProbeResult]) -> None:
             f"TTFT {_ms(m.ttft_ms if m else None)}", f"E2E {_ms(r.latency_ms)}", f"ITL {itl}",
             f"tokens {_tokens(r)}", f"finish {'-' if m is None else m.finish_reason}",
         ]  # fmt: skip
+        if r.golden_method is not None:
+            numbers.append(f"golden {_golden(r)}")
+        if r.cost is not None:
+            numbers.append(f"cost {_cost(r)}")
         console.print(indent + "  ".join(numbers), highlight=False)
         if m is not None:
             reply = Text(indent + _reply(r), style="dim")

@@ -24,6 +24,7 @@ import aiohttp
 from monitor.checks import run_checks
 from monitor.checks_pipelines import check_stream_parity
 from monitor.config import ProbeSettings, TargetSettings
+from monitor.config.probes import GoldenExpect
 from monitor.envelope import (
     MAX_ERROR_BODY_BYTES,
     closed_mid_stream_detail,
@@ -31,6 +32,7 @@ from monitor.envelope import (
     new_request_id,
     redirect_detail,
 )
+from monitor.golden import grade
 from monitor.meter import StreamMeter
 from monitor.results import CheckResult, ErrorKind, ProbeResult, TimeoutPhase
 from monitor.untrusted import Untrusted, one_line
@@ -110,6 +112,9 @@ class Prober:
         result = await self._run(target, probe, api_key, untrusted)
         if probe.stream_parity and result.measurement is not None:
             result = await self._add_stream_parity(target, probe, api_key, untrusted, result)
+        if probe.expect.golden is not None and result.error_kind is None and result.measurement is not None:
+            result = await self._add_golden(target, probe.expect.golden, api_key, result)
+        result = _with_cost(target, result)
         return replace(result, sanitised=True) if untrusted.sanitised else result
 
     async def _add_stream_parity(
@@ -134,6 +139,21 @@ class Prober:
             streamed, unstreamed = (mine, theirs) if probe.stream else (theirs, mine)
             parity = check_stream_parity(streamed, unstreamed)
         return replace(result, checks=(*result.checks, parity))
+
+    async def _add_golden(
+        self, target: TargetSettings, golden: GoldenExpect, api_key: str | None, result: ProbeResult
+    ) -> ProbeResult:
+        """Grade the reply against the golden answer (after it, since the embeddings method is a request)."""
+        assert result.measurement is not None  # checked by the caller
+        reply = result.measurement.text
+        graded = await grade(
+            golden, reply, session=self._session, target=target, headers=request_headers(target, api_key),
+            api_key=api_key,
+        )  # fmt: skip
+        return replace(
+            result, checks=(*result.checks, graded.check(reply)), golden_similarity=graded.similarity,
+            golden_method=graded.method, golden_passed=graded.passed,
+        )  # fmt: skip
 
     async def _run(  # noqa: C901 (one request, each failure classified where it happens)
         self, target: TargetSettings, probe: ProbeSettings, api_key: str | None, untrusted: Untrusted
@@ -213,6 +233,15 @@ class Prober:
         if len(m.text) > _LONG_TEXT_CHARS:
             await asyncio.sleep(0)  # finishing a long reply held the loop; its checks scan it again
         return replace(base, http_status=status, measurement=m, checks=run_checks(probe, m))
+
+
+def _with_cost(target: TargetSettings, result: ProbeResult) -> ProbeResult:
+    """The result with its cost from its token counts (estimated when they are), if the target has a price."""
+    m = result.measurement
+    if target.price is None or m is None:
+        return result
+    cost = target.price.cost(m.prompt_tokens, m.completion_tokens)
+    return result if cost is None else replace(result, cost=cost, cost_currency=target.price.currency)
 
 
 def _base(target: TargetSettings, probe: ProbeSettings, started_at: datetime) -> ProbeResult:

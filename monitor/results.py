@@ -49,6 +49,14 @@ class ProbeResult:
     elapsed_ms: float | None = None
     # Server text (reply, reasons, error detail) had characters replaced to be storable (monitor.untrusted).
     sanitised: bool = False
+    # expect.golden: the reply's similarity to the golden answer, by which method, and whether it passed
+    # (None: no golden answer, or it could not be graded: the check says why).
+    golden_similarity: float | None = None
+    golden_method: str | None = None
+    golden_passed: bool | None = None
+    # targets[].price: this request's cost from its token counts (estimated when `tokens_estimated`).
+    cost: float | None = None
+    cost_currency: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,6 +126,11 @@ class ProbeResult:
             "reasoning_tokens": m.reasoning_tokens if m else None,
             "reasoning_tokens_estimated": m.reasoning_tokens_estimated if m else None,
             "tool_call_count": len(m.tool_calls) if m else None,
+            "golden_similarity": self.golden_similarity,
+            "golden_method": self.golden_method,
+            "golden_passed": self.golden_passed,
+            "cost": self.cost,
+            "cost_currency": self.cost_currency,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -130,6 +143,8 @@ class ProbeResult:
         if data["text"] is not None:
             data["text"] = data["text"][:TEXT_SAMPLE_CHARS]
         data["checks"] = [c.to_json() for c in self.checks]
+        # A cost from estimated token counts is an estimate too, and says so.
+        data["cost_estimated"] = bool(data["tokens_estimated"]) if self.cost is not None else None
         return data
 
 

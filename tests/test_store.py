@@ -160,6 +160,7 @@ API_FIELDS = {
     "prompt_tokens", "completion_tokens", "tokens_estimated", "finish_reason", "stop_reason", "max_tokens",
     "truncated", "text_sample", "checks", "failed_checks", "load_run_id", "source", "sanitised",
     "ttfa_ms", "reasoning_tokens", "reasoning_tokens_estimated", "tool_call_count",
+    "golden_similarity", "golden_method", "golden_passed", "cost", "cost_currency",
 }  # fmt: skip
 
 

@@ -149,6 +149,12 @@ class ProbeResultRow(Base):
     reasoning_tokens: Mapped[int | None]
     reasoning_tokens_estimated: Mapped[bool | None]
     tool_call_count: Mapped[int | None]
+    # Migration 0012: expect.golden (NULL when the probe has none or it could not be graded) and cost.
+    golden_similarity: Mapped[float | None]
+    golden_method: Mapped[str | None] = mapped_column(String(16))
+    golden_passed: Mapped[bool | None]
+    cost: Mapped[float | None]
+    cost_currency: Mapped[str | None] = mapped_column(String(3))
 
 
 # Daemon reads (trends, rollups, alert windows, the dashboard) add this to every query on probe_results.

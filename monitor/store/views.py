@@ -98,6 +98,11 @@ class StoredResult(ResultLine):
     reasoning_tokens: int | None
     reasoning_tokens_estimated: bool | None
     tool_call_count: int | None
+    golden_similarity: float | None  # migration 0012: None without expect.golden (or ungraded)
+    golden_method: str | None
+    golden_passed: bool | None
+    cost: float | None  # targets[].price, in cost_currency; estimated when tokens_estimated
+    cost_currency: str | None
 
     @staticmethod
     def of_row(row: ProbeResultRow) -> StoredResult:
