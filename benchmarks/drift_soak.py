@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _drift_variants import CHANGES, Change, vllm_model_link
 from _machine import cpu_model
 
 from monitor.config import TargetSettings
@@ -43,77 +43,15 @@ from monitor.fingerprint.collect import Reading, collect
 from monitor.fingerprint.compare import judge
 from tests.realservers.servers import SERVERS, RealServer, ServerSpec, servers_root
 
-ROOT = Path(__file__).resolve().parent.parent
-# A template with a real-world bug: it drops the system message. Renders differently, replies alike.
-NO_SYSTEM_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] != 'system' %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-    "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-# make_model.py with one thing changed, run by the llama venv's python (it has gguf and numpy).
-_MAKE_VARIANT = """
-import sys, gguf
-from pathlib import Path
-sys.path.insert(0, {realservers!r})
-import make_model as m
-variant, vocab, out = sys.argv[1:4]
-if variant == "weights-reply":
-    m.REPLY = ["Hello", "!", "ĠHow", "Ġcan", "ĠI", "Ġassist", "?"]
-elif variant == "weights-soft":
-    m.LOGIT_SCALE = 1.0  # same argmax everywhere, much flatter distributions
-elif variant == "tokenizer":
-    add = gguf.GGUFWriter.add_key_value
-    def patched(self, key, val, vtype, sub_type=None):
-        if key == "tokenizer.ggml.merges":
-            val = val[: len(val) // 2]  # an older tokenizer: half its BPE merges, same ids
-        return add(self, key, val, vtype, sub_type=sub_type)
-    gguf.GGUFWriter.add_key_value = patched
-m.write_gguf(Path(vocab), Path(out))
-"""
-
-
-@dataclasses.dataclass
-class Change:
-    name: str
-    expected: str  # the component that must drift
-    argv_extra: list[str] = dataclasses.field(default_factory=list)
-    model_variant: str | None = None
-    replace_ctx: str | None = None
-
-
-CHANGES = [
-    Change("restart, nothing changed", "-"),
-    Change("chat template (drops the system message)", "chat_template", model_variant=None),
-    Change("tokenizer (half the BPE merges)", "tokenizer", model_variant="tokenizer"),
-    Change("model weights (reply says 'assist')", "reply", model_variant="weights-reply"),
-    Change("model weights (same argmax, flatter logits)", "logprobs", model_variant="weights-soft"),
-    Change("stop tokens (--ignore-eos)", "stop_behaviour", argv_extra=["--ignore-eos"]),
-    Change("max_model_len (-c 2048 -> 1024)", "models", replace_ctx="1024"),
-]
-
 
 def _spec_for(base: ServerSpec, change: Change, workdir: Path) -> ServerSpec:
     def argv(root: Path, port: int) -> list[str]:
         args = base.argv(root, port)
-        if change.name.startswith("chat template"):
-            path = workdir / "no-system.jinja"
-            path.write_text(NO_SYSTEM_TEMPLATE, encoding="utf-8")
-            args += ["--chat-template-file", str(path)]
-        if change.model_variant is not None:
-            args[args.index("-m") + 1] = str(workdir / f"{change.model_variant}.gguf")
-        if change.replace_ctx is not None:
-            args[args.index("-c") + 1] = change.replace_ctx
-        return args + change.argv_extra
+        if base.name == "vllm":  # served from workdir/model, the symlink the changes repoint
+            args[args.index("--model") + 1] = str(workdir / "model")
+        return change.argv(args, workdir)
 
     return dataclasses.replace(base, argv=argv)
-
-
-def make_variant(variant: str, workdir: Path) -> None:
-    root = servers_root()
-    python = root / "llama-0.3.36" / "venv" / "bin" / "python"
-    vocab = root / "llama-0.3.36" / "vocab" / "ggml-vocab-qwen2.gguf"
-    code = _MAKE_VARIANT.format(realservers=str(ROOT / "tests" / "realservers"))
-    out = workdir / f"{variant}.gguf"
-    subprocess.run([str(python), "-c", code, variant, str(vocab), str(out)], check=True, timeout=300)
 
 
 class Watcher:
@@ -162,13 +100,15 @@ async def run(args: argparse.Namespace) -> None:
     log(f"machine: {cpu_model()}; server {base.version(servers_root())}")
     with tempfile.TemporaryDirectory(prefix="drift-soak-") as tmp:
         workdir = Path(tmp)
-        with RealServer(base, workdir) as server:
+        unchanged = _spec_for(base, Change("unchanged", "-"), workdir)
+        if base.name == "vllm":
+            vllm_model_link(workdir)
+        with RealServer(unchanged, workdir) as server:
             drifted, errors, _ = await watcher.fingerprint(server.base_url)
             log(f"baseline taken ({len(watcher.baseline)} components; errors {errors})")
         rows = []
-        for change in CHANGES:
-            if change.model_variant is not None:
-                make_variant(change.model_variant, workdir)
+        for change in CHANGES[base.name]:
+            change.prepare(workdir)
             spec = _spec_for(base, change, workdir)
             fired: Counter[str] = Counter()
             details: dict[str, str] = {}
@@ -188,7 +128,9 @@ async def run(args: argparse.Namespace) -> None:
             shown = ", ".join(f"{c} {n}" for c, n in sorted(fired.items())) or "none"
             print(f"| {change.name} | {change.expected} | {'yes' if caught else 'NO'} | {shown} |")
         print(flush=True)
-        await soak(args, watcher, base, workdir)
+        if base.name == "vllm":
+            vllm_model_link(workdir)
+        await soak(args, watcher, unchanged, workdir)
 
 
 async def soak(args: argparse.Namespace, watcher: Watcher, base: ServerSpec, workdir: Path) -> None:
@@ -219,7 +161,7 @@ async def soak(args: argparse.Namespace, watcher: Watcher, base: ServerSpec, wor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=["llama-server"], default="llama-server")
+    parser.add_argument("--server", choices=sorted(CHANGES), default="llama-server")
     parser.add_argument("--soak-s", type=float, default=3600.0, help="how long the unchanged server is watched")
     parser.add_argument("--interval-s", type=float, default=15.0, help="between two fingerprints in the soak")
     parser.add_argument("--runs-per-change", type=int, default=2)
