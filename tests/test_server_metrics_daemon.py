@@ -18,6 +18,7 @@ from monitor.config import parse_settings
 from monitor.config.server_rules import check_server_rules
 from monitor.errors import ConfigError
 from monitor.metric_catalog import SERVER_METRICS
+from monitor.scrape_jobs import ServerScrapes
 from monitor.server_metrics import FIELDS
 from monitor.server_metrics.scrape import NO_METRICS_ENDPOINT
 from monitor.store import connect
@@ -173,3 +174,28 @@ def test_a_server_metric_rule_needs_a_scraped_target(
     with pytest.raises(ConfigError) as info:
         check_server_rules(settings.rules, probe_targets=probe_targets, scraped=scraped)
     assert str(info.value).startswith(error), str(info.value)
+
+
+async def test_a_reload_reschedules_only_new_and_changed_targets(sqlite_db_url: str) -> None:
+    def settings(**metrics: dict[str, Any] | None) -> Any:
+        targets = [
+            {"name": name, "base_url": "http://127.0.0.1:1/v1", **({"metrics": m} if m is not None else {})}
+            for name, m in metrics.items()
+        ]
+        return parse_settings({"targets": targets, "probes": [chat_probe(target="a")]})
+
+    engine = await connect(sqlite_db_url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            scrapes = ServerScrapes(http, ServerMetricsStore.from_engine(engine), settings(a={}, b={}, c=None))
+            assert [(name, interval_s) for name, _, interval_s in scrapes.jobs()] == [
+                ("scrape:a", 15.0),
+                ("scrape:b", 15.0),
+            ]
+            changed = scrapes.apply(settings(a={}, b={"interval_s": 5}, c={}, d=None))
+            assert [(name, interval_s) for name, _, interval_s in changed] == [("scrape:b", 5.0), ("scrape:c", 15.0)]
+            # `a` lost its metrics: its job stays scheduled and does nothing.
+            scrapes.apply(settings(a=None, b={"interval_s": 5}, c={}))
+            assert await scrapes.scrape("a") is None and scrapes.scrapes == 0
+    finally:
+        await engine.dispose()
