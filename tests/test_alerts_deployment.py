@@ -38,6 +38,7 @@ T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 FORMATS = ("generic", "alertmanager", "slack", "feishu", "dingtalk", "wecom")
 NOW_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}<|assistant|>"
 OLD_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
+ACCEPT = "If the change was intended, accept it: llm-monitor fingerprint accept --target glm4"
 FIX = "start vLLM with --generation-config vllm (the model's generation_config.json sets max_tokens)"
 
 
@@ -161,7 +162,8 @@ def drift_run(rig: Rig, target: str = "glm4", changed: dict[str, tuple[str, str]
                 summary=f"{component} differs from the accepted baseline" if component in changed else "unchanged",
                 before=before,
                 after=after,
-            )  # fmt: skip
+                fix=ACCEPT if component in changed else None,
+            )
         )
     return out
 
@@ -247,7 +249,7 @@ async def test_drift_diff_reaches_every_receiver_format(rig: Rig) -> None:
 
     generic = requests["generic"]["alert"]
     assert generic["labels"]["component"] == "chat_template" and "check" not in generic["labels"]
-    assert generic["annotations"]["diff"] == expected_diff
+    assert generic["annotations"]["diff"] == expected_diff and generic["annotations"]["fix"] == ACCEPT
     am = requests["alertmanager"]
     assert am["alerts"][0]["annotations"]["diff"] == expected_diff
     assert am["groupLabels"] == {"alertname": "deployment-drift", "target": "glm4", "component": "chat_template"}
@@ -396,7 +398,7 @@ async def test_annotation_templates_see_check_before_after_fix(rig: Rig) -> None
     got = {r.json["alert"]["name"]: r.json["alert"]["annotations"] for r in await rig.deliver()}
     assert got == {
         "doctor-regressed": {"summary": "glm4: streaming went pass -> warn", "runbook": f"do this: {FIX}", "fix": FIX},
-        "deployment-drift": {"summary": "version: 0.10 => 0.11", "diff": "-0.10\n+0.11"},
+        "deployment-drift": {"summary": "version: 0.10 => 0.11", "diff": "-0.10\n+0.11", "fix": ACCEPT},
     }
 
 

@@ -9,7 +9,7 @@ the rule only routes and times it. Its text fills the annotation templates:
     {detail}                                 the producer's one-line summary of this run
     {before}, {after}                        the reference verdict or baseline value, and this run's
     {diff}                                   before/after as a unified diff (`-old` / `+new` lines)
-    {fix}                                    the doctor's fix for this check ("" for drift)
+    {fix}                                    the doctor's fix for this check, or how to accept a drift
 """
 
 from __future__ import annotations

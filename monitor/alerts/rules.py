@@ -182,7 +182,7 @@ def render_annotations(rule: RuleSettings, observation: Observation, probe: str,
     templates = dict(rule.annotations)
     templates.setdefault("summary", f"{rule.name} on {{{'probe' if probe else 'target'}}}: {_describe(rule)}")
     # Deployment alerts carry the doctor's fix or the before/after diff unless the rule says otherwise.
-    defaults = {"doctor": {"fix": "{fix}"}, "drift": {"diff": "{diff}"}}.get(rule.kind, {})
+    defaults = {"doctor": {"fix": "{fix}"}, "drift": {"diff": "{diff}", "fix": "{fix}"}}.get(rule.kind, {})
     for key, template in defaults.items():
         templates.setdefault(key, template)
     out: dict[str, str] = {}
