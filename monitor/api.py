@@ -42,6 +42,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.alerts.engine import AlertsBackend
+from monitor.api_fingerprint import add_fingerprint_routes
 from monitor.config import MAX_DURATION_S, Settings, to_seconds
 from monitor.dashboard.routes import SettingsSource, setup_dashboard
 from monitor.errors import ConfigError, StoreError
@@ -51,6 +52,7 @@ from monitor.store.db import ping
 from monitor.store.models import MAX_ROW_ID, RESULT_SOURCES, ResultSource, parse_row_id
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
+from monitor.store.server_metrics_repo import ServerMetricsStore
 
 __all__ = [
     "ALERTS_KEY",
@@ -90,6 +92,7 @@ ROLLUPS_KEY = web.AppKey("rollups", Rollups)
 SCHEDULER_RUNNING_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("scheduler_running")
 GAUGES_KEY: web.AppKey[Gauges] = web.AppKey("gauges")
 LEADERSHIP_KEY = web.AppKey("leadership", Leadership)
+SERVER_METRICS_KEY = web.AppKey("server_metrics", ServerMetricsStore)
 
 
 def is_loopback(host: str) -> bool:
@@ -156,6 +159,7 @@ def create_app(
     app[METRICS_KEY] = metrics or ProbeMetrics()
     if db is not None:
         app[DB_KEY] = db
+        app[SERVER_METRICS_KEY] = ServerMetricsStore.from_engine(db)
     if alerts is not None:
         app[ALERTS_KEY] = alerts
     if rollups is not None:
@@ -171,11 +175,13 @@ def create_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/results", results_handler)
     app.router.add_get("/api/v1/trend", trend_handler)
+    app.router.add_get("/api/v1/server-metrics", server_metrics_handler)
     app.router.add_get("/api/v1/alerts", alerts_handler)
     app.router.add_get("/api/v1/silences", silences_handler)
     app.router.add_post("/api/v1/silences", create_silence)
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
     if db is not None:
+        add_fingerprint_routes(app, db=db, settings=source)
         # The dashboard's pages read the same database and alert engine; it only adds GET routes.
         setup_dashboard(app, settings=source, db=db, store=store, alerts=alerts)
     return app
@@ -407,6 +413,28 @@ async def trend_handler(request: web.Request) -> web.Response:
     points = await rollups.trend(
         since=since, until=until, step_s=step_s, probe=request.query.get("probe"), target=request.query.get("target")
     )
+    return _json([p.to_json() for p in points])
+
+
+async def server_metrics_handler(request: web.Request) -> web.Response:
+    """`GET /api/v1/server-metrics?target=&since=1h&limit=`: a target's scrapes of its own /metrics, oldest first.
+
+    Without `target`: the newest scrape of every target with `metrics:`, by target name.
+    """
+    scrapes = request.app.get(SERVER_METRICS_KEY)
+    if scrapes is None:
+        raise web.HTTPNotFound(text="server metrics are not available (no database)")
+    settings = request.app[SETTINGS_KEY]()
+    scraped = [t.name for t in settings.targets if t.metrics is not None]
+    target = request.query.get("target")
+    if target is None:
+        latest = await scrapes.latest(scraped)
+        return _json({name: latest[name].to_json() if name in latest else None for name in scraped})
+    if target not in {t.name for t in settings.targets}:
+        raise web.HTTPNotFound(text=f"target: no target named {target[:100]!r}")
+    since = _since(request.query.get("since", "1h")) or datetime.now(UTC)
+    limit = _int_param(request, "limit", 1000, 1, MAX_RESULTS)
+    points = await scrapes.points(target, since=since, limit=limit)
     return _json([p.to_json() for p in points])
 
 

@@ -151,11 +151,11 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def build_cli() -> click.Group:
     """The root group with every feature's commands (each feature module owns its own commands)."""
-    from monitor import cli_alerts, cli_daemon, cli_doctor, cli_loadtest
+    from monitor import cli_alerts, cli_daemon, cli_doctor, cli_fingerprint, cli_loadtest
     from monitor.mockcli import add_mock_command
 
     add_mock_command(cli)
-    for feature in (cli_daemon, cli_alerts, cli_doctor, cli_loadtest):
+    for feature in (cli_daemon, cli_alerts, cli_doctor, cli_fingerprint, cli_loadtest):
         feature.register(cli)
     return cli
 

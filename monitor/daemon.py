@@ -42,10 +42,11 @@ from sqlalchemy.pool import NullPool
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
-from monitor.alerts.source import RawWindowSource, RollupWindowSource, TieredWindowSource
+from monitor.alerts.source import RawWindowSource, RollupWindowSource, ServerWindowSource, TieredWindowSource
 from monitor.api import check_bind, create_app
 from monitor.clock import SystemClock
 from monitor.config import Settings, load_settings
+from monitor.doctor_jobs import DoctorJobs
 from monitor.errors import ConfigError, StoreError
 from monitor.exposition import CounterFamily, GaugeFamily, ProbeMetrics, ScrapeQueries, alert_families, writer_families
 from monitor.leader import (
@@ -60,9 +61,11 @@ from monitor.leader import (
 from monitor.probes import Prober
 from monitor.retention import Retention
 from monitor.scheduler import ProbeScheduler, SchedulerStats
+from monitor.scrape_jobs import ServerScrapes
 from monitor.store.db import censor_url, connect, create_engine, ensure_schema
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
+from monitor.store.server_metrics_repo import ServerMetricsStore
 from monitor.store.writer import ResultWriter
 from monitor.tasks import wait_then_cancel
 
@@ -118,6 +121,8 @@ class Services:
     rollups: Rollups
     retention: Retention
     leadership: Leadership
+    scrapes: ServerScrapes
+    doctor: DoctorJobs
 
 
 class Daemon:
@@ -251,7 +256,9 @@ class Daemon:
         clock = SystemClock()
         outbox = Outbox(sessionmaker)
         # Long windows (regression baselines over days) read rollups instead of millions of raw rows.
-        source = TieredWindowSource(RawWindowSource(sessionmaker), RollupWindowSource(rollups))
+        tiered = TieredWindowSource(RawWindowSource(sessionmaker), RollupWindowSource(rollups))
+        # Rules over server metrics (server_*) read the probe's target's scrapes.
+        source = ServerWindowSource(tiered, ServerMetricsStore(sessionmaker), lambda: self.settings)
         alerts = AlertEngine(settings, sessionmaker, source=source, clock=clock, outbox=outbox)
         dispatcher = Dispatcher(
             settings, sessionmaker, notify_session, clock=clock, secrets=settings.plain_receiver_secrets()
@@ -271,6 +278,8 @@ class Daemon:
         return Services(
             engine=engine, store=store, prober=Prober(probe_session), writer=writer, alerts=alerts, outbox=outbox,
             dispatcher=dispatcher, rollups=rollups, retention=retention, leadership=leadership,
+            scrapes=ServerScrapes(probe_session, ServerMetricsStore(sessionmaker), settings),
+            doctor=DoctorJobs(probe_session, sessionmaker, settings, sink=alerts, clock=clock),
         )  # fmt: skip
 
     async def _serve_api(self, stack: AsyncExitStack, services: Services) -> None:
@@ -374,6 +383,10 @@ class Daemon:
         )
         for name, job, interval_s in periodic:
             scheduler.add_periodic(name, _if_leading(leadership, job), interval_s)
+        for name, scrape, interval_s in services.scrapes.jobs():  # one per target with `metrics:`
+            scheduler.add_periodic(name, _if_leading(leadership, scrape), interval_s)
+        for name, run, interval_s, trigger in services.doctor.jobs():  # one per target with `doctor:`
+            scheduler.add_periodic(name, _if_leading(leadership, run), interval_s, trigger=trigger)
         self._active = scheduler
         self._schedulers.append(scheduler)
         logger.info("%s leads: probing, evaluating rules and sending notifications", leadership.replica_id)
@@ -507,6 +520,13 @@ class Daemon:
         if self._services is not None:
             self._services.alerts.reload(new)
             self._services.dispatcher.reload(self._with_bound_port(new), new.plain_receiver_secrets())
+            for name, job, interval_s in self._services.scrapes.apply(new):
+                if self._active is not None:
+                    self._active.add_periodic(name, _if_leading(self._services.leadership, job), interval_s)
+            for name, run, interval_s, trigger in self._services.doctor.apply(new):
+                if self._active is not None:
+                    leading = _if_leading(self._services.leadership, run)
+                    self._active.add_periodic(name, leading, interval_s, trigger=trigger)
         self.settings = new
         self.reloads += 1
         logger.info(

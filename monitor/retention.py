@@ -18,9 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.config import RetentionSettings
 from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
+from monitor.store.doctor_repo import DoctorStore
+from monitor.store.fingerprint_repo import FingerprintStore
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
+from monitor.store.server_metrics_repo import ServerMetricsStore
 
 __all__ = ["DEFAULT_BATCH_ROWS", "Retention", "RetentionReport"]
 
@@ -49,6 +52,9 @@ class Retention:
     ) -> None:
         self._sessionmaker = sessionmaker
         self._results = Store(sessionmaker)
+        self._scrapes = ServerMetricsStore(sessionmaker)
+        self._fingerprints = FingerprintStore(sessionmaker)
+        self._doctor = DoctorStore(sessionmaker)
         self.settings = settings
         self._rollups = rollups
         self._batch_rows = batch_rows
@@ -63,6 +69,21 @@ class Retention:
         minutes = await self._delete_rollups(MINUTE_S, now - timedelta(days=self.settings.minute_rollup_days))
         hours = await self._delete_rollups(HOUR_S, now - timedelta(days=self.settings.hour_rollup_days))
         report = RetentionReport(raw, minutes, hours)
+        # The daemon's scrapes of targets' /metrics keep as long as raw results (a load run's go with the run).
+        scrape_cutoff = now - timedelta(days=self.settings.raw_days)
+        scrapes = await self._in_batches(lambda: self._scrapes.delete_before(scrape_cutoff, limit=self._batch_rows))
+        if scrapes:
+            logger.info("retention: deleted %d server-metrics scrapes", scrapes)
+        # Recorded fingerprints keep as long as raw results; accepted baselines are kept for good.
+        readings = await self._in_batches(
+            lambda: self._fingerprints.delete_before(scrape_cutoff, limit=self._batch_rows)
+        )
+        if readings:
+            logger.info("retention: deleted %d fingerprint readings", readings)
+        # Scheduled doctor reports keep as long as raw results.
+        reports = await self._in_batches(lambda: self._doctor.delete_before(scrape_cutoff, limit=self._batch_rows))
+        if reports:
+            logger.info("retention: deleted %d doctor reports", reports)
         if raw or minutes or hours:
             logger.info("retention: deleted %d raw results, %d minute and %d hour rollups", raw, minutes, hours)
         # A load-test runner killed with -9 cannot mark its own run; its stopped heartbeat does.

@@ -1,8 +1,8 @@
 """Rules over server metrics (`server_*`, the catalogue's kind `server`) need a target that is scraped.
 
 A server metric is read from the scrapes of a probe's target (`targets[].metrics`), so a rule over
-one must name where: `scope.target` (a target with `metrics:`) or `scope.probe` (whose target has
-it). A rule without a scope would silently watch nothing on every unscraped target.
+one must reach one: `scope.target` (a target with `metrics:`), `scope.probe` (whose target has it),
+or no scope, which watches the probes of every scraped target (and is an error when there is none).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ def check_server_rules(rules: Sequence[RuleSettings], *, probe_targets: Mapping[
         path = f"rules[{i}].scope"
         scope = rule.scope
         if scope.target is None and scope.probe is None:
-            raise ConfigError(
-                f"{path}: {rule.metric} is read from a target's /metrics; give scope.target or scope.probe"
-            )
+            # Unscoped: it watches every probe whose target is scraped; with none, it could never fire.
+            if not scraped & set(probe_targets.values()):
+                raise ConfigError(
+                    f"{path}: {rule.metric} is read from a target's /metrics, and no probed target has metrics:"
+                )
+            continue
         target = scope.target if scope.target is not None else probe_targets.get(scope.probe or "")
         if target is not None and target not in scraped:
             where = f"{path}.target" if scope.target is not None else f"{path}.probe"

@@ -8,6 +8,7 @@ import re
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from monitor.config.alerts import MaintenanceWindow, ReceiverSettings, RuleSettings, check_references
+from monitor.config.server_rules import check_server_rules
 from monitor.config.base import Days, Model, Seconds, unique
 from monitor.config.probes import ProbeSettings, TargetSettings
 from monitor.errors import ConfigError
@@ -120,6 +121,10 @@ class Settings(Model):
         check_references(
             self.rules, self.receivers, self.maintenance, probes={p.name for p in self.probes}, targets=names,
             doctored={t.name: t.doctor for t in self.targets if t.doctor is not None},
+        )  # fmt: skip
+        check_server_rules(
+            self.rules, probe_targets={p.name: p.target for p in self.probes},
+            scraped={t.name for t in self.targets if t.metrics is not None},
         )  # fmt: skip
         return self
 
