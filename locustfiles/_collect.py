@@ -67,9 +67,16 @@ class Collector:
             window = self.windows[key] = Window()
         return window
 
-    def record_ok(self, endpoint: str, now_wall: float, m: StreamMeasurement, tokens: int) -> None:
+    def record_ok(
+        self, endpoint: str, now_wall: float, m: StreamMeasurement, tokens: int, golden: bool | None = None
+    ) -> None:
+        """One successful reply; `golden` says whether it matched its prompt's golden answer (None: it has none)."""
         w = self.window(now_wall, endpoint)
         w.requests += 1
+        w.input_tokens += m.prompt_tokens or 0
+        if golden is not None:
+            w.golden_graded += 1
+            w.golden_passed += golden
         if endpoint == "chat":
             # Completion prompts have no natural end: reaching max_tokens there is expected.
             w.finished += 1

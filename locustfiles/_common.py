@@ -49,6 +49,7 @@ from _turns import wait_quiet
 from monitor.checks import run_checks
 from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import new_request_id
+from monitor.golden.lexical import lexical_similarity
 from monitor.loadtest.prompts import BUILTIN_PROMPTS, Prompt, load_prompts
 from monitor.meter import StreamMeasurement, StreamMeter
 from monitor.results import CheckResult
@@ -125,6 +126,8 @@ def _options(parser: ArgumentParser) -> None:
 class Request:
     path: str
     body: bytes
+    golden: str | None = None  # the prompt's known-good answer, graded lexically (no call per request)
+    min_similarity: float = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,9 @@ def build_config(environment: Environment) -> Config:
         return json.dumps({**common, **specific, **extra}, ensure_ascii=False).encode()
 
     paths = {"chat": prefix + "/chat/completions", "completion": prefix + "/completions"}
-    requests = {ep: tuple(Request(paths[ep], body(ep, p)) for p in prompts) for ep in endpoints}
+    requests = {
+        ep: tuple(Request(paths[ep], body(ep, p), p.golden, p.min_similarity) for p in prompts) for ep in endpoints
+    }
     first = prompts[0]
     probes = {
         "chat": ProbeSettings(name="load-chat", target="load", endpoint="chat", stream=stream,
@@ -310,7 +315,10 @@ class LLMUser(FastHttpUser):
                 )
             else:
                 resp.success()
-                self._record_ok(endpoint, m, tokens, now_wall)
+                golden = None
+                if request.golden is not None:
+                    golden = lexical_similarity(request.golden, m.text) >= request.min_similarity
+                self._record_ok(endpoint, m, tokens, now_wall, golden)
         if cfg.trace is not None:
             _trace(cfg, rid, endpoint, start_s, m, failure)
 
@@ -320,8 +328,10 @@ class LLMUser(FastHttpUser):
             name=f"E2E {endpoint}",
         )  # fmt: skip
 
-    def _record_ok(self, endpoint: str, m: StreamMeasurement, tokens: int, now_wall: float) -> None:
-        _collect.COLLECTOR.record_ok(endpoint, now_wall, m, tokens)
+    def _record_ok(
+        self, endpoint: str, m: StreamMeasurement, tokens: int, now_wall: float, golden: bool | None = None
+    ) -> None:
+        _collect.COLLECTOR.record_ok(endpoint, now_wall, m, tokens, golden)
         fire = self.fire
         if m.ttft_ms is not None:
             fire(request_type="LLM", name=f"TTFT {endpoint}", response_time=m.ttft_ms, response_length=tokens)

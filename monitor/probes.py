@@ -32,7 +32,7 @@ from monitor.envelope import (
     new_request_id,
     redirect_detail,
 )
-from monitor.golden import grade
+from monitor.golden.grade import grade
 from monitor.meter import StreamMeter
 from monitor.results import CheckResult, ErrorKind, ProbeResult, TimeoutPhase
 from monitor.untrusted import Untrusted, one_line

@@ -20,7 +20,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
 from monitor.config import Settings, parse_settings
 from monitor.errors import ConfigError
-from monitor.golden import CHECK_NAME, similarity
+from monitor.golden.grade import CHECK_NAME, similarity
 from monitor.golden.lexical import lexical_similarity
 from monitor.golden.model import model_available
 from monitor.mock import embeddings as mock_embeddings

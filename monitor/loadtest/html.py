@@ -9,6 +9,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from monitor.loadtest.cost import quality_cost_notes
 from monitor.loadtest.repo import SeriesPoint
 from monitor.loadtest.runner import RunOutcome
 from monitor.loadtest.summary import (
@@ -227,7 +228,7 @@ def render_html(outcome: RunOutcome) -> str:
     rows = [[_esc(name), _fmt(name, value), *(_fmt(name, ep.get(name)) for ep in endpoints.values())]
             for name, value in metrics.items() if name not in hidden]  # fmt: skip
     parts += ["<h2>Summary</h2>", _table(["metric", "all", *endpoints], rows)]
-    parts += [f"<p class=muted>{_esc(note)}</p>" for note in reasoning_notes(summary)]
+    parts += [f"<p class=muted>{_esc(note)}</p>" for note in (*reasoning_notes(summary), *quality_cost_notes(summary))]
     if outcome.slo:
         slo_rows = [[_esc(r.objective), _fmt(r.objective.metric, r.value), _mark(r.passed)] for r in outcome.slo]
         parts += ["<h2>SLO</h2>", _table(["objective", "measured", "result"], slo_rows)]

@@ -6,6 +6,10 @@ Each line is one of
 * ``{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}``
   (ShareGPT): turns up to the last human one become the chat messages.
 
+Any line may add ``"golden": "the known-good answer"`` (or ``{"answer": ..., "min_similarity": 0.8}``):
+the Locust users grade each successful reply to it by lexical similarity (``monitor.golden.lexical``,
+no network call per request), which gives the golden-answer pass rate (``quality_rate``) per step.
+
 Every prompt serves both endpoints: a chat-only prompt gives its last user message to
 /v1/completions, and a completion-only prompt becomes one user message for chat.
 Pure data and file reading only; the Locust process imports this module.
@@ -14,7 +18,7 @@ Pure data and file reading only; the Locust process imports this module.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +29,15 @@ __all__ = ["BUILTIN_PROMPTS", "Prompt", "load_prompts", "parse_prompt"]
 _ROLES = {"system", "user", "assistant", "tool"}
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 MAX_PROMPTS = 100_000
+DEFAULT_MIN_SIMILARITY = 0.8  # the same default as a probe's expect.golden
 
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
     messages: tuple[tuple[str, str], ...]  # (role, content) pairs for chat
     text: str  # the completion prompt
+    golden: str | None = None  # the known-good answer replies are graded against
+    min_similarity: float = DEFAULT_MIN_SIMILARITY
 
     def chat_messages(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -61,6 +68,27 @@ def parse_prompt(obj: Any) -> Prompt:
     """One decoded JSONL line as a Prompt; ValueError says what is wrong with it."""
     if not isinstance(obj, dict):
         raise ValueError("expected a JSON object with messages, prompt or conversations")
+    prompt = _parse_text(obj)
+    if "golden" not in obj:
+        return prompt
+    answer, min_similarity = _golden(obj["golden"])
+    return replace(prompt, golden=answer, min_similarity=min_similarity)
+
+
+def _golden(raw: Any) -> tuple[str, float]:
+    if isinstance(raw, str):
+        raw = {"answer": raw}
+    if not isinstance(raw, dict) or set(raw) - {"answer", "min_similarity"}:
+        raise ValueError("golden: must be the answer, or an object with answer and min_similarity")
+    answer, threshold = raw.get("answer"), raw.get("min_similarity", DEFAULT_MIN_SIMILARITY)
+    if not isinstance(answer, str) or not answer:
+        raise ValueError("golden.answer: must be a non-empty string")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        raise ValueError("golden.min_similarity: must be a number from 0 to 1")
+    return answer, float(threshold)
+
+
+def _parse_text(obj: dict[str, Any]) -> Prompt:
     if "messages" in obj:
         return _from_messages(obj["messages"])
     if "prompt" in obj:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.config import Settings
 from monitor.loadtest.canary import run_canaries
+from monitor.loadtest.cost import cost_metrics, cost_summary
 from monitor.loadtest.params import LoadParams
 from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses, require_locust
 from monitor.loadtest.recorder import EventTail, Recorder, RunData
@@ -271,7 +272,7 @@ class _Run:
             if data.complete_before < data.t0 + bounds[index][1]:
                 return
             step = evaluate_step(data, index, stages[index].level, bounds[index], sweep.warmup_s,
-                                 self.params.objectives)  # fmt: skip
+                                 self.params.objectives, self.params.target.price)  # fmt: skip
             self.steps.append(step)
             self.progress.say(_step_line(step))
             if not step.passed:
@@ -328,8 +329,9 @@ class _Run:
         first = data.first_s
         duration_s = float(line.get("elapsed_s") or (last - first + 1 if last is not None and first else 1.0))
         server = self.scrapes.summary() if self.scrapes is not None else off_summary()
+        price = params.target.price
         extra = {"canary_ok_rate": canary["ok_rate"], "canary_ttft_p95_ms": canary["ttft_p95_ms"],
-                 **server["metrics"]}  # fmt: skip
+                 **server["metrics"], **cost_metrics(window, price)}  # fmt: skip
         summary: dict[str, Any] = {
             "duration_s": round(duration_s, 3),
             "metrics": summarize(window, duration_s),
@@ -340,6 +342,11 @@ class _Run:
             "reconnects": int(line.get("reconnects") or 0),
             "tokens_estimated": window.estimated_tokens,
             "reasoning": reasoning_summary(window),
+            # Golden answers graded by the Locust users (lexical, per reply); None without golden prompts.
+            "golden": {"graded": window.golden_graded, "passed": window.golden_passed}
+            if window.golden_graded
+            else None,
+            "cost": cost_summary(window, price),
             "canary": canary,
             "server": server,
             "generator": _generator(line, duration_s, params),

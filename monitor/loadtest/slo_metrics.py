@@ -4,7 +4,10 @@ Names carry their unit: ``ttft_p95_ms``, ``ttfa_p95_ms``, ``itl_p50_ms``, ``e2e_
 percentile, also ``_mean_ms``), ``lag_p95_ms`` (how late open-loop arrivals started), ``error_rate``
 and ``truncation_rate`` (fractions), ``rps`` (finished requests per second), ``tokens_per_s``
 (output tokens per second, reasoning included), ``reasoning_tokens_per_s``, ``requests``,
-``failures``. ``canary_ok_rate`` and ``canary_ttft_p95_ms`` come from the canary probes that ran
+``failures``, ``quality_rate`` (the share of replies to prompts with a golden answer that matched it;
+None without golden answers). ``cost``, ``cost_per_1k_requests`` and ``cost_per_correct`` (per
+golden answer passed) need the target's price (``monitor.loadtest.cost``). ``canary_ok_rate`` and
+``canary_ttft_p95_ms`` come from the canary probes that ran
 during the load, when there were any.
 
 ``SERVER_METRICS`` come from the server's own /metrics, scraped every second of the run
@@ -24,6 +27,7 @@ from collections.abc import Mapping
 from monitor.loadtest.window import Window, hist_mean, hist_percentile
 
 __all__ = [
+    "COST_METRICS",
     "METRIC_HELP",
     "SERVER_METRICS",
     "SUMMARY_METRICS",
@@ -35,8 +39,17 @@ __all__ = [
 
 _LATENCY = re.compile(r"^(ttft|ttfa|itl|e2e|lag)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
 _PLAIN = frozenset(
-    {"error_rate", "truncation_rate", "rps", "tokens_per_s", "reasoning_tokens_per_s", "requests", "failures"}
-)
+    {"error_rate", "truncation_rate", "rps", "tokens_per_s", "reasoning_tokens_per_s", "requests", "failures",
+     "quality_rate"}
+)  # fmt: skip
+# Fractions of the window: (hits, denominator) counters.
+_RATIOS = {
+    "error_rate": ("failures", "requests"),
+    "truncation_rate": ("truncated", "finished"),
+    "quality_rate": ("golden_passed", "golden_graded"),
+}
+# From the token counts and the target's price, given to metric_value as `extra` (None without a price).
+COST_METRICS = frozenset({"cost", "cost_per_1k_requests", "cost_per_correct"})
 CANARY_METRICS = frozenset({"canary_ok_rate", "canary_ttft_p95_ms"})
 # From the server's /metrics over the run (see server_values.py for how each is summed up).
 SERVER_METRICS = (
@@ -46,8 +59,8 @@ SERVER_METRICS = (
 )  # fmt: skip
 METRIC_HELP = (
     "ttft_p95_ms, ttfa_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, error_rate, "
-    "truncation_rate, rps, tokens_per_s, reasoning_tokens_per_s, requests, failures, canary_ok_rate, "
-    "canary_ttft_p95_ms, " + ", ".join(SERVER_METRICS)
+    "truncation_rate, rps, tokens_per_s, reasoning_tokens_per_s, requests, failures, quality_rate, "
+    "cost, cost_per_1k_requests, cost_per_correct, canary_ok_rate, canary_ttft_p95_ms, " + ", ".join(SERVER_METRICS)
 )
 # What summaries, the database and the regression table carry (SLOs may ask for any other name).
 SUMMARY_METRICS = (
@@ -55,12 +68,15 @@ SUMMARY_METRICS = (
     "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
     "ttfa_p50_ms", "ttfa_p90_ms", "ttfa_p95_ms", "ttfa_p99_ms",
     "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms",
-    "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "lag_p95_ms",
+    "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "lag_p95_ms", "quality_rate",
 )  # fmt: skip
 
 
 def is_metric(name: str) -> bool:
-    return name in _PLAIN or name in CANARY_METRICS or name in SERVER_METRICS or _LATENCY.match(name) is not None
+    return (
+        name in _PLAIN or name in CANARY_METRICS or name in SERVER_METRICS or name in COST_METRICS
+        or _LATENCY.match(name) is not None
+    )  # fmt: skip
 
 
 def metric_value(
@@ -78,10 +94,9 @@ def metric_value(
         return float(window.requests)
     if name == "failures":
         return float(window.failures)
-    if name == "error_rate":
-        return window.failures / window.requests if window.requests else None
-    if name == "truncation_rate":
-        return window.truncated / window.finished if window.finished else None
+    if name in _RATIOS:
+        hits, total = (getattr(window, field) for field in _RATIOS[name])
+        return hits / total if total else None
     if name == "reasoning_tokens_per_s":
         if duration_s <= 0 or not (window.reasoned or window.reasoning_tokens):
             return None
@@ -90,7 +105,7 @@ def metric_value(
         if duration_s <= 0:
             return None
         return (window.requests if name == "rps" else window.output_tokens) / duration_s
-    if name in CANARY_METRICS or name in SERVER_METRICS:
+    if name in CANARY_METRICS or name in SERVER_METRICS or name in COST_METRICS:
         return None
     raise KeyError(name)
 

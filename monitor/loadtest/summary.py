@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from monitor.loadtest.cost import quality_cost_notes
 from monitor.loadtest.repo import LoadRun
 from monitor.loadtest.runner import RunOutcome
 
@@ -38,6 +39,8 @@ def _fmt(name: str, value: Any) -> str:
         return "-"
     if name.endswith("_rate"):
         return f"{100 * float(value):.2f}%"
+    if name.startswith("cost"):
+        return f"{float(value):.6g}"
     if name in ("requests", "failures"):
         return f"{int(value):,}"
     if name.endswith("_ms"):
@@ -159,7 +162,10 @@ def _slo_table(outcome: RunOutcome) -> Table:
 
 def _sweep_table(sweep: dict[str, Any], ttfa: bool) -> Table:
     table = Table(title="sweep", title_justify="left")
-    columns = ("offered req/s", "finished req/s", "TTFT p95", *(("TTFA p95",) if ttfa else ()), "kept up", "SLO")
+    # The golden-answer pass rate per step, when the prompts carry golden answers.
+    golden = any(step["metrics"].get("quality_rate") is not None for step in sweep["steps"])
+    columns = ("offered req/s", "finished req/s", "TTFT p95", *(("TTFA p95",) if ttfa else ()),
+               *(("golden pass",) if golden else ()), "kept up", "SLO")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     for step in sweep["steps"]:
@@ -167,6 +173,8 @@ def _sweep_table(sweep: dict[str, Any], ttfa: bool) -> Table:
         latencies = [_fmt("ttft_p95_ms", m.get("ttft_p95_ms"))]
         if ttfa:
             latencies.append(_fmt("ttfa_p95_ms", m.get("ttfa_p95_ms")))
+        if golden:
+            latencies.append(_fmt("quality_rate", m.get("quality_rate")))
         table.add_row(
             f"{step['rate']:g}", _fmt("rps", m.get("rps")), *latencies, "yes" if step["kept_up"] else "no",
             "[green]pass[/]" if step["passed"] else "[red]FAIL[/]",
@@ -207,7 +215,7 @@ def print_outcome(console: Console, outcome: RunOutcome) -> None:
     """The summary, SLO, sweep, canary, error and regression tables of one run."""
     console.print(_summary_table(outcome))
     summary = outcome.summary
-    for note in reasoning_notes(summary):
+    for note in (*reasoning_notes(summary), *quality_cost_notes(summary)):
         console.print(note, highlight=False)
     sweep = summary.get("sweep")
     if sweep is not None:

@@ -1,7 +1,8 @@
 """``--sweep``: judge each rate step against the SLO and find the highest sustainable rate (goodput).
 
 A step is judged on the requests that finished between its start plus a warm-up and its end.
-It passes when every SLO clause holds there and the server kept up: at least
+Its metrics include the golden-answer pass rate (``quality_rate``) and, for a priced target, its
+cost. It passes when every SLO clause holds there and the server kept up: at least
 ``MIN_COMPLETION_RATIO`` of the requests sent in the step finished in it (give or take one
 second of arrivals). Otherwise queues only grow, and a longer step would break the SLO anyway.
 """
@@ -12,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.config.deployment import PriceSettings
+from monitor.loadtest.cost import cost_metrics
 from monitor.loadtest.recorder import RunData
 from monitor.loadtest.slo import Objective, ObjectiveResult, evaluate
 from monitor.loadtest.slo_metrics import metric_value, summarize
@@ -58,6 +61,7 @@ def evaluate_step(
     bounds: tuple[float, float],
     warmup_s: float,
     objectives: tuple[Objective, ...],
+    price: PriceSettings | None = None,
 ) -> StepResult:
     assert data.t0 is not None, "steps are judged once the test has started"
     start_s, end_s = bounds
@@ -66,11 +70,13 @@ def evaluate_step(
     # Whole seconds that overlap the judged span (windows are per wall-clock second).
     window = data.window(math.floor(judged_from), judged_to)
     span_s = max(1.0, math.ceil(judged_to) - math.floor(judged_from))
-    server = data.server.values(math.floor(judged_from), judged_to)
-    results = evaluate(objectives, lambda name: metric_value(name, window, span_s, server))
+    costs = cost_metrics(window, price) if price is not None else {}
+    extra = {**data.server.values(math.floor(judged_from), judged_to), **costs}
+    results = evaluate(objectives, lambda name: metric_value(name, window, span_s, extra))
     # Sent counts by intended second, finished by completion second: allow a second's worth.
     kept_up = window.sent > 0 and window.requests >= MIN_COMPLETION_RATIO * window.sent - rate * BUCKET_SLACK_S
-    return StepResult(index, rate, start_s, end_s, window.sent, summarize(window, span_s), results, kept_up)
+    metrics = {**summarize(window, span_s), **costs}
+    return StepResult(index, rate, start_s, end_s, window.sent, metrics, results, kept_up)
 
 
 def goodput(steps: list[StepResult]) -> StepResult | None:

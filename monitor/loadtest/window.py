@@ -96,7 +96,9 @@ class Window:
     went straight to the answer); ``reasoned`` counts replies that carried reasoning, and
     ``reasoning_estimated`` those of them whose reasoning count the server did not itemise;
     ``answerless`` counts replies with a first token but no answer (reasoning cut by max_tokens,
-    or only tool calls). ``reasoning_tokens`` is part of ``output_tokens``.
+    or only tool calls). ``reasoning_tokens`` is part of ``output_tokens``. ``input_tokens`` are
+    the successful replies' prompt tokens (for cost). ``golden_graded`` counts successful replies
+    to prompts with a golden answer, ``golden_passed`` those similar enough to it.
     """
 
     requests: int = 0
@@ -111,6 +113,9 @@ class Window:
     reasoned: int = 0
     reasoning_estimated: int = 0
     answerless: int = 0
+    input_tokens: int = 0
+    golden_graded: int = 0
+    golden_passed: int = 0
     errors: Counter[str] = field(default_factory=_counter)
     ttft: Hist = field(default_factory=_hist)
     ttfa: Hist = field(default_factory=_hist)
@@ -120,7 +125,8 @@ class Window:
 
     _COUNTS = (
         "requests", "failures", "finished", "truncated", "output_tokens", "estimated_tokens", "sent", "late",
-        "reasoning_tokens", "reasoned", "reasoning_estimated", "answerless",
+        "reasoning_tokens", "reasoned", "reasoning_estimated", "answerless", "input_tokens", "golden_graded",
+        "golden_passed",
     )  # fmt: skip
     _HISTS = ("ttft", "ttfa", "itl", "e2e", "lag")
 
