@@ -108,4 +108,6 @@ def alert_value(value: float | None, threshold: float | None, rule: RuleSettings
         return f"{what} {shown}, limit {limit}"
     if rule.kind == "absence":
         return f"no success for {shown} (limit {limit})" if value is not None else f"no success yet (limit {limit})"
+    if rule.kind in ("doctor", "drift"):  # no number: the summary annotation says what changed
+        return DASH
     return f"{fmt_count(value)} failures in a row"

@@ -49,7 +49,6 @@ def _alerts_table(
     head = ["Severity", "Rule", "Probe", "Measured", "Since", "Resolved" if state == "resolved" else "Muted"]
     rows = []
     for a in alerts:
-        probe, target = a.labels.get("probe"), a.labels.get("target")
         since = a.active_since if state == "pending" else a.fired_at
         last = time_el(a.resolved_at, relative=True) if state == "resolved" else (a.muted_by or DASH)
         rows.append(
@@ -63,11 +62,7 @@ def _alerts_table(
                     el("strong", None, a.rule),
                     [el("span", {"class": "sub"}, a.annotations[key]) for key in ANNOTATIONS if a.annotations.get(key)],
                 ),
-                el(
-                    "td",
-                    None,
-                    el("a", {"href": probe_url(target, probe)}, f"{target} / {probe}") if probe and target else DASH,
-                ),
+                el("td", None, _subject(a.labels)),
                 el("td", {"class": "measured"}, alert_value(a.value, a.threshold, rules.get(a.rule))),
                 el("td", None, time_el(since, relative=True)),
                 el("td", None, last),
@@ -236,3 +231,14 @@ def silence_forms(settings: Settings) -> Markup:
         _datalist("dl-targets", [t.name for t in settings.targets]),
     )
     return section("Add a silence", notice, form, id_="add-silence")
+
+
+def _subject(labels: Mapping[str, str]) -> Markup | str:
+    """What the alert is about: the probe (linked), or a doctor check / fingerprint component of a target."""
+    probe, target = labels.get("probe"), labels.get("target")
+    if probe and target:
+        return el("a", {"href": probe_url(target, probe)}, f"{target} / {probe}")
+    if target and (labels.get("check") or labels.get("component")):
+        what = f"check {labels['check']}" if labels.get("check") else f"component {labels['component']}"
+        return f"{target} / {what}"
+    return target or DASH
