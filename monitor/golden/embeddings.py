@@ -17,6 +17,7 @@ import aiohttp
 from monitor.config import TargetSettings
 from monitor.envelope import http_error_detail, redirect_detail
 from monitor.errors import MonitorError
+from monitor.http_body import read_capped
 from monitor.untrusted import Untrusted
 
 __all__ = ["GoldenError", "cosine", "fetch_embeddings"]
@@ -52,7 +53,7 @@ async def fetch_embeddings(
                 raise GoldenError(
                     "embeddings: " + redirect_detail(resp.status, resp.headers.get("Location"), untrusted)
                 )
-            raw = await _read_capped(resp, target.max_body_bytes)
+            raw = await read_capped(resp, target.max_body_bytes)
             if raw is None:
                 raise GoldenError(f"embeddings: reply body exceeds max_body_bytes={target.max_body_bytes}")
             if resp.status >= 400:
@@ -87,16 +88,3 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     dot = math.fsum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
     return max(0.0, min(1.0, dot / norm)) if norm > 0 else 0.0
-
-
-async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
-    # The same cap as monitor.doctor.client._read_capped (which sits above the prober and cannot be imported).
-    parts: list[bytes] = []
-    size = 0
-    async for data in resp.content.iter_any():
-        size += len(data)
-        if size > max_bytes:
-            resp.close()
-            return None
-        parts.append(data)
-    return b"".join(parts)
