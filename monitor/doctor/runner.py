@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -45,9 +45,16 @@ from monitor.store.repo import Store
 
 logger = logging.getLogger(__name__)
 
-_LATER_CHECKS: tuple[Callable[[Context], Coroutine[Any, Any, Finding]], ...] = (
-    check_stop_tokens, check_truncation, check_streaming, check_multi_turn, check_chinese, check_limits,
-    check_sampling_defaults, check_reasoning_parser, check_tool_parser, check_structured_output,
+# Checks 4-13 by id, in checklist order.
+_LATER_CHECKS: dict[str, Callable[[Context], Coroutine[Any, Any, Finding]]] = dict(
+    zip(
+        CHECK_IDS[3:],
+        (
+            check_stop_tokens, check_truncation, check_streaming, check_multi_turn, check_chinese, check_limits,
+            check_sampling_defaults, check_reasoning_parser, check_tool_parser, check_structured_output,
+        ),
+        strict=True,
+    )
 )  # fmt: skip
 
 
@@ -85,13 +92,24 @@ async def doctor(settings: Settings, target_name: str) -> DoctorReport:
             await Store.from_engine(engine).add_results(client.results, source="doctor")
 
 
-async def diagnose(client: DoctorClient) -> DoctorReport:
-    """All thirteen checks against the client's target; the results stay in `client.results`."""
+async def diagnose(client: DoctorClient, checks: Collection[str] | None = None) -> DoctorReport:
+    """The checks against the client's target (`checks`: a subset, default all); results stay in `client.results`.
+
+    Check 1 (reachable) always runs and is always reported: every other check needs the model it
+    finds. When any later check is chosen, the chat/completion pair that checks 2 and 3 judge is
+    sent too (it proves generation answers and tells the model family); only the chosen checks are
+    reported.
+    """
     target = client.target
+    chosen = set(CHECK_IDS if checks is None else checks) | {"reachable"}
     reach, info = await check_reachable(client)
     if not info.proceed:
-        rest = [skipped(check_id, "the model cannot be used (check 1)") for check_id in CHECK_IDS[1:]]
+        rest = [skipped(c, "the model cannot be used (check 1)") for c in CHECK_IDS[1:] if c in chosen]
         return DoctorReport(target.name, target.base_url, info.model, None, (reach, *rest), tuple(client.results))
+    if chosen == {"reachable"}:
+        return DoctorReport(
+            target.name, target.base_url, info.model, info.max_model_len, (reach,), tuple(client.results)
+        )
     async with asyncio.TaskGroup() as tg:
         max_tokens = fit_max_tokens(info, SHORT_MAX_TOKENS)
         chat_task = tg.create_task(client.chat("chat_template", HELLO, max_tokens=max_tokens))
@@ -110,13 +128,9 @@ async def diagnose(client: DoctorClient) -> DoctorReport:
         blocked = "the server drops chat requests (see check 2)"
     ctx = Context(client, info, family, blocked)
     async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(check(ctx)) for check in _LATER_CHECKS]
-    findings = (
-        reach,
-        judge_chat_template(chat, completion, family),
-        judge_endpoint_semantics(chat, completion),
-        *(t.result() for t in tasks),
-    )
+        tasks = [tg.create_task(check(ctx)) for check_id, check in _LATER_CHECKS.items() if check_id in chosen]
+    judged = (judge_chat_template(chat, completion, family), judge_endpoint_semantics(chat, completion))
+    findings = (reach, *(f for f in judged if f.id in chosen), *(t.result() for t in tasks))
     for finding in findings:
         logger.info("doctor check %s: %s", finding.id, finding.status)
     return DoctorReport(target.name, target.base_url, info.model, info.max_model_len, findings, tuple(client.results))
