@@ -19,20 +19,25 @@ import aiohttp
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.engine import AlertEngine
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.source import RawWindowSource
+from monitor.api import create_app
 from monitor.cli import main
 from monitor.clock import ManualClock
 from monitor.config import Settings, parse_settings
 from monitor.deployment import DeploymentObservation
 from monitor.doctor_jobs import DoctorJobs, worse
 from monitor.store.repo import Store
+from monitor.store.rollups import Rollups
+from tests.conftest import chat_probe
 from tests.mockserver import MockProcess
 from tests.receivers import WebhookReceiver
+from tests.test_daemon import run_daemon_in_task, wait_for
 
 MODEL = "glm-4-9b-chat"
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -262,3 +267,68 @@ def test_bad_doctor_config_is_one_line(case: str, tmp_path: Path, capsys: pytest
     lines = capsys.readouterr().err.splitlines()
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in lines[0], lines
     assert lines[0].startswith("llm-monitor: error: " + expected), lines
+
+
+async def test_api_and_dashboard_show_the_reports(
+    mock: MockProcess, engine: AsyncEngine, http: aiohttp.ClientSession, aiohttp_client: AiohttpClient
+) -> None:
+    settings = _settings(mock.base_url)
+    jobs = _jobs(engine, http, settings, Sink())
+    await jobs.run_now("mock")
+    # A reply that would be markup if the page did not escape it.
+    mock.configure(model="<script>x</script>")
+    await jobs.run_now("mock")
+    mock.reset()
+    await jobs.run_now("mock")
+    app = create_app(settings, store=Store.from_engine(engine), db=engine, rollups=Rollups(async_sessionmaker(engine)))
+    client = await aiohttp_client(app)
+    resp = await client.get("/api/v1/doctor")
+    assert resp.status == 200
+    [latest] = (await resp.json())["reports"]
+    assert latest["target"] == "mock" and len(latest["checks"]) == 13 and latest["error"] is None
+    resp = await client.get("/api/v1/doctor/mock?limit=2")
+    history = (await resp.json())["reports"]
+    assert [r["id"] for r in history] == [latest["id"], latest["id"] - 1]
+    assert history[1]["checks"][0]["status"] == "fail"
+    assert (await client.get("/api/v1/doctor/nope")).status == 404
+    assert (await client.get("/api/v1/doctor/mock?limit=0")).status == 400
+    resp = await client.get("/doctor")
+    assert resp.status == 200
+    text = await resp.text()
+    assert 'href="/doctor"' in text and "Stop tokens" in text and "History (3 runs, newest first)" in text
+    assert "<script>x</script>" not in text
+
+
+async def test_in_the_daemon_one_knob_reaches_the_webhook_once(mock: MockProcess, sqlite_db_url: str) -> None:
+    async with WebhookReceiver() as hook:
+        settings = parse_settings(
+            {
+                "storage": {"url": sqlite_db_url},
+                "targets": [{"name": "mock", "base_url": mock.base_url, "model": MODEL, "doctor": {}}],
+                "probes": [chat_probe(interval_s=60, max_tokens=4)],
+                "rules": [{"name": "doc", "kind": "doctor"}, {"name": "drift", "kind": "drift"}],
+                "receivers": [{"name": "hook", "url": hook.url}],
+                "api": {"port": 0},
+                "daemon": {"shutdown_grace_s": 5},
+            }
+        )
+        async with run_daemon_in_task(settings) as daemon, aiohttp.ClientSession() as http:
+            # The job the scheduler runs every interval_s (>= 60 s), run now.
+            doctor = daemon._running().doctor
+            for _ in range(3):
+                await doctor.run_now("mock")
+            mock.configure(default_max_tokens=3)
+            await doctor.run_now("mock")
+            await wait_for(lambda: len(hook.received) >= 1, what="the doctor alert")
+            await doctor.run_now("mock")
+            mock.reset()
+            await doctor.run_now("mock")
+            await wait_for(lambda: len(hook.received) >= 2, what="the resolution")
+            assert daemon.api_url is not None
+            async with http.get(daemon.api_url + "/api/v1/doctor/mock?limit=10") as resp:
+                assert len((await resp.json())["reports"]) == 6
+        got = [
+            (r.json["status"], r.json["alert"]["labels"]["alertname"], r.json["alert"]["labels"]["check"])
+            for r in hook.received
+        ]
+        assert got == [("firing", "doc", "sampling_defaults"), ("resolved", "doc", "sampling_defaults")]
