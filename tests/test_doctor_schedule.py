@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from monitor.clock import ManualClock
 from monitor.config import Settings, parse_settings
 from monitor.deployment import DeploymentObservation
 from monitor.doctor_jobs import DoctorJobs, worse
+from monitor.store import create_engine, upgrade
+from monitor.store.doctor_repo import DoctorStore, StoredFinding
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
 from tests.conftest import chat_probe
@@ -199,8 +201,6 @@ def test_jobs_follow_the_config(http: aiohttp.ClientSession, engine: AsyncEngine
 async def test_one_knob_one_doctor_alert_at_the_webhook(
     mock: MockProcess, sqlite_db_url: str, http: aiohttp.ClientSession
 ) -> None:
-    from monitor.store import create_engine, upgrade
-
     db = create_engine(sqlite_db_url)
     try:
         await upgrade(db)
@@ -332,3 +332,16 @@ async def test_in_the_daemon_one_knob_reaches_the_webhook_once(mock: MockProcess
             for r in hook.received
         ]
         assert got == [("firing", "doc", "sampling_defaults"), ("resolved", "doc", "sampling_defaults")]
+
+
+async def test_old_reports_are_deleted_with_their_findings(engine: AsyncEngine) -> None:
+    store = DoctorStore.from_engine(engine)
+    finding = StoredFinding("reachable", "pass", False, "ok")
+    for hours in (48, 24, 0):
+        at = T0.replace(hour=12) - timedelta(hours=hours)
+        await store.add("mock", started_at=at, finished_at=at, exit_code=0, findings=[finding])
+    assert await store.delete_before(T0 - timedelta(hours=1), limit=1) == 1
+    assert await store.delete_before(T0 - timedelta(hours=1), limit=10) == 1
+    [kept] = await store.history("mock")
+    assert kept.started_at == T0 and kept.findings == (finding,)
+    assert await store.references("mock") == {"reachable": "pass"}
