@@ -42,6 +42,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.alerts.engine import AlertsBackend
+from monitor.api_doctor import add_doctor_routes
 from monitor.api_fingerprint import add_fingerprint_routes
 from monitor.config import MAX_DURATION_S, Settings, to_seconds
 from monitor.dashboard.routes import SettingsSource, setup_dashboard
@@ -182,6 +183,7 @@ def create_app(
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
     if db is not None:
         add_fingerprint_routes(app, db=db, settings=source)
+        add_doctor_routes(app, db=db, settings=source)
         # The dashboard's pages read the same database and alert engine; it only adds GET routes.
         setup_dashboard(app, settings=source, db=db, store=store, alerts=alerts)
     return app

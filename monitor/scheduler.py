@@ -28,6 +28,7 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import SQLAlchemyError
@@ -147,8 +148,13 @@ class ProbeScheduler:
             misfire_grace_time=_whole_s(self._settings.daemon.misfire_grace_s), replace_existing=True,
         )  # fmt: skip
 
-    def add_periodic(self, name: str, func: Callable[[], Awaitable[object]], interval_s: float) -> None:
-        """A maintenance job (rollups, retention, absence checks) every `interval_s`, never overlapping itself."""
+    def add_periodic(
+        self, name: str, func: Callable[[], Awaitable[object]], interval_s: float, *, trigger: BaseTrigger | None = None
+    ) -> None:
+        """A maintenance job (rollups, retention, absence checks) every `interval_s`, never overlapping itself.
+
+        `trigger` replaces the interval (a cron); `interval_s` then still bounds the misfire grace.
+        """
         assert self._scheduler is not None
 
         async def guarded() -> None:
@@ -165,7 +171,7 @@ class ProbeScheduler:
             finally:
                 self._inflight.discard(task)
 
-        trigger = IntervalTrigger(seconds=interval_s, timezone=UTC)
+        trigger = trigger or IntervalTrigger(seconds=interval_s, timezone=UTC)
         self._scheduler.add_job(
             guarded, trigger, id=name, name=name, max_instances=1, coalesce=True,
             misfire_grace_time=_whole_s(interval_s), replace_existing=True,

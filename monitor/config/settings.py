@@ -8,9 +8,9 @@ import re
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from monitor.config.alerts import MaintenanceWindow, ReceiverSettings, RuleSettings, check_references
-from monitor.config.server_rules import check_server_rules
 from monitor.config.base import Days, Model, Seconds, unique
 from monitor.config.probes import ProbeSettings, TargetSettings
+from monitor.config.server_rules import check_server_rules
 from monitor.errors import ConfigError
 
 __all__ = [

@@ -17,7 +17,12 @@ from monitor.dashboard.markup import Child, Markup, el
 
 __all__ = ["NAV", "badge", "page", "probe_url", "section", "stat", "time_el"]
 
-NAV = (("overview", "/", "Overview"), ("alerts", "/alerts", "Alerts"), ("loadruns", "/loadruns", "Load runs"))
+NAV = (
+    ("overview", "/", "Overview"),
+    ("alerts", "/alerts", "Alerts"),
+    ("loadruns", "/loadruns", "Load runs"),
+    ("doctor", "/doctor", "Doctor"),
+)
 DEFAULT_REFRESH_S = 30
 
 # Status word -> badge class and label.

@@ -29,10 +29,12 @@ from monitor.dashboard.layout import page
 from monitor.dashboard.markup import Markup, el
 from monitor.dashboard.pages import overview_body, probe_body
 from monitor.dashboard.pages_alerts import alerts_body, silence_forms
+from monitor.dashboard.pages_doctor import DOCTOR_HISTORY_RUNS, doctor_body
 from monitor.dashboard.pages_load import load_run_body, load_runs_body
 from monitor.dashboard.queries import WINDOWS, DashboardData
 from monitor.dashboard.queries_load import LoadRuns, run_json
 from monitor.errors import StoreError
+from monitor.store.doctor_repo import DoctorStore
 from monitor.store.models import parse_row_id
 from monitor.store.repo import Store
 
@@ -116,6 +118,7 @@ def setup_dashboard(
     add("/probes/{target}/{probe}", probe_page, name="dashboard-probe")
     add("/loadruns", load_runs_page, name="dashboard-loadruns")
     add(r"/loadruns/{id:\d+}", load_run_page, name="dashboard-loadrun")
+    add("/doctor", doctor_page, name="dashboard-doctor")
     add("/static/{name}", static_file, name="dashboard-static")
     add("/api/v1/overview", overview_json)
     add("/api/v1/probes/{target}/{probe}", probe_json)
@@ -128,6 +131,7 @@ _DASHBOARD_PREFIXES = (
     "/alerts",
     "/probes/",
     "/loadruns",
+    "/doctor",
     "/static/",
     "/api/v1/overview",
     "/api/v1/probes/",
@@ -240,6 +244,14 @@ async def load_runs_page(request: web.Request, dash: Dashboard) -> web.Response:
     runs = await dash.load.runs()
     firing = await _firing(dash.read(), dash.clock.now())
     return _html(dash, title="Load runs", active="loadruns", body=load_runs_body(runs), firing=firing)
+
+
+@_page
+async def doctor_page(request: web.Request, dash: Dashboard) -> web.Response:
+    store = DoctorStore(dash.sessionmaker)
+    histories = [await store.history(run.target, limit=DOCTOR_HISTORY_RUNS) for run in await store.latest()]
+    firing = await _firing(dash.read(), dash.clock.now())
+    return _html(dash, title="Doctor", active="doctor", body=doctor_body(histories), firing=firing)
 
 
 def _baseline(request: web.Request) -> int | None:
