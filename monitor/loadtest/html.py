@@ -236,6 +236,8 @@ def render_html(outcome: RunOutcome) -> str:
     if sweep is not None:
         latency = ["ttft_p95_ms"] if "ttfa_p95_ms" in hidden else ["ttft_p95_ms", "ttfa_p95_ms"]
         headers = [f"{name[:4].upper()} p95 ms" for name in latency]
+        if any(st["metrics"].get("quality_rate") is not None for st in sweep["steps"]):
+            latency, headers = [*latency, "quality_rate"], [*headers, "golden pass"]  # pass rate per step
         step_rows = [[f"{st['rate']:g}", _fmt("rps", st["metrics"].get("rps")),
                       *(_fmt(n, st["metrics"].get(n)) for n in latency), "yes" if st["kept_up"] else "no",
                       _mark(st["passed"])] for st in sweep["steps"]]  # fmt: skip

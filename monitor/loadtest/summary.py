@@ -60,10 +60,13 @@ def hidden_metrics(summary: dict[str, Any]) -> frozenset[str]:
 
     The summary still stores them (TTFA equal to TTFT, reasoning tokens/s None), so an SLO on
     ``ttfa_p95_ms`` means the same for a model that does not reason. Summaries stored before
-    TTFA was measured have no ``reasoning`` entry and hide nothing.
+    TTFA was measured have no ``reasoning`` entry and hide nothing. ``quality_rate`` is hidden
+    when no reply was graded against a golden answer.
     """
     reasoning = summary.get("reasoning")
-    return _SPLIT_METRICS if reasoning is not None and not reasoning.get("split") else frozenset()
+    hidden = _SPLIT_METRICS if reasoning is not None and not reasoning.get("split") else frozenset()
+    # quality_rate only means something when the prompts carried golden answers (older summaries lack both).
+    return hidden | {"quality_rate"} if "golden" in summary and not summary["golden"] else hidden
 
 
 def reasoning_notes(summary: dict[str, Any]) -> list[str]:
