@@ -42,12 +42,15 @@ _CAUSE_ORDER: tuple[str, ...] = (
 def fold(observations: Sequence[DeploymentObservation]) -> list[DeploymentObservation]:
     """One scheduled run's observations as alerts should see them: one change, one alert.
 
+    - Of the doctor checks that got worse in one run, the first (checklist order, the order the
+      producer emits) stays active and names the others ("also worse: ..."): a server that lost
+      its stop tokens fails stop_tokens, and replies that run on also break sampling_defaults and
+      structured_output. The others are inactive for alerting; the doctor's report keeps them all.
     - A doctor check that got worse explains the fingerprint: every drift observation of that
-      target is inactive this run (the doctor alert names the check and its fix; the changed
-      components are listed in its summary).
+      target is inactive this run (the doctor alert lists the changed components).
     - Otherwise, of the components that changed in this run, the most fundamental one stays
       active and names the others ("also changed: reply, logprobs"); the others are inactive.
-    Doctor observations pass through unchanged; the order of the input is kept.
+    The order of the input is kept; the reports and stored findings are not affected.
     """
     out: list[DeploymentObservation] = []
     targets = {o.target for o in observations}
@@ -60,14 +63,22 @@ def fold(observations: Sequence[DeploymentObservation]) -> list[DeploymentObserv
         for t in targets
     }
     for o in observations:
-        drifted = changed[o.target]
-        if o.kind == "doctor" and o.active and drifted:
-            o = replace(o, summary=f"{o.summary} (fingerprint also changed: {', '.join(drifted)})")
-        elif o.kind == "drift" and o.active and failing[o.target]:
-            o = replace(o, active=False, summary=f"changed, explained by doctor check {failing[o.target][0]}")
-        elif o.kind == "drift" and o.active and o.key != drifted[0]:
-            o = replace(o, active=False, summary=f"changed with {drifted[0]}, which the alert names")
-        elif o.kind == "drift" and o.active and len(drifted) > 1:
-            o = replace(o, summary=f"{o.summary} (also changed: {', '.join(drifted[1:])})")
+        if o.active:
+            o = _folded(o, failing[o.target], changed[o.target])
         out.append(o)
     return out
+
+
+def _folded(o: DeploymentObservation, failing: list[str], drifted: list[str]) -> DeploymentObservation:
+    """An active observation in the light of the others of its target in the same run."""
+    if o.kind == "doctor":
+        if o.key != failing[0]:
+            return replace(o, active=False, summary=f"{o.summary} (worse with {failing[0]}, which the alert names)")
+        notes = [f"also worse: {', '.join(failing[1:])}"] if len(failing) > 1 else []
+        notes += [f"fingerprint also changed: {', '.join(drifted)}"] if drifted else []
+        return replace(o, summary=f"{o.summary} ({'; '.join(notes)})") if notes else o
+    if failing:
+        return replace(o, active=False, summary=f"changed, explained by doctor check {failing[0]}")
+    if o.key != drifted[0]:
+        return replace(o, active=False, summary=f"changed with {drifted[0]}, which the alert names")
+    return replace(o, summary=f"{o.summary} (also changed: {', '.join(drifted[1:])})") if len(drifted) > 1 else o

@@ -33,6 +33,18 @@ def test_a_worse_doctor_check_explains_the_fingerprint() -> None:
     assert "fingerprint also changed: stop_behaviour, reply" in out[0].summary
 
 
+def test_the_first_worse_doctor_check_names_the_others() -> None:
+    run = [_obs("doctor", c, c in {"stop_tokens", "sampling_defaults", "structured_output"}) for c in DOCTOR_CHECK_IDS]
+    out = fold(run)
+    assert [o.key for o in out if o.active] == ["stop_tokens"]
+    assert "also worse: sampling_defaults, structured_output" in out[3].summary
+    assert all(
+        o.summary.endswith("(worse with stop_tokens, which the alert names)")
+        for o in out
+        if o.key in {"sampling_defaults", "structured_output"}
+    )
+
+
 def test_targets_are_folded_apart() -> None:
     run = [_obs("drift", "models", True, "a"), _obs("drift", "reply", True, "b"), _obs("doctor", "limits", True, "a")]
     out = fold(run)
@@ -55,7 +67,10 @@ def test_fold_never_activates_and_keeps_at_most_one_drift_per_target(raw: list[t
     out = fold(run)
     assert [(o.kind, o.target, o.key) for o in out] == [(o.kind, o.target, o.key) for o in run]
     assert all(o.active <= i.active for o, i in zip(out, run, strict=True))
-    assert [o.active for o in out if o.kind == "doctor"] == [o.active for o in run if o.kind == "doctor"]
     for target in ("a", "b"):
-        active_keys = {o.key for o in out if o.kind == "drift" and o.target == target and o.active}
+        # One active key per target: a doctor check if any got worse, else one drift component.
+        active_keys = {(o.kind, o.key) for o in out if o.target == target and o.active}
         assert len(active_keys) <= 1
+        worse = [o.key for o in run if o.target == target and o.kind == "doctor" and o.active]
+        if worse:
+            assert active_keys == {("doctor", worse[0])}
