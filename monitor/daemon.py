@@ -67,6 +67,7 @@ from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
 from monitor.store.server_metrics_repo import ServerMetricsStore
 from monitor.store.writer import ResultWriter
+from monitor.target_http import target_session
 from monitor.tasks import wait_then_cancel
 
 __all__ = ["Daemon", "DaemonSummary", "Services", "check_runnable", "run_daemon"]
@@ -242,9 +243,7 @@ class Daemon:
         sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
 
         # Probes and notifications get separate pools: hung targets must not starve webhook sends.
-        probe_session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None), connector=aiohttp.TCPConnector(limit=0)
-        )
+        probe_session = target_session(limit=0)
         stack.push_async_callback(probe_session.close)
         notify_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         stack.push_async_callback(notify_session.close)

@@ -7,13 +7,12 @@ import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-import aiohttp
-
 from monitor.config import ProbeSettings, Settings
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
+from monitor.target_http import target_session
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ async def probe_once(
         engine = await connect(settings.storage.url)
         stack.push_async_callback(engine.dispose)
         await ensure_schema(engine)
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        session = target_session()
         stack.push_async_callback(session.close)
         results = await run_probes(Prober(session), settings, chosen, concurrency=concurrency)
         await Store.from_engine(engine).add_results(results, source="probe")

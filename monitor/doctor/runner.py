@@ -14,7 +14,6 @@ from collections.abc import Callable, Collection, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
-import aiohttp
 from rich.console import Console
 
 from monitor.config import Settings
@@ -42,6 +41,7 @@ from monitor.doctor.remedies import detect_family
 from monitor.errors import ProbeTimeout
 from monitor.store.db import connect, ensure_schema
 from monitor.store.repo import Store
+from monitor.target_http import target_session
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def doctor(settings: Settings, target_name: str) -> DoctorReport:
         engine = await connect(settings.storage.url)
         stack.push_async_callback(engine.dispose)
         await ensure_schema(engine)
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        session = target_session()
         stack.push_async_callback(session.close)
         client = DoctorClient(session, target, settings.api_key(target.name))
         try:

@@ -17,6 +17,7 @@ from monitor.config import ProbeSettings, TargetSettings
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.store import Store
+from monitor.target_http import target_session
 
 __all__ = ["run_canaries"]
 
@@ -37,7 +38,7 @@ async def run_canaries(
     if not probes:
         return results
     timeout = aiohttp.ClientTimeout(total=None, connect=target.connect_timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with target_session(timeout=timeout) as session:
         prober = Prober(session)
         while not stop.is_set():
             batch = await asyncio.gather(*(prober.run(target, probe, api_key) for probe in probes))

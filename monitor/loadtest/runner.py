@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import aiohttp
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from monitor.config import Settings
@@ -41,6 +40,7 @@ from monitor.loadtest.sweep import StepResult, evaluate_step, goodput
 from monitor.loadtest.window import Window
 from monitor.store import Store, connect, ensure_schema
 from monitor.store.server_metrics_repo import ServerMetricsStore
+from monitor.target_http import target_session
 
 __all__ = ["RunOutcome", "run_loadtest_async"]
 
@@ -161,9 +161,7 @@ class _Run:
             try:
                 if params.server_metrics:
                     # Each scrape sets its own timeout (ScrapeSettings); the session has none of its own.
-                    session = await stack.enter_async_context(
-                        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-                    )
+                    session = await stack.enter_async_context(target_session())
                     self.scrapes = RunScrapes(session, params.target, self.settings.api_key(params.target.name),
                                               ServerMetricsStore(sessions), run_id, self.data.server)  # fmt: skip
                 outcome = await self._drive(stack, store, Store(sessions), run_id, workdir, started_at, baseline)
