@@ -114,13 +114,18 @@ async def test_a_failed_embeddings_call_leaves_the_answer_ungraded(
     assert detail.startswith("not graded (embeddings): embeddings: HTTP 404") and "no-such-embedder" in detail
 
 
-async def test_the_bundled_mock_process_without_embeddings_is_ungraded_too(
+async def test_the_bundled_mock_process_grades_with_its_own_embeddings(
     mock: MockProcess, session: aiohttp.ClientSession
 ) -> None:
-    golden = {"answer": GREETING_ZH, "method": "embeddings", "embeddings_model": MODEL}
-    r = await _run(session, _settings(mock.base_url, chat_probe(max_tokens=512, expect={"golden": golden})))
+    # The mock process serves /v1/embeddings for its model (toy vectors): the same path as a real target.
+    right = {"answer": GREETING_ZH, "method": "embeddings", "embeddings_model": MODEL, "min_similarity": 0.9}
+    r = await _run(session, _settings(mock.base_url, chat_probe(max_tokens=512, expect={"golden": right})))
     passed, detail = _golden_check(r)
-    assert passed and r.golden_passed is None and "not graded" in detail
+    assert passed and r.golden_passed is True and r.golden_method == "embeddings", detail
+    wrong = {**right, "answer": "The capital of France is Paris."}
+    r = await _run(session, _settings(mock.base_url, chat_probe(max_tokens=512, expect={"golden": wrong})))
+    passed, detail = _golden_check(r)
+    assert not passed and r.golden_passed is False, detail
 
 
 async def test_cost_from_usage_and_from_estimates(mock: MockProcess, session: aiohttp.ClientSession) -> None:

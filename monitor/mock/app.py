@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from monitor.mock import control, deployment, glm, wire
+from monitor.mock import control, deployment, embeddings, glm, wire
 from monitor.mock.config import VLLM_VERSION, MockConfig, MockFlavor
 from monitor.mock.generation import NO_CHAT_TEMPLATE, chat_completions, completions
 from monitor.mock.protocol import (
@@ -186,6 +186,7 @@ def create_mock_app(config: MockConfig) -> web.Application:
             web.get("/v1/models", _models),
             web.get("/health", _health),
             web.get("/version", _version),
+            web.post("/v1/embeddings", embeddings.create_embeddings),
             web.post("/tokenize", _tokenize),
             web.post("/detokenize", _detokenize),
             web.get("/metrics", _metrics),
