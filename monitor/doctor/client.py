@@ -22,6 +22,7 @@ from yarl import URL
 from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import http_error_detail, redirect_detail
 from monitor.errors import ProbeConnectError, ProbeTimeout
+from monitor.http_body import read_capped
 from monitor.probes import Prober, build_request, connect_detail, request_headers
 from monitor.results import ProbeResult
 from monitor.untrusted import Untrusted
@@ -161,7 +162,7 @@ class DoctorClient:
                 status = resp.status
                 if 300 <= status < 400:
                     return JsonReply(status, None, redirect_detail(status, resp.headers.get("Location"), untrusted))
-                raw = await _read_capped(resp, target.max_body_bytes)
+                raw = await read_capped(resp, target.max_body_bytes)
         except aiohttp.ClientConnectorError as exc:
             raise ProbeConnectError(f"cannot reach {url}: {connect_detail(exc, address=False)}") from None
         except TimeoutError:
@@ -178,19 +179,6 @@ class DoctorClient:
         except (ValueError, RecursionError):
             decoded = None
         return JsonReply(status, decoded, http_error_detail(status, raw, untrusted))
-
-
-async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
-    """The whole body, or None once it passes `max_bytes` (the rest is not read)."""
-    parts: list[bytes] = []
-    size = 0
-    async for data in resp.content.iter_any():
-        size += len(data)
-        if size > max_bytes:
-            resp.close()
-            return None
-        parts.append(data)
-    return b"".join(parts)
 
 
 def _clean(value: Any, untrusted: Untrusted) -> Any:

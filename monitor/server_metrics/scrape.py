@@ -23,11 +23,12 @@ import aiohttp
 from monitor.config import TargetSettings
 from monitor.config.deployment import ScrapeSettings
 from monitor.envelope import http_error_detail, redirect_detail
+from monitor.http_body import read_capped
 from monitor.probes import connect_detail, request_headers
 from monitor.server_metrics.parse import ExpositionError, ServerSample, parse_exposition
 from monitor.untrusted import Untrusted
 
-__all__ = ["NO_METRICS_ENDPOINT", "ScrapeResult", "Scraper", "read_capped"]
+__all__ = ["NO_METRICS_ENDPOINT", "ScrapeResult", "Scraper"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,17 +114,3 @@ class Scraper:
             # Parsed, but nothing we know: a renamed set of metrics, or a page that is not a server's.
             return None, "no known server metric in the exposition (see docs/server-metrics.md for the names read)"
         return sample, None
-
-
-async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
-    """The whole decoded body, or None once it passes `max_bytes` (the rest is not read)."""
-    parts: list[bytes] = []
-    size = 0
-    # iter_any yields what aiohttp inflated from each read, so the cap bounds decoded bytes.
-    async for data in resp.content.iter_any():
-        size += len(data)
-        if size > max_bytes:
-            resp.close()
-            return None
-        parts.append(data)
-    return b"".join(parts)
