@@ -20,6 +20,12 @@ targets:
     connect_timeout_s: 10
     chunk_timeout_s: 30                  # longest silence allowed between two stream chunks
     # max_body_bytes: 8388608            # largest decoded reply (8 MiB); a longer one is body_too_large
+    doctor:                              # the doctor's checks and the deployment fingerprint, on a schedule
+      interval_s: 1h                     # or cron: "0 * * * *"; about 17 requests a run
+      # checks: [stop_tokens, chat_template]   # default: all thirteen
+      # fingerprint: {logprob_metric: tv, logprob_threshold: 0.2}
+    metrics: {}                          # scrape the server's own /metrics (vLLM, SGLang, llama.cpp) every 15 s
+    # price: {input_per_1m: 0.5, output_per_1m: 1.5, currency: USD}   # cost per probe and load run
 
 probes:
   # A chat canary: the reply must end on its own (finish_reason stop) and never write the next turn.
@@ -36,6 +42,7 @@ probes:
       not_contains: ["<|user|>"]
       cjk_ratio_min: 0.3
       max_ttft_ms: 2000
+      # golden: {answer: "你好！有什么可以帮你的吗？", min_similarity: 0.6}   # similarity, offline; see quality_rate
 
   # The incident: /v1/completions applies no chat template, and max_tokens 7 cuts every answer.
   # Truncation is recorded on completion probes; it fails only if expect asks for [stop].
@@ -105,6 +112,19 @@ rules:
   - name: probe-failing                  # three failed results in a row
     kind: consecutive_failures
     count: 3
+  - name: doctor-worse                   # a doctor check's verdict got worse (pass -> warn/fail); names the fix
+    kind: doctor
+  - name: deployment-drift               # a fingerprint component changed (template, tokenizer, weights, ...)
+    kind: drift
+    # components: [chat_template, tokenizer, logprobs]
+  - name: server-queue                   # the server's own queue (vllm:num_requests_waiting), from metrics:
+    kind: threshold
+    scope: {target: glm4}
+    metric: server_requests_waiting
+    agg: max
+    window: 5m
+    op: ">"
+    value: 20
 
 receivers:
   - name: ops-webhook

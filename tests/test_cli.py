@@ -154,7 +154,7 @@ def test_init_output_passes_check_config(tmp_path: Path) -> None:
     assert out.returncode == 0
     (tmp_path / "monitor.yaml").write_text(out.stdout, encoding="utf-8")
     out = cli("check-config", "-c", "monitor.yaml", cwd=tmp_path)
-    assert out.returncode == 0 and "ok (1 targets, 2 probes, 5 rules, 1 receivers, 1 maintenance windows)" in out.stdout
+    assert out.returncode == 0 and "ok (1 targets, 2 probes, 8 rules, 1 receivers, 1 maintenance windows)" in out.stdout
 
 
 def test_db_url_env_var_is_honoured(mock: MockProcess, tmp_path: Path) -> None:
