@@ -35,7 +35,7 @@ class DeploymentObservation:
 # Drift components from the most to the least fundamental: when several change in one run, the first
 # is taken as the cause (a new tokenizer also changes the template's token ids, the reply and its logprobs).
 _CAUSE_ORDER: tuple[str, ...] = (
-    "models", "version", "tokenizer", "chat_template", "sampling_defaults", "stop_behaviour", "reply", "logprobs",
+    "models", "version", "tokenizer", "chat_template", "stop_behaviour", "sampling_defaults", "reply", "logprobs",
 )  # fmt: skip
 
 
