@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from monitor.cli_options import config_option, db_option
+from monitor.cli_options import config_option, db_option, os_user
 from monitor.errors import ConfigError
-
-
-def _author() -> str:
-    """The OS user (from the password database, not the environment), for `created_by`."""
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError, AttributeError):
-        return "cli"
 
 
 def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -78,7 +67,7 @@ def register(group: click.Group) -> None:
         settings = load_settings(config, db_url=db)
         sys.exit(
             run_silence_add(settings, matchers=matchers, duration_s=duration_s, comment=comment,
-                            author=author or _author())
+                            author=author or os_user())
         )  # fmt: skip
 
     @silence.command("list")

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from monitor.cli_alerts import _author
-from monitor.cli_options import config_option, db_option
+from monitor.cli_options import config_option, db_option, os_user
 from monitor.config.deployment import FINGERPRINT_COMPONENTS
 
 
@@ -48,4 +47,4 @@ def register(group: click.Group) -> None:
         from monitor.fingerprint.commands import run_fingerprint_accept
 
         settings = load_settings(config, db_url=db)
-        sys.exit(run_fingerprint_accept(settings, target, list(components) or None, by=author or _author()))
+        sys.exit(run_fingerprint_accept(settings, target, list(components) or None, by=author or os_user()))

@@ -6,13 +6,14 @@ and `cli` imports them, without an import cycle between `cli` and its features.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-__all__ = ["config_option", "db_option", "target_options"]
+__all__ = ["config_option", "db_option", "os_user", "target_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,3 +32,13 @@ def target_options(f: F) -> F:
 
 
 db_option = click.option("--db", help="Database URL; overrides storage.url and the MONITOR_DB_URL variable.")
+
+
+def os_user() -> str:
+    """The OS user (from the password database, not the environment), for `created_by` and `accepted_by`."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError, AttributeError):
+        return "cli"

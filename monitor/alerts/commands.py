@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
@@ -27,7 +26,7 @@ from monitor.alerts.rules import format_value
 from monitor.alerts.webhook import Delivery, build_request, send
 from monitor.errors import ConfigError
 from monitor.probe_table import fits
-from monitor.store.db import connect, ensure_schema
+from monitor.store.db import with_database
 
 if TYPE_CHECKING:
     from monitor.config import Settings
@@ -38,22 +37,8 @@ _T = TypeVar("_T")
 _STYLES = {"firing": "bold red", "pending": "yellow", "resolved": "green", "inactive": "dim"}
 
 
-@asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = await connect(settings.storage.url, connect_retries=0)
-    try:
-        await ensure_schema(engine)
-        yield async_sessionmaker(engine, expire_on_commit=False)
-    finally:
-        await engine.dispose()
-
-
 def _with_db(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[_T]]) -> _T:
-    async def main() -> _T:
-        async with _database(settings) as sessionmaker:
-            return await work(sessionmaker)
-
-    return asyncio.run(main())
+    return with_database(settings.storage.url, work)
 
 
 def _when(value: datetime | None) -> str:

@@ -7,10 +7,8 @@ settings, or the defaults); `accept` makes the latest readings the new baseline,
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.config.deployment import FINGERPRINT_COMPONENTS, FingerprintSettings
 from monitor.fingerprint.compare import judge
-from monitor.store.db import connect, ensure_schema
+from monitor.store.db import with_database
 from monitor.store.fingerprint_repo import FingerprintStore
 
 if TYPE_CHECKING:
@@ -31,22 +29,8 @@ __all__ = ["fingerprint_report", "run_fingerprint_accept", "run_fingerprint_show
 _T = TypeVar("_T")
 
 
-@asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = await connect(settings.storage.url, connect_retries=0)
-    try:
-        await ensure_schema(engine)
-        yield async_sessionmaker(engine, expire_on_commit=False)
-    finally:
-        await engine.dispose()
-
-
 def _with_db(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[_T]]) -> _T:
-    async def main() -> _T:
-        async with _database(settings) as sessionmaker:
-            return await work(sessionmaker)
-
-    return asyncio.run(main())
+    return with_database(settings.storage.url, work)
 
 
 def _settings_for(settings: Settings, target: str) -> FingerprintSettings:

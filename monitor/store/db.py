@@ -11,9 +11,10 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -21,9 +22,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import Pool
 
 from monitor.errors import StoreError
@@ -43,9 +45,13 @@ __all__ = [
     "migrations_dir",
     "normalize_url",
     "ping",
+    "upsert_statement",
     "upgrade",
     "upgrade_sync",
+    "with_database",
 ]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -325,3 +331,32 @@ async def _run_alembic(engine_or_url: AsyncEngine | str, what: str, run: Callabl
             await conn.run_sync(in_transaction)
     except (CommandError, SQLAlchemyError, OSError) as exc:
         raise StoreError(f"cannot {what} database {censor_url(engine.url)}: {describe_error(exc)}") from exc
+
+
+def upsert_statement(dialect: str, table: Any) -> Any:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE into the mapped `table`, for executemany (rollup upserts)."""
+    # Both backends spell the upsert the same way, but SQLAlchemy builds it from dialect-specific inserts.
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    keys = [c.name for c in table.__table__.primary_key.columns]
+    updates = {c.name: insert.excluded[c.name] for c in table.__table__.columns if c.name not in keys}
+    return insert.on_conflict_do_update(index_elements=keys, set_=updates)
+
+
+@asynccontextmanager
+async def _database(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = await connect(url, connect_retries=0)
+    try:
+        await ensure_schema(engine)
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()
+
+
+def with_database(url: str, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[_T]]) -> _T:
+    """Run `work` once against the database at `url` (migrated if empty), for one-shot CLI commands."""
+
+    async def main() -> _T:
+        async with _database(url) as sessionmaker:
+            return await work(sessionmaker)
+
+    return asyncio.run(main())
