@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,9 +22,11 @@ from monitor.loadtest.repo import STALE_AFTER_S, LoadStore
 from monitor.store.doctor_repo import DoctorStore
 from monitor.store.fingerprint_repo import FingerprintStore
 from monitor.store.models_rollups import HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.models_server_metrics import ServerMetricRollupRow
 from monitor.store.repo import Store
 from monitor.store.rollups import Rollups
 from monitor.store.server_metrics_repo import ServerMetricsStore
+from monitor.store.server_rollups import ServerRollups
 
 __all__ = ["DEFAULT_BATCH_ROWS", "Retention", "RetentionReport"]
 
@@ -66,12 +69,22 @@ class Retention:
         if mark is not None:
             # Rows newer than the last rolled-up minute wait, whatever their age.
             raw = await self._delete_raw(min(now - timedelta(days=self.settings.raw_days), mark))
-        minutes = await self._delete_rollups(MINUTE_S, now - timedelta(days=self.settings.minute_rollup_days))
-        hours = await self._delete_rollups(HOUR_S, now - timedelta(days=self.settings.hour_rollup_days))
+        minutes = hours = 0
+        # Server-metrics rollups keep as long as the probe rollups of their resolution.
+        for table in (ProbeRollupRow, ServerMetricRollupRow):
+            minutes += await self._delete_rollups(
+                table, MINUTE_S, now - timedelta(days=self.settings.minute_rollup_days)
+            )
+            hours += await self._delete_rollups(table, HOUR_S, now - timedelta(days=self.settings.hour_rollup_days))
         report = RetentionReport(raw, minutes, hours)
         # The daemon's scrapes of targets' /metrics keep as long as raw results (a load run's go with the run).
         scrape_cutoff = now - timedelta(days=self.settings.raw_days)
-        scrapes = await self._in_batches(lambda: self._scrapes.delete_before(scrape_cutoff, limit=self._batch_rows))
+        # As raw results: never before the rollups covered them (none yet: none rolled up, none deleted).
+        scrape_mark = await ServerRollups(self._sessionmaker).watermark()
+        scrapes = 0
+        if scrape_mark is not None:
+            rolled = min(scrape_cutoff, scrape_mark)
+            scrapes = await self._in_batches(lambda: self._scrapes.delete_before(rolled, limit=self._batch_rows))
         if scrapes:
             logger.info("retention: deleted %d server-metrics scrapes", scrapes)
         # Recorded fingerprints keep as long as raw results; accepted baselines are kept for good.
@@ -95,14 +108,12 @@ class Retention:
     async def _delete_raw(self, cutoff: datetime) -> int:
         return await self._in_batches(lambda: self._results.delete_results(before=cutoff, limit=self._batch_rows))
 
-    async def _delete_rollups(self, resolution_s: int, cutoff: datetime) -> int:
-        key = (ProbeRollupRow.resolution_s, ProbeRollupRow.probe, ProbeRollupRow.target, ProbeRollupRow.bucket_start)
+    async def _delete_rollups(self, table: Any, resolution_s: int, cutoff: datetime) -> int:
+        key = list(table.__table__.primary_key.columns)
         old = (
-            select(*key)
-            .where(ProbeRollupRow.resolution_s == resolution_s, ProbeRollupRow.bucket_start < cutoff)
-            .limit(self._batch_rows)
+            select(*key).where(table.resolution_s == resolution_s, table.bucket_start < cutoff).limit(self._batch_rows)
         )
-        statement = delete(ProbeRollupRow).where(tuple_(*key).in_(old)).execution_options(synchronize_session=False)
+        statement = delete(table).where(tuple_(*key).in_(old)).execution_options(synchronize_session=False)
 
         async def one_batch() -> int:
             async with self._sessionmaker() as session, session.begin():

@@ -155,13 +155,22 @@ class ServerWindowSource:
 
     `agg` is taken over the window's scrapes (one value each; a scrape that did not expose the
     value does not count), so `min_samples` counts scrapes. A probe whose target is not scraped
-    has no values: the condition never holds. `settings` is read per call (reloads).
+    has no values: the condition never holds. `settings` is read per call (reloads). Windows up to
+    `raw_max_s` reduce the raw values (exact); longer ones read rollups, as `TieredWindowSource` does.
     """
 
-    def __init__(self, inner: WindowSource, store: ServerMetricsStore, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        inner: WindowSource,
+        store: ServerMetricsStore,
+        settings: Callable[[], Settings],
+        *,
+        raw_max_s: float = 3600.0,
+    ) -> None:
         self._inner = inner
         self._store = store
         self._settings = settings
+        self._raw_max_s = raw_max_s
 
     async def aggregate(
         self, *, metric: str, agg: str, probe: str, since: datetime, until: datetime, check: str | None = None
@@ -174,8 +183,14 @@ class ServerWindowSource:
         target = next((p.target for p in self._settings().probes if p.name == probe), None)
         if target is None:
             return Aggregate(None, 0)
-        values = await self._store.values(definition.column, target, since=since, until=until)
-        return Aggregate(aggregate_values(values, agg), len(values))
+        if (until - since).total_seconds() <= self._raw_max_s:
+            values = await self._store.values(definition.column, target, since=since, until=until)
+            return Aggregate(aggregate_values(values, agg), len(values))
+        # Longer windows read the scrapes' rollups (they outlive the raw scrapes); quantiles as histograms give them.
+        hist = await self._store.window(definition.column, target, since=since, until=until)
+        if hist is None:
+            return Aggregate(None, 0)
+        return Aggregate(hist.stat(agg), hist.count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,9 @@ rules and load reports. The value columns are `monitor.server_metrics.FIELDS`; N
 server exposes no such metric, never zero. `sources` records which metric name each value was
 read from (servers rename them); `error` says why a scrape gave nothing (the row is kept: a
 server whose /metrics stops answering is itself worth seeing).
+
+`server_metric_rollups` keeps the daemon's scrapes per target and minute or hour (written by
+`monitor.store.server_rollups`), so charts and alert windows outlive the raw retention.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from monitor.store.models import NAME_MAX_CHARS, Base, UTCDateTime
 
-__all__ = ["SCRAPE_ERROR_MAX_CHARS", "ServerMetricRow"]
+__all__ = ["SCRAPE_ERROR_MAX_CHARS", "ServerMetricRollupRow", "ServerMetricRow"]
 
 SCRAPE_ERROR_MAX_CHARS = 300
 
@@ -50,3 +53,22 @@ class ServerMetricRow(Base):
     server_itl_ms_p95: Mapped[float | None] = mapped_column(Double())
     server_e2e_ms_p95: Mapped[float | None] = mapped_column(Double())
     server_queue_ms_p95: Mapped[float | None] = mapped_column(Double())
+
+
+class ServerMetricRollupRow(Base):
+    """The daemon's scrapes of one target in one minute or hour."""
+
+    __tablename__ = "server_metric_rollups"
+    __table_args__ = (
+        # Retention deletes whole resolutions by age.
+        Index("ix_server_metric_rollups_resolution_s_bucket_start", "resolution_s", "bucket_start"),
+    )
+
+    resolution_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(NAME_MAX_CHARS), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    scrapes: Mapped[int]
+    # Scrapes that gave no values (`error` set).
+    errors: Mapped[int]
+    # {"field": `Histogram.to_json`} per FIELD some scrape exposed; a field never exposed is absent (NULL, not 0).
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)

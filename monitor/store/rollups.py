@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from monitor.store.bucket import Bucket, floor_time
+from monitor.store.db import upsert_statement
 from monitor.store.models import DAEMON_RESULTS, ProbeResultRow
 from monitor.store.models_rollups import FLEET, HOUR_S, MINUTE_S, ProbeRollupRow
+from monitor.store.server_rollups import ServerRollups
 from monitor.store.trend import (
     Segment,
     TrendReader,
@@ -53,8 +54,12 @@ class Rollups(TrendReader):
     """
 
     async def run(self, now: datetime | None = None) -> int:
-        """Bring rollups up to `now`; the first run backfills from the oldest raw result. Returns buckets written."""
+        """Bring probe and server-metrics rollups up to `now`; the first run backfills. Returns buckets written."""
         now = now or datetime.now(UTC)
+        # The server's own metrics roll up in the same job: one schedule, one leader duty.
+        return await self._run_probes(now) + await ServerRollups(self._sessionmaker).run(now)
+
+    async def _run_probes(self, now: datetime) -> int:
         mark = await self.watermark()
         if mark is not None:
             start: datetime | None = mark - timedelta(seconds=self.settle_s)
@@ -142,7 +147,7 @@ class Rollups(TrendReader):
         values = await asyncio.to_thread(_upsert_values, resolution_s, buckets)
         # One transaction: a reader never sees half of a run's minutes (or an hour without its fleet row).
         async with self._sessionmaker() as session, session.begin():
-            statement = upsert_statement(session.get_bind().dialect.name)
+            statement = upsert_statement(session.get_bind().dialect.name, ProbeRollupRow)
             for i in range(0, len(values), _UPSERT_ROWS):
                 await session.execute(statement, values[i : i + _UPSERT_ROWS])
         return len(values)
@@ -170,12 +175,3 @@ def _upsert_values(resolution_s: int, buckets: dict[_Key, Bucket]) -> list[dict[
         {"resolution_s": resolution_s, "probe": probe, "target": target, "bucket_start": start, **bucket.to_values()}
         for (probe, target, start), bucket in buckets.items()
     ]
-
-
-def upsert_statement(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (primary key) DO UPDATE for probe_rollups, for executemany."""
-    # Both backends spell the upsert the same way, but SQLAlchemy builds it from dialect-specific inserts.
-    insert = postgresql.insert(ProbeRollupRow) if dialect == "postgresql" else sqlite.insert(ProbeRollupRow)
-    keys = ["resolution_s", "probe", "target", "bucket_start"]
-    updates = {c.name: insert.excluded[c.name] for c in ProbeRollupRow.__table__.columns if c.name not in keys}
-    return insert.on_conflict_do_update(index_elements=keys, set_=updates)

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, cast, delete, extract, func, literal_column, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from monitor.errors import StoreError
 from monitor.server_metrics import FIELDS, ServerInterval
+from monitor.store.bucket import Histogram
+from monitor.store.db import describe_error
 from monitor.store.models_server_metrics import SCRAPE_ERROR_MAX_CHARS, ServerMetricRow
 from monitor.store.repo import store_session
+from monitor.store.server_rollups import ServerBucket, ServerRollups
 
 __all__ = ["ServerMetricsStore", "ServerPoint", "ServerStep"]
 
@@ -55,6 +60,7 @@ class ServerMetricsStore:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
+        self._rollups = ServerRollups(sessionmaker)
 
     @classmethod
     def from_engine(cls, engine: AsyncEngine) -> ServerMetricsStore:
@@ -113,38 +119,38 @@ class ServerMetricsStore:
             return [float(v) for v in (await session.execute(query)).scalars().all()]
 
     async def steps(self, target: str, *, since: datetime, until: datetime, step_s: int) -> list[ServerStep]:
-        """The daemon's scrapes of `target` in [since, until) summed up per `step_s` (aligned to the epoch), in SQL.
+        """The daemon's scrapes of `target` in [since, until) summed up per `step_s` (a multiple of 60, epoch-aligned).
 
-        One GROUP BY over the (target, scraped_at) index: a 30-day window of 15 s scrapes is 170 k rows.
+        Read from rollups up to their settle time, raw scrapes after it (`ServerRollups.read`): a 30-day
+        window of 4-hour steps is 720 hour rows, not 170 k scrapes. Steps without an answered scrape are left out.
         """
-        async with store_session(self._sessionmaker, "read server metrics per step") as session:
-            # A literal, not a parameter: PostgreSQL must see the same expression in SELECT and GROUP BY.
-            dialect = session.get_bind().dialect.name
-            slot = _epoch_s(ServerMetricRow.scraped_at, dialect) // literal_column(str(int(step_s)), Integer)
-            query = (
-                select(
-                    slot.label("slot"), func.count(),
-                    *(func.avg(getattr(ServerMetricRow, name)) for name in FIELDS),
-                    *(func.max(getattr(ServerMetricRow, name)) for name in FIELDS),
-                )
-                .where(
-                    ServerMetricRow.load_run_id.is_(None), ServerMetricRow.target == target,
-                    ServerMetricRow.scraped_at >= since, ServerMetricRow.scraped_at < until,
-                    ServerMetricRow.error.is_(None),
-                )
-                .group_by(slot)
-                .order_by(slot)
-            )  # fmt: skip
-            rows = (await session.execute(query)).all()
-        n = len(FIELDS)
-        return [
-            ServerStep(
-                datetime.fromtimestamp(int(row[0]) * step_s, UTC), int(row[1]),
-                dict(zip(FIELDS, (_float(v) for v in row[2 : 2 + n]), strict=True)),
-                dict(zip(FIELDS, (_float(v) for v in row[2 + n :]), strict=True)),
-            )
-            for row in rows
-        ]  # fmt: skip
+        buckets = await self._read(target, since, until, step_s, "read server metrics per step")
+        steps = []
+        for start, bucket in sorted((k, b) for k, b in buckets.items() if k is not None and b.answered):
+            summaries = {name: bucket.summary(name) for name in FIELDS}
+            steps.append(ServerStep(
+                start, bucket.answered, {name: h.mean if h else None for name, h in summaries.items()},
+                {name: h.max if h else None for name, h in summaries.items()},
+            ))  # fmt: skip
+        return steps
+
+    async def window(self, field: str, target: str, *, since: datetime, until: datetime) -> Histogram | None:
+        """One field over the daemon's scrapes of `target` in [since, until), from rollups and the raw tail.
+
+        None when no scrape exposed it; for long alert windows (`values` reads every raw value).
+        """
+        if field not in FIELDS:
+            raise ValueError(f"unknown server metric field {field!r}")
+        bucket = (await self._read(target, since, until, None, "read server metrics")).get(None)
+        return None if bucket is None else bucket.summary(field)
+
+    async def _read(
+        self, target: str, since: datetime, until: datetime, step_s: int | None, operation: str
+    ) -> dict[datetime | None, ServerBucket]:
+        try:
+            return await self._rollups.read(target, since=since, until=until, step_s=step_s)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot {operation}: {describe_error(exc)}") from exc
 
     async def latest(self, targets: Sequence[str]) -> dict[str, ServerPoint]:
         """The newest daemon scrape of each of `targets` (absent: never scraped)."""
@@ -177,17 +183,6 @@ class ServerMetricsStore:
         async with store_session(self._sessionmaker, "delete old server metrics") as session, session.begin():
             result = await session.execute(statement)
         return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _epoch_s(column: Any, dialect: str) -> ColumnElement[int]:
-    """Whole seconds since the epoch, in SQL (SQLite stores UTC text, PostgreSQL timestamptz)."""
-    if dialect == "sqlite":
-        return cast(func.strftime("%s", column), Integer)
-    return cast(func.floor(extract("epoch", column)), Integer)
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _point(row: ServerMetricRow) -> ServerPoint:

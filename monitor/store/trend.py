@@ -50,6 +50,7 @@ __all__ = [
     "newest_bucket",
     "partitions",
     "plan",
+    "plan_table",
     "raw_query",
     "rollup_query",
 ]
@@ -310,13 +311,7 @@ class TrendReader:
     async def _plan(
         self, session: AsyncSession, since: datetime, until: datetime, *, hours: bool
     ) -> tuple[list[Segment], datetime]:
-        mark = await newest_bucket(session, MINUTE_S)
-        hours_end = None
-        if hours:
-            newest_hour = await newest_bucket(session, HOUR_S)
-            # No hour rows yet: none may be read (the planner then takes minutes).
-            hours_end = newest_hour + _HOUR if newest_hour is not None else since
-        return plan(since, until, mark, hours=hours, settle_s=self.settle_s, hours_end=hours_end)
+        return await plan_table(session, ProbeRollupRow, since, until, hours=hours, settle_s=self.settle_s)
 
     async def _read(
         self,
@@ -349,9 +344,22 @@ class TrendReader:
         return query.order_by(ProbeResultRow.started_at.desc()).limit(RAW_TAIL_MAX_ROWS)
 
 
-async def newest_bucket(session: AsyncSession, resolution_s: int) -> datetime | None:
-    """Start of the newest rollup bucket of `resolution_s` (an index lookup)."""
-    query = select(func.max(ProbeRollupRow.bucket_start)).where(ProbeRollupRow.resolution_s == resolution_s)
+async def plan_table(
+    session: AsyncSession, table: Any, since: datetime, until: datetime, *, hours: bool, settle_s: float
+) -> tuple[list[Segment], datetime]:
+    """`plan` for the rollup table `table` (probe or server rollups), its watermark and hours read from it."""
+    mark = await newest_bucket(session, MINUTE_S, table)
+    hours_end = None
+    if hours:
+        newest_hour = await newest_bucket(session, HOUR_S, table)
+        # No hour rows yet: none may be read (the planner then takes minutes).
+        hours_end = newest_hour + _HOUR if newest_hour is not None else since
+    return plan(since, until, mark, hours=hours, settle_s=settle_s, hours_end=hours_end)
+
+
+async def newest_bucket(session: AsyncSession, resolution_s: int, table: Any = ProbeRollupRow) -> datetime | None:
+    """Start of the newest bucket of `resolution_s` in the rollup table `table` (an index lookup)."""
+    query = select(func.max(table.bucket_start)).where(table.resolution_s == resolution_s)
     value: datetime | None = (await session.execute(query)).scalar_one()
     return value
 
