@@ -33,6 +33,12 @@ def _with_db(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession
     return with_database(settings.storage.url, work)
 
 
+def _unknown(settings: Settings, target: str) -> str:
+    """A hint when the name is not a configured target (stored fingerprints may outlive a target)."""
+    names = [t.name for t in settings.targets]
+    return "" if target in names else f" (not a configured target; targets: {escape(', '.join(names))})"
+
+
 def _settings_for(settings: Settings, target: str) -> FingerprintSettings:
     for t in settings.targets:
         if t.name == target and t.doctor is not None:
@@ -76,7 +82,11 @@ def run_fingerprint_show(settings: Settings, target: str, *, as_json: bool) -> i
         return 0 if report["components"] else 1
     console = Console()
     if not report["components"]:
-        console.print(f"no fingerprint of target {escape(target)!r} is stored", highlight=False)
+        console.print(
+            f"no fingerprint of target {escape(target)!r} is stored{_unknown(settings, target)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     for entry in report["components"]:
         latest, base = entry["latest"], entry["baseline"]
@@ -86,6 +96,7 @@ def run_fingerprint_show(settings: Settings, target: str, *, as_json: bool) -> i
             f"{state:<20} [bold]{entry['component']}[/]  {_status(latest)} at {when}, baseline {_status(base)}"
             + (f" ({escape(entry['detail'])})" if entry.get("detail") else ""),
             highlight=False,
+            soft_wrap=True,
         )
         if entry["drift"]:
             console.print(f"    before: {escape(entry['before'])}", highlight=False)
@@ -108,7 +119,11 @@ def run_fingerprint_accept(settings: Settings, target: str, components: list[str
     chosen = _with_db(settings, work)
     console = Console()
     if not chosen:
-        console.print(f"nothing to accept: no stored reading of target {escape(target)!r}", highlight=False)
+        console.print(
+            f"nothing to accept: no stored reading of target {escape(target)!r}{_unknown(settings, target)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     console.print(f"accepted as the baseline of {escape(target)}: {', '.join(chosen)}", highlight=False)
     return 0
