@@ -14,7 +14,7 @@ import uuid
 from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted, one_line
 
 __all__ = [
-    "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "closed_mid_stream_detail", "envelope_message", "error_message",
+    "ABORTED_STREAM_DETAIL", "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "closed_mid_stream_detail", "envelope_message", "error_message",
     "http_error_detail", "new_request_id", "one_line", "redirect_detail",
 ]  # fmt: skip
 
@@ -86,12 +86,16 @@ def redirect_detail(status: int, location: str | None, untrusted: Untrusted | No
     return f"HTTP {status}: redirect to {(untrusted or Untrusted()).line(location)}"
 
 
+# llama-cpp-python ends a running stream this way whenever another request arrives (its default).
+_ABORT_FIX = "llama-cpp-python does this when another request arrives: start it with --interrupt_requests False"
+ABORTED_STREAM_DETAIL = f"the server aborted the stream: [DONE] with no finish_reason ({_ABORT_FIX})"
+
+
 def closed_mid_stream_detail(cause: str, *, ended_without_finish: bool) -> str:
     """Why a stream broke off. A [DONE] with no finish_reason, then a dropped connection, is an abort by the
     server; llama-cpp-python does this to a running stream whenever another request arrives."""
     if ended_without_finish:
         return (
-            "the server aborted the stream: [DONE] with no finish_reason, then the connection dropped "
-            "(llama-cpp-python does this when another request arrives: start it with --interrupt_requests False)"
+            f"the server aborted the stream: [DONE] with no finish_reason, then the connection dropped ({_ABORT_FIX})"
         )
     return f"connection closed mid-stream: {cause}"

@@ -77,7 +77,7 @@ import logging
 import re
 from _json import scanstring
 
-from monitor.envelope import envelope_message
+from monitor.envelope import ABORTED_STREAM_DETAIL, envelope_message
 from monitor.meter_chunks import Chunk, Failure, parse_chunk, read_body, read_event
 from monitor.meter_layout import COLD, Layout, find_string, learn_layout
 from monitor.meter_measurement import (
@@ -300,6 +300,11 @@ class StreamMeter(EventFramer):
         if self._event_count or self._done_seen:
             if not self._event_count:
                 fail("bad_response", "empty stream: only [DONE]")
+            elif self.ended_without_finish and not self._reply.token_ms:
+                # [DONE] after the role chunk, nothing generated and nothing finished: the server aborted
+                # the request (llama-cpp-python's interrupt, which closes cleanly since sse-starlette 3).
+                # A stream that generated text but sent no finish_reason is tolerated, as before.
+                fail("stream_error", ABORTED_STREAM_DETAIL)
             return
         body = b"".join(self._raw_reads or ())
         if body.lstrip()[:1] == b"{":  # a server that ignored "stream": true

@@ -873,3 +873,14 @@ def test_fast_path_is_taken_for_vllm_streams(endpoint: Endpoint, make: Any, usag
     # The equality tests above would pass vacuously without a hot layout.
     assert hot.pre.startswith(b"data: {")
     assert (hot.prompt_group > 0, hot.completion_group > 0) == (usage_slots, usage_slots)
+
+
+def test_done_after_only_the_role_chunk_is_an_abort_by_the_server() -> None:
+    # llama-cpp-python's default interrupt: the role chunk, then [DONE], nothing finished; since sse-starlette 3
+    # the connection then closes cleanly, so only the stream itself tells.
+    m = both("chat", [chat('{"role":"assistant","content":""}'), b"data: [DONE]\n\n"])
+    assert m.error_kind == "stream_error"
+    assert m.error_detail is not None and "--interrupt_requests False" in m.error_detail
+    # Text without a finish_reason is tolerated, as some servers do (test_done_variants).
+    m = both("chat", [chat('{"content":"a"}'), b"data: [DONE]\n\n"])
+    assert m.error_kind is None and m.finish_reason is None
