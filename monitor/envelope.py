@@ -14,8 +14,8 @@ import uuid
 from monitor.untrusted import MAX_DETAIL_CHARS, Untrusted, one_line
 
 __all__ = [
-    "ABORTED_STREAM_DETAIL", "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "closed_mid_stream_detail", "envelope_message", "error_message",
-    "http_error_detail", "new_request_id", "one_line", "redirect_detail",
+    "ABORTED_STREAM_DETAIL", "MAX_DETAIL_CHARS", "MAX_ERROR_BODY_BYTES", "closed_mid_stream_detail",
+    "envelope_message", "error_message", "http_error_detail", "new_request_id", "one_line", "redirect_detail",
 ]  # fmt: skip
 
 # Error bodies are read only this far: enough for any server's message, bounded for a hostile one.
