@@ -39,6 +39,7 @@ from monitor.doctor.findings import Finding, Status, worst
 from monitor.doctor.runner import diagnose
 from monitor.errors import ProbeError
 from monitor.fingerprint.runner import Fingerprinter
+from monitor.scheduler import spread_start
 from monitor.store.doctor_repo import DoctorRun, DoctorStore, StoredFinding
 from monitor.store.repo import Store
 from monitor.untrusted import Untrusted, one_line
@@ -55,14 +56,16 @@ def job_name(target: str) -> str:
     return f"doctor:{target}"
 
 
-def build_doctor_trigger(schedule: DoctorSchedule) -> BaseTrigger:
-    """Its `cron` (UTC) if given, else every `interval_s`; `jitter_s` on either."""
+def build_doctor_trigger(schedule: DoctorSchedule, name: str = "doctor") -> BaseTrigger:
+    """Its `cron` (UTC) if given, else every `interval_s` from soon after start; `jitter_s` on either."""
     jitter = int(schedule.jitter_s) or None
     if schedule.cron is not None:
         trigger = CronTrigger.from_crontab(schedule.cron, timezone="UTC")
         trigger.jitter = jitter
         return trigger
-    return IntervalTrigger(seconds=schedule.interval_s, jitter=jitter, timezone="UTC")
+    # The first run comes soon after start, not one interval later (a new deployment is checked at once).
+    start = spread_start(name, schedule.interval_s)
+    return IntervalTrigger(seconds=schedule.interval_s, start_date=start, jitter=jitter, timezone="UTC")
 
 
 def worse(status: str, reference: str | None) -> bool:
@@ -97,7 +100,12 @@ class DoctorJobs:
     def jobs(self, targets: Sequence[str] | None = None) -> list[Job]:
         """One job per target with `doctor:` (or per one of `targets`)."""
         return [
-            (job_name(t.name), partial(self.run_now, t.name), t.doctor.interval_s, build_doctor_trigger(t.doctor))
+            (
+                job_name(t.name),
+                partial(self.run_now, t.name),
+                t.doctor.interval_s,
+                build_doctor_trigger(t.doctor, job_name(t.name)),
+            )
             for t in self._settings.targets
             if t.doctor is not None and (targets is None or t.name in targets)
         ]

@@ -69,11 +69,15 @@ def build_trigger(probe: ProbeSettings, *, now: datetime | None = None) -> Inter
         trigger = CronTrigger.from_crontab(probe.cron, timezone=UTC)
         trigger.jitter = jitter
         return trigger
-    now = now or datetime.now(UTC)
-    # A stable per-name offset: the same probe starts at the same phase after every restart.
-    spread_s = min(probe.interval_s, SPREAD_MAX_S) * (zlib.crc32(probe.name.encode()) % 1000) / 1000
-    start = now + timedelta(seconds=spread_s)
+    start = spread_start(probe.name, probe.interval_s, now)
     return IntervalTrigger(seconds=probe.interval_s, start_date=start, jitter=jitter, timezone=UTC)
+
+
+def spread_start(name: str, interval_s: float, now: datetime | None = None) -> datetime:
+    """When an interval job first runs: soon after start (within SPREAD_MAX_S), at a stable per-name offset,
+    so jobs do not all fire at once and the same job starts at the same phase after every restart."""
+    spread_s = min(interval_s, SPREAD_MAX_S) * (zlib.crc32(name.encode()) % 1000) / 1000
+    return (now or datetime.now(UTC)) + timedelta(seconds=spread_s)
 
 
 def _whole_s(seconds: float) -> int:

@@ -345,3 +345,14 @@ async def test_old_reports_are_deleted_with_their_findings(engine: AsyncEngine) 
     [kept] = await store.history("mock")
     assert kept.started_at == T0 and kept.findings == (finding,)
     assert await store.references("mock") == {"reachable": "pass"}
+
+
+def test_an_interval_doctor_first_runs_soon_after_start_not_one_interval_later() -> None:
+    # A new deployment is checked at once (within the probes' start spread), not an hour after the daemon starts.
+    from monitor.config.deployment import DoctorSchedule
+    from monitor.doctor_jobs import build_doctor_trigger
+    from monitor.scheduler import SPREAD_MAX_S
+
+    now = datetime.now(UTC)
+    first = build_doctor_trigger(DoctorSchedule(interval_s=3600), "doctor:mock").get_next_fire_time(None, now)
+    assert first is not None and now <= first <= now + timedelta(seconds=SPREAD_MAX_S + 1)
