@@ -14,7 +14,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from monitor.config.deployment import FINGERPRINT_COMPONENTS
+
 __all__ = ["DeploymentKind", "DeploymentObservation", "fold"]
+
+# Fingerprint components, most fundamental first: of several that change together, the first is the cause.
+_CAUSES = FINGERPRINT_COMPONENTS
 
 DeploymentKind = Literal["doctor", "drift"]
 
@@ -30,13 +35,6 @@ class DeploymentObservation:
     before: str = ""  # the reference verdict or baseline value, rendered for a diff (capped)
     after: str = ""  # this run's verdict or value, rendered for a diff (capped)
     fix: str | None = None  # the doctor's fix for this check and family
-
-
-# Drift components from the most to the least fundamental: when several change in one run, the first
-# is taken as the cause (a new tokenizer also changes the template's token ids, the reply and its logprobs).
-_CAUSE_ORDER: tuple[str, ...] = (
-    "models", "version", "tokenizer", "chat_template", "stop_behaviour", "sampling_defaults", "reply", "logprobs",
-)  # fmt: skip
 
 
 def fold(observations: Sequence[DeploymentObservation]) -> list[DeploymentObservation]:
@@ -58,7 +56,7 @@ def fold(observations: Sequence[DeploymentObservation]) -> list[DeploymentObserv
     changed = {
         t: sorted(
             (o.key for o in observations if o.target == t and o.kind == "drift" and o.active),
-            key=lambda k: _CAUSE_ORDER.index(k) if k in _CAUSE_ORDER else len(_CAUSE_ORDER),
+            key=lambda k: _CAUSES.index(k) if k in _CAUSES else len(_CAUSES),
         )
         for t in targets
     }

@@ -33,14 +33,16 @@ DOCTOR_CHECK_IDS: tuple[str, ...] = (
     "reasoning_parser", "tool_parser", "structured_output",
 )  # fmt: skip
 
-# What identifies a deployment, each compared on its own (a `drift` alert names the component).
+# What identifies a deployment, each compared on its own (a `drift` alert names the component), from
+# the most to the least fundamental: when several change in one run, the first is taken as the cause
+# (a new tokenizer also changes the template's token ids, the reply and its logprobs; see deployment.fold).
 FINGERPRINT_COMPONENTS: tuple[str, ...] = (
     "models",  # /v1/models: ids, max_model_len, root
     "version",  # /version (vLLM), /props build info (llama.cpp) where served
     "tokenizer",  # token ids of fixed prompts through /tokenize
     "chat_template",  # the rendered fixed conversation (vLLM /tokenize with messages), else its prompt-token count
-    "sampling_defaults",  # what comes back when temperature and max_tokens are omitted
     "stop_behaviour",  # finish_reason and length of a reply that should end on its own
+    "sampling_defaults",  # what comes back when temperature and max_tokens are omitted
     "reply",  # temperature 0 + seed: the reply text
     "logprobs",  # ... and the top-k logprobs of its first tokens, compared as distributions
 )
