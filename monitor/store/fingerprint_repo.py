@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from monitor.config.deployment import FINGERPRINT_COMPONENTS
 from monitor.store.models_fingerprint import FINGERPRINT_ERROR_MAX_CHARS, FingerprintBaselineRow, FingerprintRow
-from monitor.store.repo import store_session
+from monitor.store.repo import delete_chosen, store_session
 
 __all__ = ["FingerprintStore", "StoredReading"]
 
@@ -137,14 +137,7 @@ class FingerprintStore:
     async def delete_before(self, cutoff: datetime, *, limit: int) -> int:
         """Delete up to `limit` recorded readings older than `cutoff` (baselines are kept)."""
         ids = select(FingerprintRow.id).where(FingerprintRow.taken_at < cutoff).order_by(FingerprintRow.id).limit(limit)
-        statement = (
-            delete(FingerprintRow)
-            .where(FingerprintRow.id.in_(ids.scalar_subquery()))
-            .execution_options(synchronize_session=False)
-        )
-        async with store_session(self._sessionmaker, "delete old fingerprints") as session, session.begin():
-            result = await session.execute(statement)
-        return int(getattr(result, "rowcount", 0) or 0)
+        return await delete_chosen(self._sessionmaker, FingerprintRow, ids, "delete old fingerprints")
 
 
 def _reading(r: FingerprintRow) -> StoredReading:

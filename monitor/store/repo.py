@@ -11,8 +11,9 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -30,7 +31,7 @@ from monitor.store.models import (
 )
 from monitor.store.views import RESULT_LINE_COLUMNS, CanaryStats, OneShotRow, ResultLine, StoredResult
 
-__all__ = ["Store", "StoredResult", "store_session"]
+__all__ = ["Store", "StoredResult", "delete_chosen", "store_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,19 @@ async def store_session(
             yield session
     except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"cannot {operation}{where}: {describe_error(exc)}") from exc
+
+
+async def delete_chosen(
+    sessionmaker: async_sessionmaker[AsyncSession], table: Any, ids: Select[Any], operation: str
+) -> int:
+    """Delete the rows of ``table`` whose ``id`` the (limited) ``ids`` query picks; the number deleted.
+
+    Retention deletes old rows in batches this way, so one call never holds a long lock.
+    """
+    statement = delete(table).where(table.id.in_(ids.scalar_subquery())).execution_options(synchronize_session=False)
+    async with store_session(sessionmaker, operation) as session, session.begin():
+        result = await session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 _LAST_QUERY = (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,7 +21,7 @@ from monitor.server_metrics import FIELDS, ServerInterval
 from monitor.store.bucket import Histogram
 from monitor.store.db import describe_error
 from monitor.store.models_server_metrics import SCRAPE_ERROR_MAX_CHARS, ServerMetricRow
-from monitor.store.repo import store_session
+from monitor.store.repo import delete_chosen, store_session
 from monitor.store.server_rollups import ServerBucket, ServerRollups
 
 __all__ = ["ServerMetricsStore", "ServerPoint", "ServerStep"]
@@ -175,14 +175,7 @@ class ServerMetricsStore:
             .order_by(ServerMetricRow.scraped_at)
             .limit(limit)
         )
-        statement = (
-            delete(ServerMetricRow)
-            .where(ServerMetricRow.id.in_(ids.scalar_subquery()))
-            .execution_options(synchronize_session=False)
-        )
-        async with store_session(self._sessionmaker, "delete old server metrics") as session, session.begin():
-            result = await session.execute(statement)
-        return int(getattr(result, "rowcount", 0) or 0)
+        return await delete_chosen(self._sessionmaker, ServerMetricRow, ids, "delete old server metrics")
 
 
 def _point(row: ServerMetricRow) -> ServerPoint:
