@@ -93,9 +93,10 @@ def results_table(results: Sequence[ProbeResult], *, width: int = 200) -> Table:
     for r in results:
         itl = "-" if r.itl_ms_mean is None else f"{_ms(r.itl_ms_mean)}/{_ms(r.itl_ms_p95)}"
         finish = "-" if r.measurement is None else str(r.measurement.finish_reason)
-        row: list[str | Text] = [r.probe]
+        # Names and the server's words go in as Text: a "[bold]" of theirs is shown, never applied as markup.
+        row: list[str | Text] = [Text(r.probe)]
         if several_targets or wide:
-            row.append(r.target)
+            row.append(Text(r.target))
         row += [
             f"{'chat' if r.endpoint == 'chat' else 'compl'}{' ⇢' if r.stream else ''}",
             _status(r),
@@ -103,14 +104,14 @@ def results_table(results: Sequence[ProbeResult], *, width: int = 200) -> Table:
             _ms(r.latency_ms),
             itl,
             _tokens(r),
-            finish,
+            Text(finish),
         ]
         if golden:
             row.append(_golden(r))
         if priced:
             row.append(_cost(r))
         if wide:
-            row.append(_reply(r))
+            row.append(Text(_reply(r)))
         table.add_row(*row)
     return table
 
@@ -143,7 +144,7 @@ def _stacked(console: Console, results: Sequence[ProbeResult]) -> None:
             numbers.append(f"golden {_golden(r)}")
         if r.cost is not None:
             numbers.append(f"cost {_cost(r)}")
-        console.print(indent + "  ".join(numbers), highlight=False)
+        console.print(indent + "  ".join(numbers), highlight=False, markup=False)  # finish_reason is theirs
         if m is not None:
             reply = Text(indent + _reply(r), style="dim")
             reply.truncate(console.width, overflow="ellipsis")  # cells, not characters: CJK is double width

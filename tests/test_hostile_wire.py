@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from hypothesis import given, strategies as st
 from pytest_aiohttp import AiohttpServer
 
 from monitor.config import parse_settings
@@ -183,6 +184,39 @@ async def test_probe_command_prints_every_result_despite_lone_surrogates(
     else:
         for name in ("reply", "json", "error", "event"):
             assert name in out, out
+
+
+# Rich markup and terminal escapes in the reply and in finish_reason: printed as text, never obeyed.
+_MARKUP_STREAM = _sse(
+    b'{"choices":[{"index":0,"delta":{"content":"[bold]b[/bold] \\u001b]52;c;eA==\\u0007 [link=http://e]y[/link]"},'
+    b'"finish_reason":null}]}',
+    b'{"choices":[{"index":0,"delta":{},"finish_reason":"[red]stop[/red]"}]}',
+)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("columns", ["80", "200"])  # the stacked layout, and the table with its reply column
+async def test_probe_command_prints_their_markup_and_escapes_inert(
+    aiohttp_server: AiohttpServer, tmp_path: Path, columns: str
+) -> None:
+    routes = web.RouteTableDef()
+    _raw_route(routes, "/v1/chat/completions", _MARKUP_STREAM)
+    root = await _serve(aiohttp_server, routes)
+    config = tmp_path / "monitor.yaml"
+    settings = {"targets": [{"name": "t", "base_url": root + "/v1"}], "probes": [chat_probe(name="p", target="t")]}
+    config.write_text(yaml.safe_dump({"storage": {"url": f"sqlite:///{tmp_path / 'p.db'}"}, **settings}), "utf-8")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), "COLUMNS": columns}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "probe", "-c", str(config),
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(80):
+        stdout, stderr = await proc.communicate()
+    out = stdout.decode()
+    assert proc.returncode in (0, 1), stderr.decode(errors="replace")[-2000:]
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    assert "[bold]b[/bold] \ufffd]52;c;eA==\ufffd [link=http://e]y[/link]" in out, out
+    assert "[red]stop[/red]" in out, out
 
 
 # --- 2. the API key in fields that were not redacted, and redaction before the cap ---------------------------
@@ -440,3 +474,29 @@ def test_untrusted_text_is_storable_and_redacted_before_any_cut() -> None:
     assert Untrusted(KEY).preview(b"y" * 70 + KEY.encode(), 80) == "y" * 70 + "[redacted]"
     assert Untrusted().decode(b"ok \xff") == "ok \ufffd"
     assert http_error_detail(400, b'{"error":{"message":"bad \\ud800"}}') == "HTTP 400: bad \ufffd"
+
+
+def test_untrusted_text_disarms_terminal_control_characters() -> None:
+    u = Untrusted()
+    assert u.text("tab\tnew\nline\r\n你好 😊") == "tab\tnew\nline\r\n你好 😊" and not u.sanitised
+    # ESC (an OSC 52 clipboard write, a colour), BEL, backspace, DEL and the C1 CSI: none may reach a terminal.
+    assert (
+        u.text("\x1b]52;c;eA==\x07 \x1b[31m \x08\x7f \x9b2J")
+        == "\ufffd]52;c;eA==\ufffd \ufffd[31m \ufffd\ufffd \ufffd2J"
+    )
+    assert u.sanitised
+
+
+_UNSAFE_CHARS = frozenset(chr(c) for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)))
+
+
+@given(st.text(alphabet=st.characters(codec=None), max_size=40))
+def test_untrusted_text_keeps_every_safe_character_in_place(value: str) -> None:
+    u = Untrusted()
+    out = u.text(value)
+    out.encode("utf-8")  # no lone surrogate survives
+    assert len(out) == len(value)
+    for before, after in zip(value, out, strict=True):
+        unsafe = before in _UNSAFE_CHARS or "\ud800" <= before <= "\udfff"
+        assert after == ("\ufffd" if unsafe else before)
+    assert u.sanitised == any(a != b for a, b in zip(value, out, strict=True))

@@ -568,7 +568,8 @@ def test_the_slot_sentinel_written_into_an_event_does_not_fool_the_layout(litera
         return chat(f'{{"x":{{"content":"{text}"}},"content":"{literal}"}}')
 
     m = both("chat", [event(c) for c in "abcd"])
-    assert m.text == "\x7fllm-monitor-slot\x7f" * 4
+    # The sentinel's DEL is a control character, stored as U+FFFD (monitor/untrusted.py) like any other.
+    assert m.text == "\ufffdllm-monitor-slot\ufffd" * 4 and m.sanitised
 
 
 def test_a_layout_promoted_mid_read_matches_the_rest_of_that_read(monkeypatch: pytest.MonkeyPatch) -> None:
