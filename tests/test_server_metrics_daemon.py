@@ -38,7 +38,9 @@ def _config(mock: MockProcess, db_url: str, hook: WebhookReceiver) -> dict[str, 
     return {
         "storage": {"url": db_url},
         "targets": [
-            {"name": "mock", "base_url": mock.base_url, "timeout_s": 20, "metrics": {"interval_s": 1}},
+            # A CI core shared with a real server under load can hold this process off its core for seconds;
+            # the idle scrapes below must not fail on the scrape timeout then (once, at 5 s, they did).
+            {"name": "mock", "base_url": mock.base_url, "timeout_s": 20, "metrics": {"interval_s": 1, "timeout_s": 20}},
             # The same server, but a /metrics that is not there.
             {"name": "bare", "base_url": mock.base_url, "metrics": {"interval_s": 1, "url": mock.root_url + "/nope"}},
         ],
