@@ -1,36 +1,47 @@
-"""How fast and how accurate is llm-monitor's load generator? Measured against the bundled mock.
+"""How fast and how accurate is llm-monitor's load generator, next to a minimal Locust file? Against the bundled mock.
 
-1. Ceiling: completed streaming requests per second and output tokens per second, 128-token
-   completions, zero server latency, the Locust process pinned to one core and the mock to the
-   other. Every token is still timed (the full meter runs on every event). Reported with and
-   without per-chunk usage (``continuous_usage_stats``, the default), as "requests per client
-   CPU-second" (the rate one fully busy client core sustains) and as the wall-clock rate.
-2. Accuracy: the mock sends the first token after 50 ms and the others every 10 ms, and records
-   the wall-clock send time of each token per ``X-Request-Id`` (``GET /_mock/timings``). The
-   client writes its own receive times (``--llm-trace``). Error = client reading - server send
-   time, for TTFT and for every inter-token gap, with 32 and 256 concurrent streams.
+Two Locust files run in the same benchmark, one after the other and alternating (ABBA), so that
+both see the same machine: ours (``locustfiles/llm.py``, the file ``llm-monitor loadtest`` runs)
+and ``benchmarks/minimal_locustfile.py`` (what a user writes without llm-monitor). Results are
+printed side by side with the ratio ours / minimal: a ratio survives a busy machine better than
+an absolute number does.
 
-Goals (issue 4): >= 1,500 completed streaming requests/s per client core; TTFT error p99 <= 5 ms
-at 256 streams. Every phase is bounded (``--duration``, default 15 s per run).
+1. Ceiling: finished streaming requests per second (counted by the mock) and client CPU per
+   request, 128-token completions, zero server latency, the Locust process on one core.
+2. Accuracy: the mock sends the first token after 50 ms and the others every 10 ms and records
+   the wall-clock send time of each token per ``X-Request-Id`` (``GET /_mock/timings``). Both
+   files write every token's receive time to a trace. Error = client reading - server send time,
+   for TTFT and for every token, at 32 and 256 concurrent streams.
+3. Ours reports a bound on its own TTFT error per request (``ttft_bound_ms`` in its trace, from
+   kernel receive timestamps). Checked per request against the mock's clock read just before the
+   first token's write and just after it returned (``token_written_s``): 0 <= real error <= bound +
+   the mock's write time, give or take LOOPBACK_EPSILON_MS.
 
-Run: ``python benchmarks/loadgen.py [--duration 15] [--profile]``. ``--profile`` runs the
-ceiling phase once more under py-spy and prints where the client's time goes.
+Placement: the mock on core 0, Locust on core 1. ``--busy`` (the default) also runs a CPU burner
+on core 0 at nice 19, so the client's machine has its other core busy, as on a shared machine;
+the mock still gets that core when it needs it. ``--realtime`` runs mock and client at SCHED_FIFO.
+Everything else on the machine is measured (/proc/stat minus our processes) and printed.
+
+Run: ``python benchmarks/loadgen.py [--duration 12] [--repeat 3] [--no-busy] [--realtime]``
+(about 3 minutes with the defaults).
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import platform
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +49,59 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _machine import cpu_model
 
-from monitor.loadtest.recorder import EventTail, RunData
-from monitor.loadtest.window import hist_percentile
 from monitor.results import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCUSTFILE = ROOT / "locustfiles" / "llm.py"
 MOCK_CORE, CLIENT_CORE = 0, 1
-WARMUP_S, COOLDOWN_S = 3.0, 1.0
 TOKENS = 128
-# ASCII continuations: every one of the 128 tokens carries text, so token i is content event i.
-PROMPTS = [{"prompt": "Hello"}, {"prompt": "hello there"}]
+# The mock reads its clock just before it writes a token and again once the write returned
+# (monitor/mock/stream.py, _Sender.flush): the client's kernel received it between the two, give or take
+# this much for loopback. A mock preempted between its clock read and its write shows as a long write, which
+# the check allows for; before the second read existed, such a request was printed as NOT covered.
+LOOPBACK_EPSILON_MS = 0.5
 _LISTENING = re.compile(r"listening on (http://\S+)/v1")
+_SUCCESS = re.compile(r"^vllm:request_success_total\{[^}]*\} (\S+)$", re.M)
+BURNER = "while True: pass"
+SAMPLE_S = 0.5
+# A ceiling run where other processes took more than this share of the client's core is marked and
+# left out of the medians (unless every run of that file was).
+DISTURBED_SHARE = 0.10
+REALTIME: list[str] = []  # ["chrt", "-f", "10"] with --realtime
+
+
+@dataclass(frozen=True)
+class File:
+    """One Locust file under test and how to ask it for a trace."""
+
+    name: str
+    path: Path
+    args: tuple[str, ...]
+    trace_flag: str
+
+
+def _files(workdir: Path) -> tuple[File, File]:
+    prompts = workdir / "prompts.jsonl"
+    # ASCII continuations: every one of the 128 tokens carries text, so token i is text event i.
+    prompts.write_text(json.dumps({"prompt": "Hello"}) + "\n")
+    ours = File("ours", ROOT / "locustfiles" / "llm.py", (
+        "--llm-endpoint", "completion", "--llm-max-tokens", str(TOKENS), "--llm-prompts", str(prompts),
+        "--llm-extra-body", '{"ignore_eos": true}', "--llm-out", str(workdir / "events.jsonl"),
+    ), "--llm-trace")  # fmt: skip
+    minimal = File(
+        "minimal", ROOT / "benchmarks" / "minimal_locustfile.py", ("--max-tokens", str(TOKENS)), "--trace-file"
+    )
+    return ours, minimal
 
 
 def machine() -> str:
-    model = cpu_model()
     import locust
 
     import gevent
 
     return (
-        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"Locust {locust.__version__}, gevent {gevent.__version__}, {platform.system()} {platform.release()}"
     )
-
-
-REALTIME: list[str] = []  # ["chrt", "-f", "10"] with --realtime
 
 
 def _pinned(core: int, args: list[str]) -> list[str]:
@@ -73,291 +110,433 @@ def _pinned(core: int, args: list[str]) -> list[str]:
     return [*REALTIME, *args]
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _core_busy_s() -> dict[int, float]:
+    """Busy (non-idle, non-iowait) seconds per core since boot, from /proc/stat."""
+    busy: dict[int, float] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            t = [int(x) for x in ticks]
+            busy[int(name[3:])] = (sum(t[:8]) - t[3] - t[4]) / os.sysconf("SC_CLK_TCK")
+    return busy
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Mock:
-    """``python -m monitor.mock.server --port 0`` pinned to one core."""
+    """``python -m monitor.mock.server --port 0`` pinned to MOCK_CORE."""
 
     def __init__(self, **knobs: object) -> None:
         args = [sys.executable, "-m", "monitor.mock.server", "--port", "0"]
         for name, value in knobs.items():
             flag = "--" + name.replace("_", "-")
-            args += (
-                ([flag] if value is True else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
-            )
-        # A file, not a pipe: the mock logs every client that hangs up mid-stream, and a full
-        # pipe would block it.
+            args += ([flag] if value else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
+        # A file, not a pipe: the mock logs every client that hangs up mid-stream, and a full pipe would block it.
         self.log_path = Path(tempfile.mkstemp(prefix="loadgen-mock-", suffix=".log")[1])
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(_pinned(MOCK_CORE, args), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
             match = _LISTENING.search(self.log_path.read_text(errors="replace"))
             if match:
                 self.root_url = match.group(1)
                 return
             time.sleep(0.05)
-        self.stop()
+        _stop(self.proc)
         raise RuntimeError(f"the mock did not start (see {self.log_path})")
 
-    def timings(self) -> dict[str, list[float]]:
-        with urllib.request.urlopen(self.root_url + "/_mock/timings", timeout=30) as resp:
-            records = json.loads(resp.read())["requests"]
-        return {r["request_id"]: r["token_times_s"] for r in records}
+    def _get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.root_url + path, timeout=30) as resp:
+            body: bytes = resp.read()
+        return body
 
-    def cpu_s(self) -> float:
-        return _cpu_s(self.proc.pid)
+    def finished(self) -> int:
+        """Requests the mock has finished sending (vllm:request_success_total, all reasons)."""
+        return int(sum(float(v) for v in _SUCCESS.findall(self._get("/metrics").decode())))
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def timings(self) -> dict[str, tuple[list[float], list[float]]]:
+        """Per request: the mock's clock just before each token's write, and just after it returned."""
+        records = json.loads(self._get("/_mock/timings"))["requests"]
+        return {r["request_id"]: (r["token_times_s"], r["token_written_s"]) for r in records}
 
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def clear_timings(self) -> None:
+        req = urllib.request.Request(self.root_url + "/_mock/timings", method="DELETE")
+        urllib.request.urlopen(req, timeout=10).close()
 
 
-def _locust(
-    mock: Mock, workdir: Path, users: int, duration_s: float, extra: list[str], prefix: list[str] | None = None
-) -> tuple[subprocess.Popen[bytes], Path]:
-    prompts = workdir / "prompts.jsonl"
-    prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
-    out = workdir / f"events-{time.monotonic_ns()}.jsonl"
+def _locust(file: File, mock: Mock, workdir: Path, users: int, duration_s: float, trace: Path | None) -> Any:
     args = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+        sys.executable, "-m", "locust", "-f", str(file.path), "--headless", "--only-summary",
         "-u", str(users), "-r", str(users), "-t", f"{duration_s:g}s", "--host", mock.root_url,
-        "--llm-endpoint", "completion", "--llm-max-tokens", str(TOKENS), "--llm-prompts", str(prompts),
-        "--llm-extra-body", '{"ignore_eos": true}', "--llm-out", str(out), "--exit-code-on-error", "0", *extra,
+        "--exit-code-on-error", "0", *file.args, *([file.trace_flag, str(trace)] if trace else []),
     ]  # fmt: skip
-    log = (workdir / "locust.log").open("ab")
-    proc = subprocess.Popen((prefix or []) + _pinned(CLIENT_CORE, args), cwd=workdir, stdout=log, stderr=log)
-    log.close()
-    return proc, out
+    with (workdir / f"locust-{file.name}.log").open("ab") as log:
+        return subprocess.Popen(_pinned(CLIENT_CORE, args), cwd=workdir, stdout=log, stderr=log)
 
 
-def _wait_start(out: Path, proc: subprocess.Popen[bytes]) -> float:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        for line in EventTail(out).read_new():
-            if line.get("type") == "start":
-                return float(line["t0"])
-        time.sleep(0.1)
-    raise RuntimeError(f"Locust did not start (see {out.parent / 'locust.log'})")
+def ceiling(file: File, mock: Mock, workdir: Path, duration_s: float, users: int, burner: Any) -> dict[str, Any]:
+    warmup_s, cooldown_s = min(3.0, duration_s / 4), min(1.5, duration_s / 6)
+    base = mock.finished()
+    proc = _locust(file, mock, workdir, users, duration_s, None)
+    deadline = time.monotonic() + 60
+    while mock.finished() == base:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{file.name}: no request finished (see {workdir}/locust-{file.name}.log)")
+        time.sleep(0.05)
+    first = time.monotonic()
 
+    def sample() -> tuple[float, ...]:
+        cores = _core_busy_s()
+        return (
+            time.monotonic(),
+            mock.finished(),
+            _cpu_s(proc.pid),
+            _cpu_s(mock.proc.pid),
+            _cpu_s(burner.pid) if burner else 0.0,
+            cores.get(CLIENT_CORE, 0.0),
+            cores.get(MOCK_CORE, 0.0),
+        )
 
-def _events(out: Path) -> RunData:
-    data = RunData()
-    for line in EventTail(out).read_new():
-        data.apply(line)
-    return data
-
-
-def ceiling(mock: Mock, workdir: Path, duration_s: float, *, continuous_usage: bool, users: int) -> dict[str, Any]:
-    extra = [] if continuous_usage else ["--llm-no-continuous-usage"]
-    proc, out = _locust(mock, workdir, users, duration_s, extra)
-    t0 = _wait_start(out, proc)
-    locust_pid = proc.pid
-    time.sleep(max(0.0, t0 + WARMUP_S - time.time()))
-    a_wall, a_cpu, a_mock = time.time(), _client_cpu(locust_pid), mock.cpu_s()
-    time.sleep(max(0.0, t0 + duration_s - COOLDOWN_S - time.time()))
-    b_wall, b_cpu, b_mock = time.time(), _client_cpu(locust_pid), mock.cpu_s()
-    proc.wait(timeout=60)
-    data = _events(out)
-    window = data.window(a_wall, b_wall)
-    span_s = int(b_wall) - int(a_wall)
-    steady = data.window(int(a_wall) + 1, int(b_wall))
-    steady_span = max(1, int(b_wall) - int(a_wall) - 1)
-    client_cpu_s = b_cpu - a_cpu
+    # Sampled until Locust exits: its users may stop before -t is up (stock Locust arms the run timer
+    # against gevent's stale clock), so the window ends where the mock's count stopped growing.
+    samples = [sample()]
+    while proc.poll() is None:
+        time.sleep(SAMPLE_S)
+        samples.append(sample())
+    pairs = zip(samples[::-1], samples[-2::-1], strict=False)
+    stop_s = next((s[0] for s, prev in pairs if s[1] > prev[1]), first)
+    steady = [s for s in samples if first + warmup_s <= s[0] <= stop_s - cooldown_s]
+    if len(steady) < 2:
+        raise RuntimeError(f"{file.name}: the run was too short to measure (see {workdir}/locust-{file.name}.log)")
+    a, b = steady[0], steady[-1]
+    wall, done, client, mock_cpu, burn, core_c, core_m = (y - x for x, y in zip(a, b, strict=True))
     return {
-        "continuous_usage": continuous_usage,
+        "file": file.name,
         "users": users,
-        "requests": window.requests,
-        "failures": window.failures,
-        "rps": steady.requests / steady_span,
-        "tokens_per_s": steady.output_tokens / steady_span,
-        "client_cpu": client_cpu_s / (b_wall - a_wall),
-        "mock_cpu": (b_mock - a_mock) / (b_wall - a_wall),
-        "rps_per_client_core": window.requests / client_cpu_s if client_cpu_s > 0 else None,
-        "client_cpu_ms_per_request": 1000 * client_cpu_s / window.requests if window.requests else None,
-        "tokens_per_request": window.output_tokens / window.requests if window.requests else None,
-        "span_s": span_s,
+        "window_s": wall,
+        "requests": done,
+        "rps": done / wall,
+        "client_cpu": client / wall,
+        "client_cpu_ms_per_request": 1000 * client / done if done else None,
+        "rps_per_client_core": done / client if client else None,
+        "mock_cpu": mock_cpu / wall,
+        "burner_cpu": burn / wall,
+        "others_on_client_core": max(0.0, core_c - client) / wall,
+        "others_on_mock_core": max(0.0, core_m - mock_cpu - burn) / wall,
     }
 
 
-def _client_cpu(pid: int) -> float:
-    # `taskset` execs Locust, so the pid is Locust's own.
-    return _cpu_s(pid)
+def _requests(file: File, trace: Path) -> list[dict[str, Any]]:
+    """The trace in one shape for both files: id, start_wall, token_walls, ttft_bound_ms, read_lag_max_ms."""
+    out = []
+    for line in trace.read_text().splitlines() if trace.exists() else []:
+        rec = json.loads(line)
+        if rec.get("error"):
+            continue
+        if file.name == "minimal":
+            walls = rec["token_walls"]
+        else:
+            if rec.get("ttft_ms") is None:
+                continue
+            walls = [rec["start_wall"] + rec["ttft_ms"] / 1000.0]
+            for gap_ms in rec["itl_ms"]:
+                walls.append(walls[-1] + gap_ms / 1000.0)
+        out.append(
+            {
+                "id": rec["id"],
+                "start_wall": rec["start_wall"],
+                "token_walls": walls,
+                "ttft_bound_ms": rec.get("ttft_bound_ms"),
+                "read_lag_max_ms": rec.get("read_lag_max_ms"),
+            }
+        )
+    return out
 
 
-def accuracy(mock: Mock, workdir: Path, duration_s: float, streams: int) -> dict[str, Any]:
-    trace = workdir / f"trace-{streams}.jsonl"
-    urllib.request.urlopen(urllib.request.Request(mock.root_url + "/_mock/timings", method="DELETE"), timeout=10)
-    proc, out = _locust(mock, workdir, streams, duration_s, ["--llm-trace", str(trace)])
-    t0 = _wait_start(out, proc)
-    proc.wait(timeout=duration_s + 60)
+def accuracy(file: File, mock: Mock, workdir: Path, duration_s: float, streams: int) -> dict[str, Any]:
+    warmup_s = min(3.0, duration_s / 4)
+    trace = workdir / f"trace-{file.name}-{streams}-{time.monotonic_ns()}.jsonl"
+    mock.clear_timings()
+    proc = _locust(file, mock, workdir, streams, duration_s, trace)
+    core0, cpu = _core_busy_s().get(CLIENT_CORE, 0.0), 0.0
+    wall0 = time.monotonic()
+    while proc.poll() is None:  # /proc/PID is gone once it is reaped: its CPU is sampled until then
+        cpu = _cpu_s(proc.pid)
+        time.sleep(SAMPLE_S / 5)
+    others = max(0.0, _core_busy_s().get(CLIENT_CORE, 0.0) - core0 - cpu) / (time.monotonic() - wall0)
     sent = mock.timings()
+    records = _requests(file, trace)
+    t0 = min((r["start_wall"] for r in records), default=0.0)
     ttft_err: list[float] = []
     token_err: list[float] = []
-    gap_err: list[float] = []
-    skipped = 0
-    for line in trace.read_text().splitlines():
-        rec = json.loads(line)
-        server = sent.get(rec["id"])
-        if rec["error"] or server is None or rec["ttft_ms"] is None or rec["start_wall"] < t0 + WARMUP_S:
+    bounds: list[float] = []
+    covered = judged = skipped = 0
+    missed: list[dict[str, Any]] = []
+    write_ms: list[float] = []
+    for rec in records:
+        server, written = sent.get(rec["id"], ([], []))
+        client = rec["token_walls"]
+        if not server or len(client) != len(server) or rec["start_wall"] < t0 + warmup_s:
             skipped += 1
             continue
-        first = rec["start_wall"] + rec["ttft_ms"] / 1000.0
-        client = [first]
-        for gap in rec["itl_ms"]:
-            client.append(client[-1] + gap / 1000.0)
-        if len(client) != len(server):
-            skipped += 1
-            continue
-        ttft_err.append((first - server[0]) * 1000.0)
+        err_ms = (client[0] - server[0]) * 1000.0
+        ttft_err.append(err_ms)
         token_err.extend((c - s) * 1000.0 for c, s in zip(client, server, strict=True))
-        gap_err.extend(
-            ((c1 - c0) - (s1 - s0)) * 1000.0
-            for c0, c1, s0, s1 in zip(client, client[1:], server, server[1:], strict=False)
-        )
-    data = _events(out)
+        # The first token left the mock between its clock read and the end of its write.
+        wrote_ms = (written[0] - server[0]) * 1000.0 if written else 0.0
+        write_ms.append(wrote_ms)
+        bound = rec["ttft_bound_ms"]
+        if bound is not None:
+            judged += 1
+            bounds.append(bound)
+            # Covered when the client's interval [reading - bound, reading] meets the mock's [read, written].
+            if -LOOPBACK_EPSILON_MS <= err_ms <= bound + wrote_ms + LOOPBACK_EPSILON_MS:
+                covered += 1
+            elif len(missed) < 5:
+                missed.append({"id": rec["id"], "error_ms": err_ms, "ttft_bound_ms": bound, "write_ms": wrote_ms,
+                               "read_lag_max_ms": rec["read_lag_max_ms"]})  # fmt: skip
     return {
+        "file": file.name,
         "streams": streams,
         "requests": len(ttft_err),
         "skipped": skipped,
-        "rps": data.window().requests / max(1.0, float((data.summary or {}).get("elapsed_s") or duration_s)),
         "ttft_err_ms": _dist(ttft_err),
         "token_err_ms": _dist(token_err),
-        "itl_err_ms": _dist([abs(e) for e in gap_err]),
-        "measured_ttft_p50_ms": hist_percentile(data.window().ttft, 50.0),
-        "measured_itl_p50_ms": hist_percentile(data.window().itl, 50.0),
+        "bound_ms": _dist(bounds),
+        "mock_write_ms": _dist(write_ms),
+        "others_on_client_core": others,
+        "bound_judged": judged,
+        "bound_covered": covered,
+        "bound_missed": missed,
     }
 
 
 def _dist(values: list[float]) -> dict[str, float | None]:
     if not values:
-        return {"p50": None, "p99": None, "max": None}
-    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values)}
+        return {"min": None, "p50": None, "p99": None, "max": None}
+    return {"min": min(values), "p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values)}
 
 
-def profile(mock: Mock, workdir: Path, duration_s: float, users: int, continuous_usage: bool) -> str:
-    """Run the ceiling under py-spy and return the top frames by own and inclusive time."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(py_spy).exists():
-        return "py-spy not installed (pip install py-spy)"
-    raw = workdir / f"profile-{int(continuous_usage)}.txt"
-    extra = [] if continuous_usage else ["--llm-no-continuous-usage"]
-    # --gil: only the thread running Python code, not gevent's idle resolver threads.
-    prefix = [py_spy, "record", "--gil", "-r", "200", "--format", "raw", "-o", str(raw), "--"]
-    saved = REALTIME[:]
-    REALTIME.clear()  # py-spy follows the exec chain more reliably without chrt
-    try:
-        proc, _ = _locust(mock, workdir, users, duration_s, extra, prefix=prefix)
-        proc.wait(timeout=duration_s + 60)
-    finally:
-        REALTIME[:] = saved
-    own: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        total += n
-        frames = [re.sub(r" \(.*?([^/]+\.py):\d+\)", r" (\1)", f) for f in stack.split(";")]
-        own[frames[-1]] += n
-        for frame in set(frames):
-            inclusive[frame] += n
-    lines = [f"py-spy, {total} samples ({'with' if continuous_usage else 'without'} per-chunk usage)"]
-    lines += ["  own time:"] + [f"    {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(12)]
-    wanted = ("StreamMeter.feed", "json", "FastHttpSession.request", "_read (", "Hub.run", "record_ok", "fire",
-              "run_checks", "StreamMeter.finish", "HTTPResponse.feed", "recv")  # fmt: skip
-    lines += ["  inclusive time of the request path:"]
-    seen = set()
-    for frame, n in inclusive.most_common():
-        key = frame.split(" (")[0]
-        if any(w in frame for w in wanted) and key not in seen:
-            seen.add(key)
-            lines.append(f"    {100 * n / total:5.1f}%  {frame}")
-    return "\n".join(lines)
+def _ms(value: float | None) -> str:
+    return "   n/a" if value is None else f"{value:6.2f}"
+
+
+def _ratio(ours: float | None, minimal: float | None) -> str:
+    return f"{ours / minimal:.3g}x" if ours is not None and minimal else "  n/a"
+
+
+def _median(runs: list[dict[str, Any]], *keys: str) -> float | None:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in keys:
+            value = value[key]
+        if value is not None:
+            values.append(value)
+    return statistics.median(values) if values else None
+
+
+def _ceiling_line(r: dict[str, Any]) -> str:
+    return (
+        f"   {r['file']:7s} {r['rps']:7,.0f} req/s finished | {r['client_cpu_ms_per_request'] or 0:.3f} ms client "
+        f"CPU/request = {r['rps_per_client_core'] or 0:,.0f} req/s per client core | client core "
+        f"{100 * r['client_cpu']:3.0f}% Locust + {100 * r['others_on_client_core']:2.0f}% others | mock core "
+        f"{100 * r['mock_cpu']:3.0f}% mock + {100 * r['burner_cpu']:2.0f}% burner + "
+        f"{100 * r['others_on_mock_core']:2.0f}% others{' (disturbed)' if _disturbed(r) else ''}"
+    )
+
+
+def _disturbed(run: dict[str, Any]) -> bool:
+    return bool(run["others_on_client_core"] > DISTURBED_SHARE)
+
+
+def _steady(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs no other process disturbed, or all of them when every one was."""
+    return [r for r in runs if not _disturbed(r)] or runs
+
+
+def _accuracy_line(r: dict[str, Any]) -> str:
+    t, k = r["ttft_err_ms"], r["token_err_ms"]
+    line = (
+        f"   {r['file']:7s} {r['streams']:3d} streams, {r['requests']:5,} requests: TTFT error p50 {_ms(t['p50'])}, "
+        f"p99 {_ms(t['p99'])}, max {_ms(t['max'])}, min {_ms(t['min'])} ms | per-token error p50 "
+        f"{_ms(k['p50'])}, p99 {_ms(k['p99'])}, max {_ms(k['max'])} ms | others on the client core "
+        f"{100 * r['others_on_client_core']:.0f}%"
+    )
+    if r["file"] == "ours":
+        b = r["bound_ms"]
+        line += (
+            "\n           no bound reported (no ttft_bound_ms in the trace)"
+            if not r["bound_judged"]
+            else f"\n           bound covered the real error in {r['bound_covered']:,} of {r['bound_judged']:,} "
+            f"requests (0 <= error <= ttft_bound_ms + the mock's write time, +-{LOOPBACK_EPSILON_MS} ms); "
+            f"bound p50 {_ms(b['p50'])}, p99 {_ms(b['p99'])}, max {_ms(b['max'])} ms; the mock's first-token "
+            f"write p99 {_ms(r['mock_write_ms']['p99'])}, max {_ms(r['mock_write_ms']['max'])} ms"
+        )
+        for miss in r["bound_missed"]:
+            line += (f"\n           NOT covered: {miss['id']} error {miss['error_ms']:.2f} ms, bound "
+                     f"{miss['ttft_bound_ms']:.2f} ms, the mock's write {miss['write_ms']:.2f} ms "
+                     f"(read lag max {miss['read_lag_max_ms']} ms)")  # fmt: skip
+    return line
+
+
+def _order(ours: File, minimal: File, i: int) -> tuple[File, File]:
+    # ABBA: neither file always runs first, when the machine's load drifts.
+    return (ours, minimal) if i % 2 == 0 else (minimal, ours)
+
+
+def _summary(results: dict[str, Any], streams: list[int]) -> list[str]:
+    ceil = results["ceiling"]
+    by = {name: _steady([r for r in ceil if r["file"] == name]) for name in ("ours", "minimal")}
+    lines = [
+        "\n3. side by side (medians over runs, ceiling over undisturbed runs: "
+        + ", ".join(f"{name} {sum(not _disturbed(r) for r in runs) or 'none, so all'}" for name, runs in by.items())
+        + "; ratio = ours / minimal)",
+        f"   {'':36s} {'ours':>9s} {'minimal':>9s} {'ratio':>7s}",
+    ]
+
+    def row(label: str, a: float | None, b: float | None, fmt: str) -> None:
+        cells = [format(v, fmt) if v is not None else "n/a" for v in (a, b)]
+        lines.append(f"   {label:36s} {cells[0]:>9s} {cells[1]:>9s} {_ratio(a, b):>7s}")
+
+    row("ceiling: finished req/s", _median(by["ours"], "rps"), _median(by["minimal"], "rps"), ",.0f")
+    row(
+        "ceiling: client CPU ms/request",
+        _median(by["ours"], "client_cpu_ms_per_request"),
+        _median(by["minimal"], "client_cpu_ms_per_request"),
+        ".3f",
+    )
+    for n in streams:
+        acc = {name: [r for r in results["accuracy"] if r["file"] == name and r["streams"] == n] for name in by}
+        for key, label in (("ttft_err_ms", "TTFT error"), ("token_err_ms", "per-token error")):
+            for stat in ("p50", "p99", "max") if key == "ttft_err_ms" else ("p50", "p99"):
+                row(
+                    f"{n:3d} streams: {label} {stat} ms",
+                    _median(acc["ours"], key, stat),
+                    _median(acc["minimal"], key, stat),
+                    ".2f",
+                )
+        row(f"{n:3d} streams: ours' TTFT bound p99 ms", _median(acc["ours"], "bound_ms", "p99"), None, ".2f")
+    judged = sum(r["bound_judged"] for r in results["accuracy"] if r["file"] == "ours")
+    covered = sum(r["bound_covered"] for r in results["accuracy"] if r["file"] == "ours")
+    lines.append(
+        f"   ours' own TTFT error bound: covered the real error in {covered:,} of {judged:,} requests"
+        if judged
+        else "   ours' own TTFT error bound: no bound reported"
+    )
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=15.0, help="Seconds per Locust run (each phase runs 2).")
+    parser.add_argument("--duration", type=float, default=12.0, help="Seconds per Locust run.")
     parser.add_argument("--users", type=int, default=64, help="Concurrent streams in the ceiling phase.")
-    parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3, help="Accuracy runs with 256 streams (median reported).")
-    parser.add_argument("--profile", action="store_true", help="Also profile the ceiling phase with py-spy.")
+    parser.add_argument("--ceiling-repeat", type=int, default=2, help="Ceiling runs per file (alternating).")
+    parser.add_argument("--streams", default="32,256", help="Stream counts of the accuracy phase.")
+    parser.add_argument("--repeat", type=int, default=3, help="Accuracy runs per file at the largest stream count.")
     parser.add_argument(
-        "--realtime", action="store_true",
-        help="Run mock and client with SCHED_FIFO (chrt -f 10, needs root) so other tenants of a shared machine "
-        "cannot preempt them.",
-    )  # fmt: skip
+        "--busy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep the mock's core busy with a CPU burner at nice 19 (default on).",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="Run mock and clients at SCHED_FIFO (chrt -f 10, needs root); the burner stays nice 19.",
+    )
+    parser.add_argument("--out", type=Path, help="Write the raw results as JSON here.")
     args = parser.parse_args()
+    streams = [int(s) for s in args.streams.split(",") if s]
     if args.realtime:
         if not shutil.which("chrt"):
             parser.error("--realtime needs chrt (util-linux)")
         REALTIME[:] = ["chrt", "-f", "10"]
-    print(f"machine: {machine()}")
-    print(f"mock on core {MOCK_CORE}, Locust on core {CLIENT_CORE}{', both SCHED_FIFO' if args.realtime else ''}; "
-          f"{args.duration:g} s per run, first {WARMUP_S:g} s and last {COOLDOWN_S:g} s not counted")  # fmt: skip
-    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share these cores)\n")
     workdir = Path(tempfile.mkdtemp(prefix="loadgen-"))
-    results: dict[str, Any] = {"machine": machine(), "ceiling": [], "accuracy": []}
-    mock = Mock(ttft_ms=0, itl_ms=0, record_timings=False)
+    ours, minimal = _files(workdir)
+    load_before = os.getloadavg()
+    print(f"machine: {machine()}")
+    print(
+        f"core {MOCK_CORE}: the mock{' + a CPU burner at nice 19' if args.busy else ''}; core {CLIENT_CORE}: "
+        f"Locust (ours or minimal, one at a time){'; mock and Locust SCHED_FIFO' if args.realtime else ''}; "
+        f"{args.duration:g} s per run"
+    )
+    print("load average before: " + " ".join(f"{v:.2f}" for v in load_before))
+    busy0, self0 = sum(_core_busy_s().values()), _own_cpu_s()
+    wall0 = time.monotonic()
+    burner = None
+    if args.busy:
+        burner = subprocess.Popen(["nice", "-n", "19", "taskset", "-c", str(MOCK_CORE), sys.executable, "-c", BURNER])
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "args": vars(args) | {"out": str(args.out)},
+        "ceiling": [],
+        "accuracy": [],
+    }
     try:
-        print("1. ceiling: 128-token streaming completions, zero server latency")
-        for cu in (True, False):
-            r = ceiling(mock, workdir, args.duration, continuous_usage=cu, users=args.users)
-            results["ceiling"].append(r)
-            print(
-                f"   per-chunk usage {'on ' if cu else 'off'}: {r['rps']:7,.0f} req/s finished, "
-                f"{r['tokens_per_s']:9,.0f} output tokens/s | client core {100 * r['client_cpu']:3.0f}% busy, "
-                f"mock core {100 * r['mock_cpu']:3.0f}% | {r['client_cpu_ms_per_request']:.3f} ms client CPU/request"
-                f" = {r['rps_per_client_core']:,.0f} req/s per client core | {r['failures']} failures"
-            )
-        if args.profile:
-            for cu in (True, False):
-                print(profile(mock, workdir, min(args.duration, 12.0), args.users, cu))
-    finally:
-        mock.stop()
-    if not args.skip_accuracy:
-        print("\n2. accuracy: mock TTFT 50 ms, ITL 10 ms; error = client reading - server send time")
+        print(f"\n1. ceiling: {TOKENS}-token streaming completions, zero server latency, {args.users} users")
+        mock = Mock(ttft_ms=0, itl_ms=0, record_timings=False)
+        try:
+            for i in range(args.ceiling_repeat):
+                for file in _order(ours, minimal, i):
+                    results["ceiling"].append(r := ceiling(file, mock, workdir, args.duration, args.users, burner))
+                    print(_ceiling_line(r), flush=True)
+        finally:
+            _stop(mock.proc)
+        print("\n2. accuracy: mock TTFT 50 ms, ITL 10 ms; error = client reading - the mock's send time")
         mock = Mock(ttft_ms=50, itl_ms=10, record_timings=True)
         try:
-            for streams in [32] + [256] * args.repeat:
-                r = accuracy(mock, workdir, args.duration, streams)
-                results["accuracy"].append(r)
-                t, k, g = r["ttft_err_ms"], r["token_err_ms"], r["itl_err_ms"]
-                print(
-                    f"   {streams:3d} streams, {r['requests']:,} requests ({r['rps']:.0f}/s): TTFT error p50 "
-                    f"{t['p50']:.2f} ms, p99 {t['p99']:.2f} ms, max {t['max']:.2f} ms | per-token error p50 "
-                    f"{k['p50']:.2f} ms, p99 {k['p99']:.2f} ms | |ITL error| p50 {g['p50']:.2f} ms, "
-                    f"p99 {g['p99']:.2f} ms"
-                )
+            for n in streams:
+                for i in range(args.repeat if n == max(streams) else 1):
+                    for file in _order(ours, minimal, i):
+                        results["accuracy"].append(r := accuracy(file, mock, workdir, args.duration, n))
+                        print(_accuracy_line(r), flush=True)
         finally:
-            mock.stop()
-    print("\ngoals:")
-    best = max((r["rps_per_client_core"] or 0 for r in results["ceiling"]), default=0)
-    default = next((r for r in results["ceiling"] if r["continuous_usage"]), None)
-    if default is not None:
-        ok = default["rps_per_client_core"] >= 1500
-        print(f"   >= 1,500 req/s per client core (default options): {default['rps_per_client_core']:,.0f} "
-              f"-> {'met' if ok else 'MISSED'}; best configuration {best:,.0f}")  # fmt: skip
-    runs256 = sorted(r["ttft_err_ms"]["p99"] for r in results["accuracy"] if r["streams"] == 256)
-    if runs256:
-        p99 = runs256[len(runs256) // 2]
-        print(
-            f"   TTFT error p99 <= 5 ms at 256 streams: median of {len(runs256)} runs {p99:.2f} ms "
-            f"(runs: {', '.join(f'{v:.2f}' for v in runs256)}) -> {'met' if p99 <= 5 else 'MISSED'}"
-        )
-    (workdir / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nraw results: {workdir / 'results.json'}")
+            _stop(mock.proc)
+    finally:
+        if burner is not None:
+            _stop(burner)
+    print("\n".join(_summary(results, streams)))
+    wall = time.monotonic() - wall0
+    others = max(0.0, sum(_core_busy_s().values()) - busy0 - (_own_cpu_s() - self0))
+    results["load_before"], results["load_after"] = load_before, os.getloadavg()
+    results["others_share"] = others / wall / (os.cpu_count() or 1)
+    print(
+        "\n4. machine: load average before "
+        + " ".join(f"{v:.2f}" for v in load_before)
+        + ", after "
+        + " ".join(f"{v:.2f}" for v in results["load_after"])
+        + f"; processes other than this benchmark's used {others:.0f} CPU-s in {wall:.0f} s "
+        f"= {100 * results['others_share']:.0f}% of the machine"
+    )
+    out = args.out or workdir / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"raw results: {out}")
     return 0
+
+
+def _own_cpu_s() -> float:
+    """CPU of this script and every child it has waited for (mock, burner, Locust runs)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 if __name__ == "__main__":

@@ -20,17 +20,22 @@ from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
 
 import json
 import logging
+import math
 import os
 import resource
 import time
 from collections import Counter
 from typing import IO, TYPE_CHECKING, Any
 
+import _workers
 import gevent
+from _selftime import LoopLag
 
-from monitor.loadtest.window import KEYS_PER_MS, Window
+from monitor.loadtest.window import KEYS_PER_MS, Window, decode_hist, encode_hist
 
 if TYPE_CHECKING:
+    from _selftime import ReplyTiming
+
     from monitor.meter_measurement import StreamMeasurement
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,44 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class RunCpu:
+    """This process's CPU while a run was on (test_start to test_stop), and the wall-clock time that covers.
+
+    A worker reports from the moment it joins, and a master writes its summary seconds after the stop:
+    neither its imports, its wait to join nor the settling afterwards is the run's CPU, and dividing by
+    its own running time (not the run's planned duration) gives each process its real share of a core.
+    """
+
+    def __init__(self) -> None:
+        self._since: tuple[float, float] | None = None  # (CPU, wall) at the last fold while running
+        self.cpu_s = self.wall_s = 0.0
+
+    def start(self) -> None:
+        self._since = (_cpu_s(), time.monotonic())
+
+    def stop(self) -> None:
+        self._fold()
+        self._since = None
+
+    def _fold(self) -> None:
+        if self._since is not None:
+            now = (_cpu_s(), time.monotonic())
+            self.cpu_s += now[0] - self._since[0]
+            self.wall_s += now[1] - self._since[1]
+            self._since = now
+
+    def total(self) -> tuple[float, float]:
+        """(CPU s, wall s) of the run so far."""
+        self._fold()
+        return self.cpu_s, self.wall_s
+
+    def take(self) -> tuple[float, float]:
+        """``total`` since the last take (a worker's report)."""
+        taken = self.total()
+        self.cpu_s = self.wall_s = 0.0
+        return taken
+
+
 class Collector:
     """Folds finished requests into windows; one per process (see ``COLLECTOR``)."""
 
@@ -57,8 +100,15 @@ class Collector:
         self.warnings: list[str] = []
         # Requests sent again because the server had closed their pooled connection (not failures).
         self.reconnects = 0
-        self.cpu_start_s = _cpu_s()
+        self.cpu = RunCpu()
         self.worker_cpu_s = 0.0
+        # (CPU seconds, wall seconds they were measured over) of each worker by client id, in the order they
+        # first reported: a worker's share of its core is its own CPU over its own clock, not over the run's.
+        self.worker_cpu: dict[str, tuple[float, float]] = {}
+        # Socket reads of the replies, and those the kernel stamped (the rest: user-space stamps).
+        self.reads = 0
+        self.kernel_reads = 0
+        self.loop_lag = LoopLag()
 
     def window(self, now_wall: float, endpoint: str) -> Window:
         key = (int(now_wall), endpoint)
@@ -68,12 +118,31 @@ class Collector:
         return window
 
     def record_ok(
-        self, endpoint: str, now_wall: float, m: StreamMeasurement, tokens: int, golden: bool | None = None
+        self,
+        endpoint: str,
+        now_wall: float,
+        m: StreamMeasurement,
+        tokens: int,
+        golden: bool | None = None,
+        *,
+        good: bool | None = None,
+        turn: int | None = None,
+        timing: ReplyTiming | None = None,
     ) -> None:
-        """One successful reply; `golden` says whether it matched its prompt's golden answer (None: it has none)."""
+        """One successful reply; `golden` says whether it matched its prompt's golden answer (None: it has none),
+        `good` whether it met every --goodput clause (None: none given), `turn` its session turn, `timing`
+        how its reads were stamped (read lags, error bounds)."""
         w = self.window(now_wall, endpoint)
+        if timing is not None:
+            self._record_timing(w, timing)
         w.requests += 1
         w.input_tokens += m.prompt_tokens or 0
+        if good is not None:
+            w.goodput_judged += 1
+            w.good += good
+        if m.prompt_tokens is not None:
+            w.in_len[m.prompt_tokens] += 1
+        w.out_len[tokens] += 1
         if golden is not None:
             w.golden_graded += 1
             w.golden_passed += golden
@@ -86,6 +155,8 @@ class Collector:
         ttft_ms, ttfa_ms = m.ttft_ms, m.ttfa_ms
         if ttft_ms is not None:
             w.ttft[int(ttft_ms * KEYS_PER_MS)] += 1
+            if turn is not None:
+                w.turn_hist(turn)[int(ttft_ms * KEYS_PER_MS)] += 1
             if ttfa_ms is None:
                 w.answerless += 1
         if ttfa_ms is not None:
@@ -100,12 +171,34 @@ class Collector:
             w.itl.update([int(gap * KEYS_PER_MS) for gap in itl_ms])
         w.e2e[int(m.latency_ms * KEYS_PER_MS)] += 1
 
+    def _record_timing(self, w: Window, timing: ReplyTiming) -> None:
+        self.reads += timing.reads
+        self.kernel_reads += timing.kernel_reads
+        if timing.read_lag_ms:
+            w.read_lag.update([int(lag * KEYS_PER_MS) for lag in timing.read_lag_ms])
+        errs = timing.token_err_ms
+        if errs:
+            # Keys round up: a bound must not shrink in the histogram.
+            w.ttft_err[math.ceil(errs[0] * KEYS_PER_MS)] += 1
+            if len(errs) > 1:
+                w.itl_err.update([math.ceil((a + b) * KEYS_PER_MS) for a, b in zip(errs, errs[1:], strict=False)])
+
     def record_failure(
-        self, endpoint: str, now_wall: float, kind: str, detail: str, tokens: int, reasoning_tokens: int = 0
+        self,
+        endpoint: str,
+        now_wall: float,
+        kind: str,
+        detail: str,
+        tokens: int,
+        reasoning_tokens: int = 0,
+        *,
+        judged: bool = False,
     ) -> None:
+        """One failed request; `judged`: --goodput clauses were given, so it counts as not good."""
         w = self.window(now_wall, endpoint)
         w.requests += 1
         w.failures += 1
+        w.goodput_judged += judged
         w.errors[kind] += 1
         w.output_tokens += tokens
         w.reasoning_tokens += reasoning_tokens
@@ -146,6 +239,32 @@ class Collector:
         self.warnings.extend(str(message) for message in data.get("warnings") or ())
         self.reconnects += int(data.get("reconnects", 0))
         self.worker_cpu_s += float(data.get("cpu_s", 0.0))
+        self.reads += int(data.get("reads", 0))
+        self.kernel_reads += int(data.get("kernel_reads", 0))
+        self.loop_lag.hist.update(decode_hist(data.get("loop_lag") or ()))
+
+    def merge_worker_cpu(self, client_id: str, cpu_s: float, wall_s: float) -> None:
+        cpu0_s, wall0_s = self.worker_cpu.get(client_id, (0.0, 0.0))
+        self.worker_cpu[client_id] = (cpu0_s + cpu_s, wall0_s + wall_s)
+
+    def start_run(self) -> None:
+        """The run starts: CPU is counted from here, and what workers reported while they joined is dropped."""
+        self.cpu = RunCpu()
+        self.cpu.start()
+        self.worker_cpu.clear()
+        self.worker_cpu_s = 0.0
+
+    def processes(self, own_role: str) -> list[dict[str, Any]]:
+        """CPU seconds of every generator process: this one (``own_role``) and each worker that reported."""
+        cpu_s, wall_s = self.cpu.total()
+        own = {"name": own_role, "role": own_role, "pid": os.getpid(), "cpu_s": round(cpu_s, 3),
+               "wall_s": round(wall_s, 3)}  # fmt: skip
+        workers = [
+            {"name": f"worker-{n}", "role": "worker", "client_id": client_id, "cpu_s": round(cpu_s, 3),
+             "wall_s": round(wall_s, 3)}
+            for n, (client_id, (cpu_s, wall_s)) in enumerate(self.worker_cpu.items(), 1)
+        ]  # fmt: skip
+        return [own, *workers]
 
 
 COLLECTOR = Collector()
@@ -230,12 +349,18 @@ def _summary(environment: Environment, elapsed_s: float) -> dict[str, Any]:
     return {
         "type": "summary",
         "elapsed_s": round(elapsed_s, 3),
-        "cpu_s": round(_cpu_s() - COLLECTOR.cpu_start_s, 3),
+        "cpu_s": round(COLLECTOR.cpu.total()[0], 3),
         "worker_cpu_s": round(COLLECTOR.worker_cpu_s, 3),
         "locust": entries,
         "locust_errors": dict(errors.most_common(20)),
         "error_samples": COLLECTOR.error_samples,
         "reconnects": COLLECTOR.reconnects,
+        "processes": COLLECTOR.processes("master" if isinstance(environment.runner, MasterRunner) else "local"),
+        "reads": COLLECTOR.reads,
+        "kernel_reads": COLLECTOR.kernel_reads,
+        "loop_lag": encode_hist(COLLECTOR.loop_lag.hist),
+        "workers_lost": _workers.LOST,
+        "ended_early": _workers.ENDED_EARLY[0] if _workers.ENDED_EARLY else None,
     }
 
 
@@ -245,26 +370,39 @@ def install(environment: Environment, out_path: str | None) -> None:
     if isinstance(runner, WorkerRunner):
 
         def report(client_id: str, data: dict[str, Any]) -> None:
-            now_cpu_s = _cpu_s()
+            cpu_s, wall_s = COLLECTOR.cpu.take()
             data["llm"] = {
                 "windows": _encode(COLLECTOR.pop()),
                 "error_samples": COLLECTOR.error_samples,
                 "warnings": COLLECTOR.warnings,
-                "cpu_s": now_cpu_s - COLLECTOR.cpu_start_s,
+                "cpu_s": cpu_s,
+                "wall_s": wall_s,
                 "reconnects": COLLECTOR.reconnects,
+                "reads": COLLECTOR.reads,
+                "kernel_reads": COLLECTOR.kernel_reads,
+                "loop_lag": encode_hist(COLLECTOR.loop_lag.take()),
             }
-            COLLECTOR.cpu_start_s = now_cpu_s
-            COLLECTOR.reconnects = 0
+            COLLECTOR.reconnects = COLLECTOR.reads = COLLECTOR.kernel_reads = 0
             COLLECTOR.error_samples = {}
             COLLECTOR.warnings = []
 
         environment.events.report_to_master.add_listener(report)
+
+        @environment.events.test_start.add_listener
+        def _lag(environment: Environment, **kw: Any) -> None:
+            COLLECTOR.cpu.start()
+            COLLECTOR.loop_lag.start()
+
+        environment.events.test_stop.add_listener(lambda **kw: COLLECTOR.cpu.stop())
         return
     if isinstance(runner, MasterRunner):
+        _workers.install(environment)  # a worker that stops reporting is told, and the run goes on
 
         def merge(client_id: str, data: dict[str, Any]) -> None:
             if "llm" in data:
                 COLLECTOR.merge_report(data["llm"])
+                llm = data["llm"]
+                COLLECTOR.merge_worker_cpu(client_id, float(llm.get("cpu_s", 0.0)), float(llm.get("wall_s", 0.0)))
 
         environment.events.worker_report.add_listener(merge)
     if out_path:
@@ -272,8 +410,11 @@ def install(environment: Environment, out_path: str | None) -> None:
 
         @environment.events.test_start.add_listener
         def _start(environment: Environment, **kw: Any) -> None:
-            COLLECTOR.cpu_start_s = _cpu_s()
+            COLLECTOR.start_run()
+            COLLECTOR.loop_lag.start()
             emitter.start()
+
+        environment.events.test_stop.add_listener(lambda **kw: COLLECTOR.cpu.stop())
 
         @environment.events.quitting.add_listener
         def _quit(environment: Environment, **kw: Any) -> None:

@@ -30,197 +30,31 @@ from __future__ import annotations
 
 from locust import FastHttpUser, constant, events
 from locust.env import Environment
+from locust.runners import WorkerRunner
 
 import json
 import logging
-import os
+import math
 import time
-from argparse import ArgumentParser
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlparse
+from typing import Any
 
 import _collect
+import _plan
 import gevent
-from _http import ALL_STATUS_CODES, Failure, closed_before_reply, drop_idle_connections, read_reply
+from _http import ALL_STATUS_CODES, Failure, closed_before_reply, drop_idle_connections, read_reply, stamp_connections
+from _requests import _CONFIG, Config, Request, config, prepare
+from _selftime import CLOCK, ReplyTiming
 from _turns import wait_quiet
 
 from monitor.checks import run_checks
-from monitor.config import ProbeSettings, TargetSettings
 from monitor.envelope import new_request_id
 from monitor.golden.lexical import lexical_similarity
-from monitor.loadtest.prompts import BUILTIN_PROMPTS, Prompt, load_prompts
+from monitor.loadtest.goodput import is_good
 from monitor.meter import StreamMeasurement, StreamMeter
 from monitor.results import CheckResult
 from monitor.untrusted import Untrusted
 
 logger = logging.getLogger(__name__)
-
-ENDPOINTS = ("chat", "completion")
-
-
-@events.init_command_line_parser.add_listener
-def _options(parser: ArgumentParser) -> None:
-    # parser.add_argument (not an argument group) knows include_in_web_ui.
-    group = parser
-    group.add_argument(
-        "--llm-endpoint",
-        choices=["chat", "completion", "both"],
-        default="both",
-        help="Endpoint(s) to load; both alternates chat and completion requests.",
-    )
-    group.add_argument("--llm-model", default="", help="Model name to request (default: the server's).")
-    group.add_argument("--llm-max-tokens", type=int, default=128, help="max_tokens of every request.")
-    group.add_argument("--llm-temperature", type=float, default=None, help="Sampling temperature (default: unset).")
-    group.add_argument("--llm-prompts", default="", help="JSONL prompts file (messages, prompt or ShareGPT).")
-    group.add_argument("--llm-no-stream", action="store_true", default=False, help="Send non-streaming requests.")
-    group.add_argument(
-        "--llm-no-continuous-usage",
-        action="store_true",
-        default=False,
-        help="Do not ask for per-chunk usage (stream_options.continuous_usage_stats).",
-    )
-    group.add_argument("--llm-extra-body", default="", help="JSON object merged into every request body.")
-    group.add_argument(
-        "--llm-api-key-env",
-        default="OPENAI_API_KEY",
-        help="Environment variable holding the API key (sent as a Bearer token).",
-    )
-    group.add_argument("--llm-timeout", type=float, default=60.0, help="Socket timeout in seconds (any silence).")
-    group.add_argument(
-        "--llm-max-body-bytes",
-        type=int,
-        default=TargetSettings.model_fields["max_body_bytes"].default,
-        help="Largest reply body; a longer one fails as body_too_large.",
-    )
-    group.add_argument("--llm-out", default="", include_in_web_ui=False, help="Write the JSONL event stream here.")
-    group.add_argument(
-        "--llm-trace",
-        default="",
-        include_in_web_ui=False,
-        help="Write one JSON line per request (ids, TTFT, every gap) here.",
-    )
-    # Open loop (locustfiles/llm_open.py) and shapes (locustfiles/llm_shape.py).
-    group.add_argument("--llm-rate", type=float, default=1.0, help="Open loop: arrivals per second, whole test.")
-    group.add_argument(
-        "--llm-arrival", choices=["constant", "poisson"], default="poisson", help="Open loop: arrival process."
-    )
-    group.add_argument(
-        "--llm-max-inflight",
-        type=int,
-        default=512,
-        help="Open loop: concurrent requests per scheduler user before arrivals queue.",
-    )
-    group.add_argument("--llm-stages", default="", help="Stages like 8@30s,~64@1m (users, or rate in open loop).")
-    group.add_argument(
-        "--llm-total-users",
-        type=int,
-        default=0,
-        include_in_web_ui=False,
-        help="(set by the master) total users, to split the open-loop rate.",
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    path: str
-    body: bytes
-    golden: str | None = None  # the prompt's known-good answer, graded lexically (no call per request)
-    min_similarity: float = 0.8
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Everything a request needs, built once per process when the test starts."""
-
-    endpoints: tuple[str, ...]
-    requests: dict[str, tuple[Request, ...]]
-    probes: dict[str, ProbeSettings]
-    headers: dict[str, str]
-    api_key: str | None  # redacted from everything the server sends back
-    stream: bool
-    timeout_s: float
-    max_body_bytes: int
-    wall_offset_s: float  # time.time() - time.perf_counter(), to report wall-clock times
-    trace: IO[str] | None
-
-
-_CONFIG: list[Config] = []
-
-
-def config() -> Config:
-    if not _CONFIG:
-        raise RuntimeError("the llm-monitor locustfile was not initialised (test_start did not run)")
-    return _CONFIG[-1]
-
-
-def api_prefix(host: str) -> str:
-    """``/v1`` for a bare host (``http://h:8000``); nothing if the host already has a path (``.../v1``)."""
-    return "" if urlparse(host).path.strip("/") else "/v1"
-
-
-def build_config(environment: Environment) -> Config:
-    options = environment.parsed_options
-    assert options is not None
-    host = environment.host or ""
-    prefix = api_prefix(host)
-    prompts: tuple[Prompt, ...] = load_prompts(Path(options.llm_prompts)) if options.llm_prompts else BUILTIN_PROMPTS
-    extra: dict[str, Any] = json.loads(options.llm_extra_body) if options.llm_extra_body else {}
-    if not isinstance(extra, dict):
-        raise ValueError("--llm-extra-body must be a JSON object")
-    stream = not options.llm_no_stream
-    common: dict[str, Any] = {"max_tokens": options.llm_max_tokens, "stream": stream}
-    if options.llm_model:
-        common["model"] = options.llm_model
-    if options.llm_temperature is not None:
-        common["temperature"] = options.llm_temperature
-    if stream:
-        # Per-chunk usage lets a chunk carrying k tokens count as k gaps; servers that do not
-        # know continuous_usage_stats ignore it (OpenAI sends the final usage chunk only).
-        usage: dict[str, bool] = {"include_usage": True}
-        if not options.llm_no_continuous_usage:
-            usage["continuous_usage_stats"] = True
-        common["stream_options"] = usage
-    endpoints = ENDPOINTS if options.llm_endpoint == "both" else (options.llm_endpoint,)
-
-    def body(endpoint: str, prompt: Prompt) -> bytes:
-        specific = {"messages": prompt.chat_messages()} if endpoint == "chat" else {"prompt": prompt.text}
-        return json.dumps({**common, **specific, **extra}, ensure_ascii=False).encode()
-
-    paths = {"chat": prefix + "/chat/completions", "completion": prefix + "/completions"}
-    requests = {
-        ep: tuple(Request(paths[ep], body(ep, p), p.golden, p.min_similarity) for p in prompts) for ep in endpoints
-    }
-    first = prompts[0]
-    probes = {
-        "chat": ProbeSettings(name="load-chat", target="load", endpoint="chat", stream=stream,
-                              messages=first.chat_messages(), max_tokens=options.llm_max_tokens),
-        "completion": ProbeSettings(name="load-completion", target="load", endpoint="completion", stream=stream,
-                                    prompt=first.text, max_tokens=options.llm_max_tokens),
-    }  # fmt: skip
-    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-    api_key = os.environ.get(options.llm_api_key_env) if options.llm_api_key_env else None
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    trace: IO[str] | None = None
-    if options.llm_trace:
-        from locust.runners import WorkerRunner
-
-        suffix = f".{os.getpid()}" if isinstance(environment.runner, WorkerRunner) else ""
-        trace = open(options.llm_trace + suffix, "a", encoding="utf-8", buffering=1 << 16)
-    return Config(
-        endpoints=endpoints,
-        requests=requests,
-        probes=probes,
-        headers=headers,
-        api_key=api_key or None,
-        stream=stream,
-        timeout_s=options.llm_timeout,
-        max_body_bytes=options.llm_max_body_bytes,
-        wall_offset_s=time.time() - time.perf_counter(),
-        trace=trace,
-    )
 
 
 @events.init.add_listener
@@ -231,11 +65,16 @@ def _init(environment: Environment, **kw: Any) -> None:
     gevent.get_hub().loop.update_now()
     options = environment.parsed_options
     _collect.install(environment, options.llm_out if options is not None else None)
+    _plan.install(environment)
 
     @environment.events.test_start.add_listener
     def _start(environment: Environment, **kw: Any) -> None:
-        # Workers get the master's --llm-* values with the spawn message, just before this event.
-        _CONFIG.append(build_config(environment))
+        # Workers get the master's --llm-* values with the spawn message, just before this event. This
+        # event runs in a worker's message loop, so a worker builds on first use instead: its plan may
+        # still be on the way (_plan), and waiting here would stop the message that brings it.
+        prepare(environment)
+        if not isinstance(environment.runner, WorkerRunner):
+            config()  # the master and a single process build at once: a bad plan or prompt fails the start
 
         runner = environment.runner
         opts = environment.parsed_options
@@ -267,19 +106,28 @@ class LLMUser(FastHttpUser):
         # Read every reply ourselves: an error body has the server's message, and a redirect is an error.
         agent.valid_response_codes = ALL_STATUS_CODES
         agent.redirect_response_codes = frozenset()
+        stamp_connections(self.client, environment.host or "")  # the first request's reads too
         self.cfg = config()
         self.sent = 0
         self.fire = environment.events.request.fire
 
-    def send(self, endpoint: str, prompt_index: int, start_s: float) -> None:
-        """One request, timed from ``start_s`` (``time.perf_counter()``; the intended start in open loop)."""
+    def send(
+        self, endpoint: str, prompt_index: int, start_s: float, request: Request | None = None
+    ) -> StreamMeasurement | None:
+        """One request, timed from ``start_s`` (``time.perf_counter()``; the intended start in open loop).
+
+        ``request`` overrides the prompt list (a session's next turn, built from its history). Returns
+        the measurement of a successful reply (a session appends its text), None for a failure.
+        """
         cfg = self.cfg
-        request = cfg.requests[endpoint][prompt_index % len(cfg.requests[endpoint])]
+        if request is None:
+            request = cfg.requests[endpoint][prompt_index % len(cfg.requests[endpoint])]
         self.sent += 1
         rid = new_request_id()
         headers = {**cfg.headers, "X-Request-Id": rid}
         untrusted = Untrusted(cfg.api_key)
         meter = StreamMeter(endpoint, stream=cfg.stream, start_s=start_s, untrusted=untrusted)
+        timing = ReplyTiming(start_s)
         m: StreamMeasurement | None = None
         failure: Failure | None = None
         resp = self._post(endpoint, request, headers)
@@ -292,7 +140,7 @@ class LLMUser(FastHttpUser):
             meta = resp.request_meta
             meta["request_type"] = "LLM"
             try:
-                read_reply(resp, meter, untrusted, cfg.max_body_bytes)
+                read_reply(resp, meter, untrusted, cfg.max_body_bytes, timing)
             except Failure as exc:
                 failure = exc
             end_s = time.perf_counter()
@@ -311,16 +159,19 @@ class LLMUser(FastHttpUser):
             if failure is not None:
                 resp.failure(_short(failure))
                 _collect.COLLECTOR.record_failure(
-                    endpoint, now_wall, failure.kind, failure.detail, tokens, m.reasoning_tokens
-                )
+                    endpoint, now_wall, failure.kind, failure.detail, tokens, m.reasoning_tokens,
+                    judged=bool(cfg.goodput),
+                )  # fmt: skip
             else:
                 resp.success()
                 golden = None
                 if request.golden is not None:
                     golden = lexical_similarity(request.golden, m.text) >= request.min_similarity
-                self._record_ok(endpoint, m, tokens, now_wall, golden)
+                good = is_good(cfg.goodput, m) if cfg.goodput else None
+                self._record_ok(endpoint, m, tokens, now_wall, golden, good=good, turn=request.turn, timing=timing)
         if cfg.trace is not None:
-            _trace(cfg, rid, endpoint, start_s, m, failure)
+            _trace(cfg, rid, endpoint, start_s, m, failure, timing)
+        return m if failure is None else None
 
     def _post(self, endpoint: str, request: Request, headers: dict[str, str]) -> Any:
         return self.client.request(
@@ -329,9 +180,18 @@ class LLMUser(FastHttpUser):
         )  # fmt: skip
 
     def _record_ok(
-        self, endpoint: str, m: StreamMeasurement, tokens: int, now_wall: float, golden: bool | None = None
+        self,
+        endpoint: str,
+        m: StreamMeasurement,
+        tokens: int,
+        now_wall: float,
+        golden: bool | None = None,
+        *,
+        good: bool | None = None,
+        turn: int | None = None,
+        timing: ReplyTiming | None = None,
     ) -> None:
-        _collect.COLLECTOR.record_ok(endpoint, now_wall, m, tokens, golden)
+        _collect.COLLECTOR.record_ok(endpoint, now_wall, m, tokens, golden, good=good, turn=turn, timing=timing)
         fire = self.fire
         if m.ttft_ms is not None:
             fire(request_type="LLM", name=f"TTFT {endpoint}", response_time=m.ttft_ms, response_length=tokens)
@@ -367,13 +227,19 @@ def _short(failure: Failure) -> str:
 
 
 def _trace(
-    cfg: Config, rid: str, endpoint: str, start_s: float, m: StreamMeasurement | None, failure: Failure | None
+    cfg: Config,
+    rid: str,
+    endpoint: str,
+    start_s: float,
+    m: StreamMeasurement | None,
+    failure: Failure | None,
+    timing: ReplyTiming | None = None,
 ) -> None:
     assert cfg.trace is not None
     record = {
         "id": rid,
         "endpoint": endpoint,
-        "start_wall": start_s + cfg.wall_offset_s,
+        "start_wall": start_s + CLOCK.offset_s,  # the kernel stamps' conversion, so trace times agree with them
         "ttft_ms": m.ttft_ms if m else None,
         "ttfa_ms": m.ttfa_ms if m else None,
         "e2e_ms": m.latency_ms if m else None,
@@ -381,5 +247,13 @@ def _trace(
         "tokens": m.completion_tokens if m else None,
         "reasoning_tokens": m.reasoning_tokens if m else None,
         "error": str(failure) if failure else None,
+        # The generator's own error: at most this much on ttft_ms (None: no token), and its worst read lag.
+        "ttft_bound_ms": _ceil_us(timing.ttft_bound_ms) if timing else None,
+        "read_lag_max_ms": _ceil_us(timing.read_lag_max_ms) if timing else None,
     }
     cfg.trace.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def _ceil_us(value_ms: float | None) -> float | None:
+    # Rounded up to the µs: a bound must not shrink on its way to the trace.
+    return None if value_ms is None else math.ceil(value_ms * 1000.0) / 1000.0

@@ -22,6 +22,7 @@ from locust import run_single_user, task
 import time
 
 from _common import LLMUser
+from _sessions import run_session
 from _turns import wait_quiet
 
 
@@ -34,6 +35,9 @@ class LLMChatCompletionUser(LLMUser):
     @task
     def generate(self) -> None:
         # In a burst of replies, reading (and timing) tokens comes before starting new requests.
+        if self.cfg.sessions:
+            run_session(self)  # a planned conversation (--turns): the history is resent each turn
+            return
         wait_quiet()
         endpoints = self.cfg.endpoints
         self.turn += 1

@@ -31,6 +31,7 @@ from typing import NoReturn
 import _collect
 import gevent
 from _common import LLMUser
+from _requests import Request
 from gevent.pool import Pool
 
 from monitor.loadtest.shapes import Stage, level_at, parse_stages
@@ -64,6 +65,8 @@ class OpenLoopScheduler(LLMUser):
 
     @task
     def schedule(self) -> None:
+        if self.cfg.arrivals:
+            self._replay()
         pc = time.perf_counter
         endpoints = self.cfg.endpoints
         rng = random.Random()
@@ -95,11 +98,26 @@ class OpenLoopScheduler(LLMUser):
                         f"open-loop generator behind schedule: {late} of {window_n} arrivals left more than "
                         f"{LATE_MS:g} ms late (worst {worst_ms:.0f} ms, {len(self.pool)}/{self.max_inflight} in "
                         "flight); latencies include this wait. If the server is not the bottleneck, raise "
-                        "--llm-max-inflight or add workers."
+                        "--max-inflight (--llm-max-inflight in Locust's own command line) or add workers."
                     )
                 late = window_n = 0
                 worst_ms = 0.0
                 warn_at = pc() + WARN_INTERVAL_S
+
+    def _replay(self) -> NoReturn:
+        """A trace: each planned request at its own ``at_s``; worker i of n takes items i, i+n, ..."""
+        runner = self.environment.runner
+        options = self.environment.parsed_options
+        n = max(1, options.llm_total_users if options is not None else 1)
+        index = getattr(runner, "worker_index", 0) % n
+        mine = self.cfg.arrivals[index::n]
+        t0 = time.perf_counter()
+        for endpoint, request in mine:
+            intended = t0 + (request.at_s or 0.0)
+            delay = intended - time.perf_counter()
+            gevent.sleep(delay if delay > 0 else 0)
+            self.pool.spawn(self._arrival, endpoint, 0, intended, request)
+        self._finish_schedule()
 
     def _finish_schedule(self) -> NoReturn:
         """The last stage is over: wait for the replies, then end a single-process test."""
@@ -127,11 +145,11 @@ class OpenLoopScheduler(LLMUser):
             need -= rate * RATE_STEP_S
             t_s += RATE_STEP_S
 
-    def _arrival(self, endpoint: str, prompt_index: int, intended_s: float) -> None:
+    def _arrival(self, endpoint: str, prompt_index: int, intended_s: float, request: Request | None = None) -> None:
         lag_ms = (time.perf_counter() - intended_s) * 1000.0
         _collect.COLLECTOR.record_sent(endpoint, intended_s + self.cfg.wall_offset_s, lag_ms, lag_ms > LATE_MS)
         self.fire(request_type="LLM", name=f"Lag {endpoint}", response_time=lag_ms, response_length=0)
-        self.send(endpoint, prompt_index, intended_s)
+        self.send(endpoint, prompt_index, intended_s, request=request)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from monitor.cli_options import config_option, db_option, target_options
 from monitor.config import ProbeSettings, Settings, TargetSettings, load_settings, to_seconds
 from monitor.errors import ConfigError
 from monitor.loadtest.params import Arrival, EndpointChoice, LoadParams, Sweep
+from monitor.loadtest.workload import WorkloadSpec
 
 __all__ = ["LoadFlags", "build_params", "register", "run_loadtest", "run_worker"]
 
@@ -75,7 +76,9 @@ def _target(settings: Settings, name: str | None, base_url: str | None, model: s
 @click.option("--duration", default="1m", show_default=True, help="Run time (30s, 2m, 1h); per step with --sweep.")
 @click.option("--shape", help="ramp, step or spike up to --users/--rate, or stages like 8@30s,~64@1m.")
 @click.option(
-    "--sweep", is_flag=True, help="Open loop: raise the rate step by step until --slo breaks; report goodput."
+    "--sweep",
+    is_flag=True,
+    help="Open loop: raise the rate step by step until --slo breaks or the server saturates; report the knee.",
 )
 @click.option("--sweep-step", type=float, help="Rate increase per sweep step (default: the first rate).")
 @click.option("--sweep-steps", type=int, default=10, show_default=True, help="Most sweep steps.")
@@ -116,8 +119,30 @@ def _target(settings: Settings, name: str | None, base_url: str | None, model: s
 @click.option(
     "--no-server-metrics", is_flag=True, help="Do not scrape the target's /metrics every second (queue, KV cache)."
 )
+@click.option(
+    "--goodput", "goodput_spec",
+    help='Per-request clauses, e.g. "ttft_ms<=500,tpot_ms<=50" (or vLLM\'s "ttft:500 tpot:50"): goodput_rate/rps.',
+)  # fmt: skip
+@click.option("--input-tokens", help="Prompt lengths in server tokens: 512, uniform:128:1024, normal:512:64.")
+@click.option("--output-tokens", help="Output lengths (max_tokens per request), same forms as --input-tokens.")
+@click.option("--tokenizer", help="Local Hugging Face tokenizer to count tokens when the server has no /tokenize.")
+@click.option("--ignore-eos", is_flag=True, help="Ask the server to generate exactly the drawn output length.")
+@click.option("--turns", help="Multi-turn sessions: turns per conversation (2, uniform:2:6); the history is resent.")
+@click.option("--shared-prefixes", type=int, default=0, show_default=True, help="N system prompts shared by requests.")
+@click.option("--prefix-tokens", type=int, default=0, show_default=True, help="Length of each shared prefix, tokens.")
+@click.option("--trace", "trace_path", type=click.Path(path_type=Path), help="Replay a Mooncake/BurstGPT trace.")
+@click.option(
+    "--trace-format", type=click.Choice(["auto", "mooncake", "burstgpt"]), default="auto", show_default=True,
+    help="Format of --trace.",
+)  # fmt: skip
+@click.option("--trace-speedup", type=float, default=1.0, show_default=True, help="Replay the trace this much faster.")
+@click.option("--seed", type=int, help="Seed for drawn lengths and prompts (the same plan every run).")
 def loadtest(**kw: Any) -> None:
-    """Load-test a target with Locust: LLM metrics, an SLO gate (exit 0 pass, 1 fail), history in the DB."""
+    """Load-test a target with Locust: LLM metrics, an SLO gate, history in the DB.
+
+    Exit 0: the SLO passed (without --slo: some request succeeded). 1: it failed, or the run
+    aborted. 2: bad input. 3: no verdict, the load generator itself was the bottleneck.
+    """
     flags = LoadFlags(**kw)
     if flags.worker_mode:
         sys.exit(run_worker(flags.master_host, flags.api_key_env, flags.timeout_s))
@@ -170,10 +195,38 @@ class LoadFlags:
     canary_interval: str
     no_canaries: bool
     no_server_metrics: bool
+    goodput_spec: str | None
+    input_tokens: str | None
+    output_tokens: str | None
+    tokenizer: str | None
+    ignore_eos: bool
+    turns: str | None
+    shared_prefixes: int
+    prefix_tokens: int
+    trace_path: Path | None
+    trace_format: str
+    trace_speedup: float
+    seed: int | None
+
+
+def _workload(flags: LoadFlags) -> WorkloadSpec | None:
+    """The workload flags as one spec, checked (a bad distribution or trace is a usage error here)."""
+    from monitor.loadtest.workload import checked_spec
+
+    spec = WorkloadSpec(
+        input_tokens=flags.input_tokens, output_tokens=flags.output_tokens, tokenizer=flags.tokenizer,
+        ignore_eos=flags.ignore_eos, turns=flags.turns, shared_prefixes=flags.shared_prefixes,
+        prefix_tokens=flags.prefix_tokens, trace=flags.trace_path, trace_format=flags.trace_format,
+        trace_speedup=flags.trace_speedup, seed=flags.seed,
+    )  # fmt: skip
+    if spec == WorkloadSpec(trace_format=flags.trace_format, trace_speedup=flags.trace_speedup):
+        return None
+    return checked_spec(spec)
 
 
 def build_params(settings: Settings, target: TargetSettings, flags: LoadFlags) -> LoadParams:
     """Validate the flags into LoadParams (ConfigError names the flag)."""
+    from monitor.loadtest.goodput import parse_goodput
     from monitor.loadtest.slo import parse_slo
 
     duration_s = to_seconds(flags.duration)
@@ -189,6 +242,12 @@ def build_params(settings: Settings, target: TargetSettings, flags: LoadFlags) -
     canaries: tuple[ProbeSettings, ...] = ()
     if flags.config is not None and not flags.no_canaries:
         canaries = tuple(p for p in settings.probes if p.target == target.name)
+    workload = _workload(flags)
+    if workload is not None:
+        from monitor.loadtest.workload import check_params
+
+        check_params(workload, endpoint=flags.endpoint, users=flags.users, rate=flags.rate, sweep=flags.sweep,
+                     shape=flags.shape)  # fmt: skip
     return LoadParams(
         target=target,
         api_key_env=flags.api_key_env or target.api_key_env,
@@ -216,6 +275,8 @@ def build_params(settings: Settings, target: TargetSettings, flags: LoadFlags) -
         canary_interval_s=max(1.0, to_seconds(flags.canary_interval)),
         baseline_id=flags.baseline,
         server_metrics=not flags.no_server_metrics,
+        goodput=parse_goodput(flags.goodput_spec) if flags.goodput_spec is not None else (),
+        workload=workload,
     )
 
 

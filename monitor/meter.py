@@ -139,6 +139,11 @@ class StreamMeter(EventFramer):
         """[DONE] arrived but no choice ever finished: the server aborted the request."""
         return self._done_seen and self._reply.finish_reason is None
 
+    @property
+    def token_events(self) -> int:
+        """Token events measured so far: a caller that feeds a read in parts learns which part completed which."""
+        return len(self._reply.token_ms)
+
     def finish(self, now_s: float) -> StreamMeasurement:
         """Parse what is left and return the measurement; ``latency_ms`` ends at ``now_s``."""
         try:

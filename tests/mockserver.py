@@ -13,6 +13,7 @@ No pytest fixtures here: the fixture wiring lives in conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -24,6 +25,8 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -153,3 +156,16 @@ class MockProcess:
 
     def clear_timings(self) -> None:
         self._request("DELETE", "/_mock/timings")
+
+
+@asynccontextmanager
+async def serve_raw(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A raw asyncio TCP server on a free loopback port (each connection to ``handle``); its root URL."""
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -27,6 +27,7 @@ GROUND = {
     "monitor.metric_catalog": set(),
     "monitor.clock": set(),
     "monitor.tasks": set(),
+    "monitor.textfile": {"monitor.errors"},
 }
 
 

@@ -93,7 +93,8 @@ async def test_a_run_stores_the_servers_metrics_per_second_and_reports_them(
     for title in ("Server (its own /metrics)", "Server queue", "Server KV-cache usage", "TTFT p95: server vs client",
                   "<td>server_queue_max</td>"):  # fmt: skip
         assert title in page, title
-    assert page.count("<svg") == 6 + 4  # the client's charts, then the server's
+    assert page.count("<svg width") == 6 + 4 + 1  # the client's charts, the server's, the read lag
+    assert page.count('class="chart bars"') == 2  # input and output token lengths
     assert "Server prefix-cache hit rate: not exposed by the server" in page
 
     settings = parse_settings({"targets": [{"name": "mock", "base_url": mock.base_url}]})

@@ -14,7 +14,6 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from monitor.loadtest.recorder import EventTail, RunData
-from tests.mockserver import REPO_ROOT
+from tests.mockserver import REPO_ROOT, serve_raw
 
 pytestmark = pytest.mark.load
 
@@ -117,20 +116,10 @@ class _ReuseClosingServer:
             writer.close()
 
 
-@asynccontextmanager
-async def _start_raw(server: _ReuseClosingServer) -> AsyncIterator[str]:
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    finally:
-        listener.close()
-        await listener.wait_closed()
-
-
 @pytest.fixture(name="reuse_closing")
 async def fix_reuse_closing() -> AsyncIterator[tuple[_ReuseClosingServer, str]]:
     server = _ReuseClosingServer()
-    async with _start_raw(server) as root:
+    async with serve_raw(server.handle) as root:
         yield server, root
 
 
@@ -160,7 +149,8 @@ async def test_loadtest_reports_reconnects_in_its_summary(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor", "loadtest", "--base-url", root + "/v1", "--endpoint", "chat",
         "--users", str(USERS), "--duration", "3s", "--db", f"sqlite+aiosqlite:///{tmp_path / 'load.db'}", "--json",
-        "--slo", "error_rate<=0", cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        # No --slo: against this instant server the generator is the bottleneck, and the gate would refuse (exit 3).
+        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(80):
         stdout, stderr = await proc.communicate()

@@ -632,6 +632,9 @@ async def test_timings_recorded_per_token(app_client: MakeClient) -> None:
     assert record["request_id"] == "t-1" and record["stream"] is True
     assert len(record["token_times_s"]) == 9 == len(chunks) - 1
     assert record["token_times_s"] == sorted(record["token_times_s"])
+    written = record["token_written_s"]  # each token's write returned after its clock read, before the next
+    assert len(written) == 9 and all(a <= w for a, w in zip(record["token_times_s"], written, strict=True))
+    assert all(w <= b for w, b in zip(written, record["token_times_s"][1:], strict=False))
     async with client.get("/_mock/timings", params={"request_id": "chatcmpl-t-1"}) as resp:
         assert resp.status == 200
     async with client.get("/_mock/timings") as resp:

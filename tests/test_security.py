@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -206,22 +207,28 @@ def _echo_routes(seen: list[str]) -> web.RouteTableDef:
     return routes
 
 
+async def _loadtest(root: str, db_url: str, cwd: Path, *args: str, **env: str) -> tuple[int | None, bytes, bytes]:
+    """`llm-monitor loadtest` for 2 s against `root`, with the key in its variable: exit code, stdout, stderr."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), KEY_ENV: CANARY, **env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "loadtest", "--base-url", root + "/v1", "--db", db_url,
+        "--api-key-env", KEY_ENV, "--duration", "2s", *args,
+        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(80):
+        stdout, stderr = await proc.communicate()
+    return proc.returncode, stdout, stderr
+
+
 @pytest.mark.load
 @pytest.mark.timeout(90)
 async def test_a_load_run_against_a_target_that_echoes_the_key_stores_no_key(
     sqlite_db_url: str, tmp_path: Path
 ) -> None:
     """Locust users keep error details as the run's error samples (stored); a key quoted back must not get there."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), KEY_ENV: CANARY}
     seen: list[str] = []
     async with upstream(_echo_routes(seen)) as root:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "monitor", "loadtest", "--base-url", root + "/v1", "--db", sqlite_db_url,
-            "--api-key-env", KEY_ENV, "--users", "1", "--duration", "2s", "--json",
-            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        async with asyncio.timeout(80):
-            stdout, stderr = await proc.communicate()
+        _, stdout, stderr = await _loadtest(root, sqlite_db_url, tmp_path, "--users", "1", "--json")
     assert seen and set(seen) == {f"Bearer {CANARY}"}, stderr.decode()[-2000:]  # the users sent the key
     summary = json.loads(stdout)["summary"]
     assert summary["errors"]["http_error"] > 0 and summary["error_samples"]["http_error"]
@@ -229,6 +236,40 @@ async def test_a_load_run_against_a_target_that_echoes_the_key_stores_no_key(
     _assert_absent(stdout + stderr, "the loadtest output", (CANARY,))
     for name, data in _sqlite_files(sqlite_db_url).items():
         _assert_absent(data, name, (CANARY,))
+
+
+# Terminal escapes: an OSC 52 clipboard write, a colour, a C1 CSI, a bell and a backspace; then Rich markup.
+_TERMINAL_TRAPS = "\x1b]52;c;cm0gLXJmIH4=\x07 \x1b[31mred \x9b2J \x08 [bold]bold[/bold] [link=http://x]x[/link]"
+
+
+@pytest.mark.load
+@pytest.mark.timeout(90)
+async def test_a_load_runs_printed_errors_are_inert_in_a_terminal(sqlite_db_url: str, tmp_path: Path) -> None:
+    """The printed summary quotes the server's error details: no escape sequence or markup of theirs may act."""
+    routes = web.RouteTableDef()
+
+    @routes.post("/v1/chat/completions")
+    @routes.post("/v1/completions")
+    async def hostile(request: web.Request) -> web.Response:
+        sent = request.headers.get("Authorization", "")
+        if request.path.endswith("/chat/completions"):
+            return web.json_response({"error": {"message": f"{_TERMINAL_TRAPS} {sent}"}}, status=401)
+        return web.json_response({"error": {"message": "second"}}, status=401)
+
+    async with upstream(routes) as root:
+        code, stdout, stderr = await _loadtest(
+            root, sqlite_db_url, tmp_path, "--users", "2", "--no-server-metrics", COLUMNS="400", FORCE_COLOR="1"
+        )
+    assert code == 1, stderr.decode()[-2000:]  # no request succeeded
+    _assert_absent(stdout + stderr, "the loadtest output", (CANARY,))
+    # FORCE_COLOR: Rich writes its own SGR escapes; every other ESC, and every BEL, backspace or C1, would be theirs.
+    shown = stdout.decode()
+    theirs = [c for c in re.sub(r"\x1b\[[0-9;]*m", "", shown) if c in "\x1b\x07\x08" or "\x80" <= c <= "\x9f"]
+    assert not theirs, theirs
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+    # Their markup is printed as text, the key as [redacted]; both distinct details are shown.
+    assert "[bold]bold[/bold] [link=http://x]x[/link] Bearer [redacted]" in plain, plain[-3000:]
+    assert "\ufffd]52;c;cm0gLXJmIH4=\ufffd" in plain and "also: " in plain and "second" in plain
 
 
 def test_probe_json_and_debug_logs_never_show_the_key(mock: MockProcess, tmp_path: Path) -> None:

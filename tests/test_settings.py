@@ -107,7 +107,7 @@ def test_yaml_and_file_errors(tmp_path: Path) -> None:
     bad.write_text("targets: [\n  - name: x\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML at line \d+, column \d+"):
         load_settings(bad, environ={})
-    with pytest.raises(ConfigError, match=r"missing.yaml: cannot read config"):
+    with pytest.raises(ConfigError, match=r"config: cannot read \S*missing.yaml: "):
         load_settings(tmp_path / "missing.yaml", environ={})
     listing = tmp_path / "list.yaml"
     listing.write_text("- a\n- b\n", encoding="utf-8")

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import yaml
 
 from monitor.errors import ConfigError
+from monitor.textfile import read_text_file
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "read_config_file", "read_config_yaml"]
 
@@ -22,17 +23,7 @@ MAX_CONFIG_DEPTH = 64
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    text = read_text_file(path, "config", MAX_CONFIG_BYTES)
     loaded = read_config_yaml(text, source=str(path))
     if loaded is None:
         raise ConfigError(f"{path}: the config file is empty (see `llm-monitor init` for an example)")

@@ -40,6 +40,7 @@ _BADGES = {
     "pending": ("warn", "pending"),
     "warning": ("warn", "warning"),
     "aborted": ("warn", "aborted"),
+    "inconclusive": ("warn", "inconclusive"),
     "running": ("info", "running"),
     "info": ("info", "info"),
     "silenced": ("neutral", "silenced"),

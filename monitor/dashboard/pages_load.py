@@ -11,6 +11,7 @@ from monitor.dashboard.markup import Child, Markup, el
 from monitor.dashboard.queries import result_status
 from monitor.dashboard.queries_load import LoadRunDetail, metrics_of
 from monitor.dashboard.svg import Series, line_chart
+from monitor.loadtest import report
 from monitor.loadtest.repo import LoadRun, SeriesPoint
 from monitor.store.views import ResultLine
 
@@ -92,6 +93,15 @@ def load_runs_body(runs: Sequence[LoadRun]) -> Markup:
 Getter = Callable[[SeriesPoint], float | None]
 
 
+def _grid(head: Markup, rows: Sequence[Markup], klass: str = "grid") -> Markup:
+    """A table that scrolls sideways on a narrow screen."""
+    return el(
+        "div",
+        {"class": "table-scroll"},
+        el("table", {"class": klass}, el("thead", None, head), el("tbody", None, rows)),
+    )
+
+
 def _per_s(field: str) -> Getter:
     return lambda p: float(getattr(p, field))
 
@@ -141,6 +151,148 @@ def _load_chart(detail: LoadRunDetail, title: str, lines: Sequence[tuple[str, Ge
     )
 
 
+def _bars(title: str, unit: str, labels: list[str], series: list[report.BarSeries]) -> Markup:
+    # The shared bar chart (monitor.loadtest.report) escapes its own text: trusted markup from here on.
+    return el(
+        "figure",
+        {"class": "chart-box"},
+        el("figcaption", None, title),
+        Markup(report.bar_chart(title, unit, labels, series)),
+    )
+
+
+def _workload(detail: LoadRunDetail) -> Markup | None:
+    """Where the prompts came from, their token lengths, TTFT by session turn; None for an older run."""
+    summary = detail.run.summary or {}
+    lines: list[Child] = [el("p", None, line) for line in report.workload_lines(summary)]
+    charts: list[Child] = []
+    for name, stats in report.lengths(summary).items():
+        bins = report.length_bins(stats)
+        labels = [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi, _ in bins]
+        lines.append(el("p", None, report.length_text(name, stats)))
+        charts.append(
+            _bars(f"{name.capitalize()} length", "requests", labels, [("requests", [float(c) for _, _, c in bins])])
+        )
+    turns = report.turn_rows(summary)
+    table = None
+    if turns:
+        labels = [str(r["turn"]) for r in turns]
+        charts.append(
+            _bars(
+                "TTFT by session turn",
+                "ms",
+                labels,
+                [(f"p{p}", [r.get(f"ttft_p{p}_ms") for r in turns]) for p in (50, 95)],
+            )
+        )
+        head = el(
+            "tr",
+            None,
+            [el("th", {"class": "num"}, h) for h in ("Turn", "Requests", "TTFT p50", "TTFT p95", "TTFT p99")],
+        )
+        rows = [
+            el(
+                "tr",
+                None,
+                el("td", {"class": "num"}, r["turn"]),
+                el("td", {"class": "num"}, fmt_count(r.get("requests"))),
+                [el("td", {"class": "num"}, fmt_ms(r.get(f"ttft_p{p}_ms"))) for p in (50, 95, 99)],
+            )
+            for r in turns
+        ]
+        table = _grid(head, rows, "grid turns")
+    if not lines and not charts:
+        return None
+    return el("div", None, lines, el("div", {"class": "charts"}, charts) if charts else None, table)
+
+
+def _trust(detail: LoadRunDetail) -> Markup | None:
+    """The generator's own error: the refusal, bounds on TTFT/ITL error, read lag per second, CPU per process."""
+    trust = report.trust(detail.run.summary or {})
+    drawn = any(p.read_lag_p99_ms is not None or p.ttft_err_p99_ms is not None for p in detail.series)
+    if trust.empty and not drawn:
+        return None
+    parts: list[Child] = []
+    if trust.refusal:
+        parts.append(el("p", {"class": "notice bad refusal"}, trust.refusal))
+    parts += [el("p", None, report.bound_text(label, values)) for label, values in trust.bounds]
+    parts += [el("p", {"class": "muted"}, note) for note in trust.notes]
+    if drawn:
+        lag = [("read lag p99", lambda p: p.read_lag_p99_ms), ("TTFT error p99", lambda p: p.ttft_err_p99_ms)]
+        parts.append(el("div", {"class": "charts"}, _load_chart(detail, "Generator read lag", lag, "ms")))
+    if trust.processes:
+        head = el(
+            "tr",
+            None,
+            el("th", None, "Process"),
+            el("th", None, "Role"),
+            el("th", {"class": "num"}, "CPU"),
+            el("th", {"class": "num"}, "Of one core"),
+        )
+        rows = [
+            el(
+                "tr",
+                None,
+                el("td", None, name),
+                el("td", None, role),
+                el("td", {"class": "num"}, fmt_value(cpu_s, "s")),
+                el("td", {"class": "num"}, fmt_pct(busy)),
+            )
+            for name, role, cpu_s, busy in trust.processes
+        ]
+        parts.append(_grid(head, rows))
+    return el("div", None, parts)
+
+
+def _sweep(run: LoadRun) -> Markup | None:
+    """The sweep's steps with goodput, the knee marked; None when the run was not a sweep."""
+    sweep = (run.summary or {}).get("sweep")
+    if not isinstance(sweep, dict) or not sweep.get("steps"):
+        return None
+    knee = report.knee_index(sweep)
+    head = el(
+        "tr",
+        None,
+        [
+            el("th", {"class": "num"}, h)
+            for h in ("Offered req/s", "Finished req/s", "TTFT p95", "Goodput", "Good req/s", "Kept up", "SLO")
+        ],
+    )
+    rows = []
+    for i, st in enumerate(sweep["steps"]):
+        m = st.get("metrics") or {}
+        rows.append(
+            el(
+                "tr",
+                {"class": "knee" if i == knee else None},
+                el("td", {"class": "num"}, f"{st.get('rate', 0):g}", " (knee)" if i == knee else None),
+                el("td", {"class": "num"}, fmt_count(m.get("rps"))),
+                el("td", {"class": "num"}, fmt_ms(m.get("ttft_p95_ms"))),
+                el("td", {"class": "num"}, fmt_pct(m.get("goodput_rate"))),
+                el("td", {"class": "num"}, fmt_count(m.get("goodput_rps"))),
+                el("td", {"class": "num"}, "yes" if st.get("kept_up") else "no"),
+                el("td", {"class": "num"}, badge(mark) if (mark := report.step_mark(st)) else DASH),
+            )
+        )
+    best = sweep.get("goodput_rps")
+    note = el(
+        "p",
+        None,
+        "Highest sustainable rate: ",
+        el("strong", None, DASH if best is None else f"{best:g} req/s"),
+        f"; knee at {sweep['steps'][knee].get('rate', 0):g} req/s offered" if knee is not None else None,
+    )
+    text = report.saturation_text(sweep)
+    saturated = el("p", None, text) if text else None
+    return el(
+        "div",
+        None,
+        note,
+        saturated,
+        _grid(head, rows),
+    )
+
+
 def _slo_table(run: LoadRun) -> Markup:
     if not run.slo:
         return el("p", {"class": "muted"}, "No SLO was given for this run.")
@@ -168,11 +320,7 @@ def _slo_table(run: LoadRun) -> Markup:
             el("th", None, ""),
         ],
     )
-    return el(
-        "div",
-        {"class": "table-scroll"},
-        el("table", {"class": "grid"}, el("thead", None, head), el("tbody", None, rows)),
-    )
+    return _grid(head, rows)
 
 
 def _canaries(canaries: Sequence[ResultLine]) -> Markup:
@@ -202,11 +350,7 @@ def _canaries(canaries: Sequence[ResultLine]) -> Markup:
             for h in ("Time", "Probe", "Result", "TTFT", "Latency", "Detail")
         ],
     )
-    return el(
-        "div",
-        {"class": "table-scroll"},
-        el("table", {"class": "grid"}, el("thead", None, head), el("tbody", None, rows)),
-    )
+    return _grid(head, rows)
 
 
 def _comparison(detail: LoadRunDetail) -> Markup:
@@ -256,11 +400,7 @@ def _comparison(detail: LoadRunDetail) -> Markup:
         el("th", {"class": "num"}, f"Baseline #{detail.baseline.id}"),
         el("th", {"class": "num"}, "Change"),
     )
-    table = el(
-        "div",
-        {"class": "table-scroll"},
-        el("table", {"class": "grid"}, el("thead", None, head), el("tbody", None, rows)),
-    )
+    table = _grid(head, rows)
     return el("div", None, picker, table)
 
 
@@ -278,6 +418,7 @@ def _params(run: LoadRun) -> Markup:
         "stream",
         "workers",
         "slo",
+        "goodput",
     )
     items: list[Child] = []
     for key in shown:
@@ -312,7 +453,14 @@ def load_run_body(detail: LoadRunDetail) -> Markup:
         ),
         _load_chart(detail, "Output tokens/s", [("tokens/s", _per_s("output_tokens"))], "/s"),
         _load_chart(detail, "Errors", [("failures/s", _per_s("failures"))], "/s"),
+        _load_chart(detail, "Goodput", [("good/s", _per_s("good")), ("finished/s", _per_s("requests"))], "/s")
+        if any(p.goodput_judged for p in detail.series)
+        else None,
     )
+    summary = run.summary or {}
+    goodput = report.goodput_text(summary, run.params)
+    refusal = report.trust(summary).refusal
+    workload, trust, sweep = _workload(detail), _trust(detail), _sweep(run)
     abort = el("p", {"class": "notice bad"}, "Aborted: ", run.abort_reason) if run.abort_reason else None
     return el(
         "div",
@@ -330,13 +478,18 @@ def load_run_body(detail: LoadRunDetail) -> Markup:
             el("span", None, fmt_duration_s(_duration(run))),
         ),
         abort,
+        el("p", {"class": "notice bad refusal"}, refusal) if refusal else None,
         tiles,
+        el("p", None, goodput) if goodput else None,
         section("Service-level objectives", _slo_table(run)),
+        section("Sweep", sweep) if sweep is not None else None,
         section(
             "Over time",
             charts if detail.series else el("p", {"class": "muted"}, "No per-second data."),
             extra=el("span", {"class": "hint"}, "seconds since the first request"),
         ),
+        section("Workload", workload) if workload is not None else None,
+        section("How far to trust these numbers", trust) if trust is not None else None,
         section("Server (its own /metrics)", _server_charts(detail)),
         section("Compared with a baseline", _comparison(detail)),
         section(f"Canaries during the run ({len(detail.canaries)})", _canaries(detail.canaries)),

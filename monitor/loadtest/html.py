@@ -9,6 +9,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from monitor.loadtest import report
 from monitor.loadtest.cost import quality_cost_notes
 from monitor.loadtest.repo import SeriesPoint
 from monitor.loadtest.runner import RunOutcome
@@ -34,6 +35,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}table{border-collapse:collapse;margin:8px 0}
 td,th{border-bottom:1px solid #e5e7eb;padding:3px 10px;text-align:right}td:first-child,th:first-child{text-align:left}
 .pass{color:#15803d;font-weight:600}.fail{color:#b91c1c;font-weight:600}.muted{color:#6b7280}
+.refusal{border:2px solid #b91c1c;padding:8px 12px;color:#b91c1c;font-weight:600}tr.knee td{font-weight:600}
 svg{display:block;margin:6px 0 18px}svg text{font-size:11px;fill:#374151}
 """
 
@@ -52,16 +54,6 @@ def _fmt(name: str, value: Any) -> str:
     return f"{float(value):,.1f}"
 
 
-def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1.0
-    magnitude = 10.0 ** len(str(int(value)))
-    for step in (0.1, 0.2, 0.25, 0.5, 1.0):
-        if value <= magnitude * step:
-            return magnitude * step
-    return float(magnitude)
-
-
 def _chart(title: str, unit: str, series: Sequence[_Series]) -> str:
     """A line chart; None values break the line (seconds in which nothing was measured)."""
     xs = [x for _, pts in series for x, _ in pts]
@@ -69,7 +61,7 @@ def _chart(title: str, unit: str, series: Sequence[_Series]) -> str:
     if not xs or not ys:
         return f"<p class=muted>{_esc(title)}: no data</p>"
     x0, x1 = min(xs), max(max(xs), min(xs) + 1)
-    ymax = _nice_max(max(ys))
+    ymax = report.nice_top(max(ys))
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
 
     def sx(x: float) -> float:
@@ -84,7 +76,7 @@ def _chart(title: str, unit: str, series: Sequence[_Series]) -> str:
         y = ymax * i / 4
         py = sy(y)
         parts.append(f'<line x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{py:.1f}" y2="{py:.1f}" stroke="#e5e7eb"/>')
-        parts.append(f'<text x="{PAD_LEFT - 6}" y="{py + 4:.1f}" text-anchor="end">{_tick(y)}</text>')
+        parts.append(f'<text x="{PAD_LEFT - 6}" y="{py + 4:.1f}" text-anchor="end">{report.tick(y)}</text>')
     for i in range(6):
         x = x0 + (x1 - x0) * i / 5
         parts.append(f'<text x="{sx(x):.1f}" y="{HEIGHT - 10}" text-anchor="middle">{x:.0f}s</text>')
@@ -102,10 +94,6 @@ def _chart(title: str, unit: str, series: Sequence[_Series]) -> str:
         parts.append(f'<text x="{legend_x}" y="16" fill="{colour}" style="fill:{colour}">{_esc(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def _tick(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _segments(points: list[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
@@ -145,6 +133,9 @@ def _charts(outcome: RunOutcome) -> list[str]:
         _chart("End-to-end latency", "ms", [("p50", _line(s, "e2e_p50_ms")), ("p95", _line(s, "e2e_p95_ms"))]),
         _chart("Output tokens", "per second", tokens),
     ]
+    if any(p.goodput_judged for p in s):
+        good: list[_Series] = [("good/s", [(float(p.t_s), float(p.good)) for p in s]), throughput[0]]
+        charts.append(_chart("Goodput: requests meeting --goodput", "per second", good))
     if open_loop:
         charts.append(_chart("Schedule lag", "ms", [("p95", _line(s, "lag_p95_ms"))]))
     else:
@@ -197,6 +188,49 @@ def _server_section(summary: dict[str, Any]) -> list[str]:
     return parts
 
 
+def _workload_section(summary: dict[str, Any]) -> list[str]:
+    """Where the prompts came from, their token lengths, and TTFT by session turn; nothing for an older run."""
+    parts = [f"<p>{_esc(line)}</p>" for line in report.workload_lines(summary)]
+    for name, stats in report.lengths(summary).items():
+        bins = report.length_bins(stats)
+        labels = [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi, _ in bins]
+        parts.append(f"<p>{_esc(report.length_text(name, stats))}</p>")
+        parts.append(report.bar_chart(f"{name.capitalize()} length", "requests", labels,
+                                      [("requests", [float(c) for _, _, c in bins])]))  # fmt: skip
+    turns = report.turn_rows(summary)
+    if turns:
+        labels = [str(r["turn"]) for r in turns]
+        series = [(f"p{p}", [r.get(f"ttft_p{p}_ms") for r in turns]) for p in (50, 95)]
+        parts.append(report.bar_chart("TTFT by session turn", "ms", labels, series))
+        rows = [[str(r["turn"]), _fmt("requests", r.get("requests")),
+                 *(_fmt("ms", r.get(f"ttft_p{p}_ms")) for p in (50, 95, 99))] for r in turns]  # fmt: skip
+        parts.append(_table(["turn", "requests", "TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms"], rows))
+    return ["<h2>Workload</h2>", *parts] if parts else []
+
+
+def _trust_section(outcome: RunOutcome) -> list[str]:
+    """The generator's own error: the refusal, the bounds on TTFT/ITL error, read lag per second, CPU."""
+    trust = report.trust(outcome.summary)
+    s = outcome.series
+    lag = [("read lag p99", _line(s, "read_lag_p99_ms")), ("TTFT error p99", _line(s, "ttft_err_p99_ms"))]
+    drawn = any(y is not None for _, pts in lag for _, y in pts)
+    if trust.empty and not drawn:
+        return []
+    parts = ["<h2>How far to trust these numbers</h2>"]
+    if trust.refusal:
+        parts.append(f"<p class=refusal>{_esc(trust.refusal)}</p>")
+    parts += [f"<p>{_esc(report.bound_text(label, values))}</p>" for label, values in trust.bounds]
+    parts += [f"<p class=muted>{_esc(note)}</p>" for note in trust.notes]
+    if drawn:
+        parts.append(_chart("Generator read lag and TTFT error bound", "ms", lag))
+    if trust.processes:
+        rows = [[_esc(name), _esc(role), "-" if cpu is None else f"{cpu:,.2f}",
+                 "-" if busy is None else f"{100 * busy:.1f}%"]
+                for name, role, cpu, busy in trust.processes]  # fmt: skip
+        parts.append(_table(["generator process", "role", "CPU s", "of one core"], rows))
+    return parts
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
@@ -224,10 +258,16 @@ def render_html(outcome: RunOutcome) -> str:
     ]
     if outcome.abort_reason:
         parts.append(f"<p class=fail>aborted: {_esc(outcome.abort_reason)}</p>")
+    refused = report.trust(summary).refusal
+    if refused:
+        parts.append(f"<p class=refusal>{_esc(refused)}</p>")
     hidden = hidden_metrics(summary)
     rows = [[_esc(name), _fmt(name, value), *(_fmt(name, ep.get(name)) for ep in endpoints.values())]
             for name, value in metrics.items() if name not in hidden]  # fmt: skip
     parts += ["<h2>Summary</h2>", _table(["metric", "all", *endpoints], rows)]
+    goodput = report.goodput_text(summary, params)
+    if goodput:
+        parts.append(f"<p><b>{_esc(goodput)}</b></p>")
     parts += [f"<p class=muted>{_esc(note)}</p>" for note in (*reasoning_notes(summary), *quality_cost_notes(summary))]
     if outcome.slo:
         slo_rows = [[_esc(r.objective), _fmt(r.objective.metric, r.value), _mark(r.passed)] for r in outcome.slo]
@@ -238,16 +278,24 @@ def render_html(outcome: RunOutcome) -> str:
         headers = [f"{name[:4].upper()} p95 ms" for name in latency]
         if any(st["metrics"].get("quality_rate") is not None for st in sweep["steps"]):
             latency, headers = [*latency, "quality_rate"], [*headers, "golden pass"]  # pass rate per step
-        step_rows = [[f"{st['rate']:g}", _fmt("rps", st["metrics"].get("rps")),
+        if any(st["metrics"].get("goodput_rate") is not None for st in sweep["steps"]):
+            latency, headers = [*latency, "goodput_rate", "goodput_rps"], [*headers, "goodput", "good req/s"]
+        knee = report.knee_index(sweep)
+        step_rows = [[f"{st['rate']:g}" + (" (knee)" if i == knee else ""), _fmt("rps", st["metrics"].get("rps")),
                       *(_fmt(n, st["metrics"].get(n)) for n in latency), "yes" if st["kept_up"] else "no",
-                      _mark(st["passed"])] for st in sweep["steps"]]  # fmt: skip
+                      _mark(st["passed"]) if report.step_mark(st) else "-"]
+                     for i, st in enumerate(sweep["steps"])]  # fmt: skip
         best = sweep.get("goodput_rps")
         best_text = f"{best:g} req/s" if best is not None else "none"
         parts += [
             "<h2>Sweep</h2>",
             f"<p>Highest sustainable rate (goodput): <b>{_esc(best_text)}</b></p>",
+            *([f"<p>Knee: <b>{sweep['steps'][knee]['rate']:g} req/s offered</b></p>"] if knee is not None else []),
+            *([f"<p>{_esc(text)}</p>"] if (text := report.saturation_text(sweep)) else []),
             _table(["offered req/s", "finished req/s", *headers, "kept up", "SLO"], step_rows),
         ]
+    parts += _workload_section(summary)
+    parts += _trust_section(outcome)
     parts += _server_section(summary)
     canary = summary.get("canary") or {}
     if canary.get("count"):
@@ -258,8 +306,9 @@ def render_html(outcome: RunOutcome) -> str:
     errors = summary.get("errors") or {}
     if errors:
         samples = summary.get("error_samples") or {}
-        err_rows = [[_esc(kind), f"{count:,}", _esc((samples.get(kind) or [""])[0])] for kind, count in errors.items()]
-        parts += ["<h2>Errors</h2>", _table(["kind", "count", "example"], err_rows)]
+        err_rows = [[_esc(kind), f"{count:,}", "<br>".join(map(_esc, samples.get(kind) or [""]))]
+                    for kind, count in errors.items()]  # fmt: skip
+        parts += ["<h2>Errors</h2>", _table(["kind", "count", "examples"], err_rows)]
     if outcome.baseline is not None and outcome.baseline.summary:
         reg = regressions(outcome.baseline.summary.get("metrics", {}), metrics)
         hidden &= hidden_metrics(outcome.baseline.summary)

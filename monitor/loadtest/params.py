@@ -12,8 +12,10 @@ from typing import Any, Literal
 
 from monitor.config import ProbeSettings, TargetSettings
 from monitor.errors import ConfigError
+from monitor.loadtest.goodput import RequestClause, format_goodput
 from monitor.loadtest.shapes import Stage, build_shape, format_stages, sweep_stages, total_duration_s
 from monitor.loadtest.slo import Objective
+from monitor.loadtest.workload import WorkloadSpec
 
 __all__ = ["Arrival", "EndpointChoice", "LoadParams", "Sweep", "locust_stages"]
 
@@ -63,6 +65,8 @@ class LoadParams:
     canary_interval_s: float = 10.0
     baseline_id: int | None = None
     server_metrics: bool = True  # scrape the target's own /metrics every second (--no-server-metrics)
+    goodput: tuple[RequestClause, ...] = ()  # per-request clauses (--goodput)
+    workload: WorkloadSpec | None = None  # lengths, sessions, shared prefixes, trace (None: the prompts as they are)
 
     def __post_init__(self) -> None:
         if self.users is not None and self.rate is not None:
@@ -71,8 +75,6 @@ class LoadParams:
             raise ConfigError("--users: must be >= 1")
         if self.rate is not None and self.rate <= 0:
             raise ConfigError("--rate: must be > 0 requests per second")
-        if self.sweep is not None and not self.objectives:
-            raise ConfigError("--sweep needs --slo: the sweep stops at the first rate that breaks it")
         if self.sweep is not None and self.shape is not None:
             raise ConfigError("--sweep and --shape cannot be combined (a sweep is its own step shape)")
         if self.sweep is not None and self.users is not None:
@@ -85,10 +87,17 @@ class LoadParams:
             raise ConfigError("--max-tokens: must be >= 1")
         if self.max_inflight < 1:
             raise ConfigError("--max-inflight: must be >= 1")
+        if not self.stream and any(c.metric in ("ttft_ms", "ttfa_ms", "tpot_ms") for c in self.goodput):
+            raise ConfigError("--goodput: ttft/ttfa/tpot are not measured with --no-stream (use e2e_ms)")
+
+    @property
+    def replay(self) -> bool:
+        """A trace replay: open loop on the trace's own clock."""
+        return self.workload is not None and self.workload.trace is not None
 
     @property
     def open_loop(self) -> bool:
-        return self.rate is not None or self.sweep is not None
+        return self.rate is not None or self.sweep is not None or self.replay
 
     @property
     def distributed(self) -> bool:
@@ -106,6 +115,10 @@ class LoadParams:
 
     @property
     def run_s(self) -> float:
+        workload = self.workload
+        if workload is not None and workload.trace is not None and workload.trace_span_s is not None:
+            # The trace on its own (scaled) clock, cut at --duration if that is shorter.
+            return min(self.duration_s, workload.trace_span_s / workload.trace_speedup)
         stages = self.stages
         return total_duration_s(stages) if stages is not None else self.duration_s
 
@@ -145,6 +158,8 @@ class LoadParams:
             "max_inflight": self.max_inflight if self.open_loop else None,
             "canaries": [p.name for p in self.canaries],
             "server_metrics": self.server_metrics,
+            "goodput": format_goodput(self.goodput) or None,
+            "workload": self.workload.to_json() if self.workload is not None else None,
         }  # fmt: skip
 
 

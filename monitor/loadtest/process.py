@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from monitor.errors import MonitorError
+from monitor.loadtest.goodput import format_goodput
 from monitor.loadtest.params import LoadParams, locust_stages
 
 __all__ = ["LoadTestError", "LocustProcesses", "locust_args", "locustfiles_dir", "require_locust", "worker_args"]
@@ -104,11 +105,18 @@ def _llm_options(params: LoadParams) -> list[str]:
     stages = locust_stages(params)
     if stages is not None:
         args += ["--llm-stages", stages]
+    if params.goodput:
+        args += ["--llm-goodput", format_goodput(params.goodput)]
     return args
 
 
 def locust_args(
-    params: LoadParams, out: Path, *, master_port: int | None = None, trace: Path | None = None
+    params: LoadParams,
+    out: Path,
+    *,
+    master_port: int | None = None,
+    trace: Path | None = None,
+    plan: Path | None = None,
 ) -> list[str]:
     """The command line of the single Locust process, or of the master when ``master_port`` is set."""
     users = params.users_or_schedulers
@@ -120,7 +128,7 @@ def locust_args(
         "--host", params.target.base_url,
         "-u", str(users), "-r", f"{spawn_rate:g}",
         # A margin so a shape or a sweep ends by itself; the runner stops it on time anyway.
-        "-t", f"{math.ceil(params.run_s + (STAGES_MARGIN_S if params.stages is not None else 0))}s",
+        "-t", f"{math.ceil(params.run_s + (STAGES_MARGIN_S if params.stages is not None or params.replay else 0))}s",
         "--exit-code-on-error", "0",
         "--llm-out", str(out),
         *_llm_options(params),
@@ -129,6 +137,8 @@ def locust_args(
         args += ["--csv", params.csv_prefix]
     if trace is not None:
         args += ["--llm-trace", str(trace)]
+    if plan is not None:
+        args += ["--llm-plan", str(plan)]
     if master_port is not None:
         # Remote workers need the master on a reachable interface; local ones only on loopback.
         bind_host = params.master_bind[0] if params.master_bind else ("*" if params.remote_workers else "127.0.0.1")
@@ -190,15 +200,18 @@ class LocustProcesses:
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )  # fmt: skip
 
-    async def start(self, params: LoadParams, out: Path, *, trace: Path | None = None) -> None:
+    async def start(
+        self, params: LoadParams, out: Path, *, trace: Path | None = None, plan: Path | None = None
+    ) -> None:
         if not params.distributed:
-            self.master = await self._spawn(locust_args(params, out, trace=trace), "locust.log")
+            self.master = await self._spawn(locust_args(params, out, trace=trace, plan=plan), "locust.log")
             return
         if params.master_bind is not None:
             port = params.master_bind[1]
         else:
             port = DEFAULT_MASTER_PORT if params.remote_workers else free_port()
-        self.master = await self._spawn(locust_args(params, out, master_port=port, trace=trace), "locust.log")
+        master = locust_args(params, out, master_port=port, trace=trace, plan=plan)
+        self.master = await self._spawn(master, "locust.log")
         for i in range(params.workers):
             args = worker_args("127.0.0.1", port, api_key_env=params.api_key_env, timeout_s=params.timeout_s)
             self.workers.append(await self._spawn(args, f"worker-{i + 1}.log"))

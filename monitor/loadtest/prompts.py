@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from monitor.errors import ConfigError
+from monitor.textfile import read_text_file
 
 __all__ = ["BUILTIN_PROMPTS", "Prompt", "load_prompts", "parse_prompt"]
 
 _ROLES = {"system", "user", "assistant", "tool"}
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 MAX_PROMPTS = 100_000
+# ShareGPT_V3_unfiltered_cleaned_split.json, vLLM bench's usual dataset, is about 670 MB.
+MAX_PROMPTS_BYTES = 1024 * 1024 * 1024
 DEFAULT_MIN_SIMILARITY = 0.8  # the same default as a probe's expect.golden
 
 
@@ -144,12 +147,7 @@ def _from_sharegpt(raw: Any) -> Prompt:
 
 def load_prompts(path: Path) -> tuple[Prompt, ...]:
     """Read prompts from JSONL (or one JSON array); errors name ``FILE:LINE``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--prompts: cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--prompts: {path} is not UTF-8 text") from None
+    text = read_text_file(path, "--prompts", MAX_PROMPTS_BYTES)
     if text.lstrip().startswith("["):
         return _load_array(path, text)
     prompts: list[Prompt] = []

@@ -99,7 +99,9 @@ class RunData:
             itl_p50_ms=value("itl_p50_ms"), itl_p95_ms=value("itl_p95_ms"), e2e_p50_ms=value("e2e_p50_ms"),
             e2e_p95_ms=value("e2e_p95_ms"), lag_p95_ms=value("lag_p95_ms"), errors=dict(window.errors),
             ttfa_p50_ms=value("ttfa_p50_ms"), ttfa_p95_ms=value("ttfa_p95_ms"),
-            reasoning_tokens=window.reasoning_tokens, server=self.server.point(t),
+            reasoning_tokens=window.reasoning_tokens, good=window.good, goodput_judged=window.goodput_judged,
+            read_lag_p99_ms=value("read_lag_p99_ms"), ttft_err_p99_ms=value("ttft_err_p99_ms"),
+            server=self.server.point(t),
         )  # fmt: skip
 
     def points(self, seconds: Iterable[int] | None = None) -> list[SeriesPoint]:

@@ -80,6 +80,11 @@ class SeriesPoint:
     ttfa_p50_ms: float | None = None
     ttfa_p95_ms: float | None = None
     reasoning_tokens: int = 0
+    # Migration 0014: requests that met every --goodput clause, of those judged; the generator's timing error.
+    good: int = 0
+    goodput_judged: int = 0
+    read_lag_p99_ms: float | None = None
+    ttft_err_p99_ms: float | None = None
     # The server's own /metrics in this second (`server_metrics` rows, by FIELDS name); None: not scraped.
     server: dict[str, float | None] | None = None
 

@@ -29,15 +29,18 @@ from monitor.config import Settings
 from monitor.loadtest.canary import run_canaries
 from monitor.loadtest.cost import cost_metrics, cost_summary
 from monitor.loadtest.params import LoadParams
+from monitor.loadtest.plan import build_plan
 from monitor.loadtest.process import WORKERS_MAX_WAIT_S, LoadTestError, LocustProcesses, require_locust
 from monitor.loadtest.recorder import EventTail, Recorder, RunData
 from monitor.loadtest.repo import STALE_AFTER_S, LoadRun, LoadStore, SeriesPoint
 from monitor.loadtest.server_scrape import RunScrapes, off_summary
 from monitor.loadtest.shapes import stage_bounds
 from monitor.loadtest.slo import ObjectiveResult, evaluate, verdict
-from monitor.loadtest.slo_metrics import metric_value, reasoning_summary, summarize
-from monitor.loadtest.sweep import StepResult, evaluate_step, goodput
+from monitor.loadtest.slo_metrics import length_summary, metric_value, reasoning_summary, summarize, turn_summary
+from monitor.loadtest.sweep import StepResult, evaluate_step, goodput, knee
+from monitor.loadtest.trust import generator_report, refusal
 from monitor.loadtest.window import Window
+from monitor.loadtest.workload import Plan
 from monitor.store import Store, connect, ensure_schema
 from monitor.store.server_metrics_repo import ServerMetricsStore
 from monitor.target_http import target_session
@@ -51,7 +54,6 @@ FLUSH_INTERVAL_S = 2.0
 # Beyond the planned duration: worker connection, spawning and Locust's own shutdown.
 OVERRUN_GRACE_S = WORKERS_MAX_WAIT_S + 30.0
 CANARY_STOP_GRACE_S = 10.0
-GENERATOR_BUSY_FRACTION = 0.9
 
 
 @dataclass
@@ -122,6 +124,7 @@ class _Run:
         self._procs: LocustProcesses | None = None
         self._warned = 0
         self.scrapes: RunScrapes | None = None
+        self.plan: Plan | None = None
 
     def on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -197,7 +200,14 @@ class _Run:
             loop.add_signal_handler(signum, self.on_signal, signum)
             stack.callback(loop.remove_signal_handler, signum)
         recorder = Recorder(store, run_id, self.data, EventTail(out))
-        await procs.start(params, out)
+        if params.workload is not None:
+            # Lengths are counted in the server's own tokens (its /tokenize) before the load starts.
+            self.progress.show("building the workload plan ...")
+            async with target_session() as http:
+                api_key = self.settings.api_key(params.target.name)
+                self.plan = await build_plan(params.workload, params, http, api_key, workdir)
+            self.progress.done()
+        await procs.start(params, out, plan=self.plan.path if self.plan is not None else None)
         stop_canaries = asyncio.Event()
         canary_task = self._start_canaries(canary_store, run_id, stop_canaries)
         scrape_task = None
@@ -340,6 +350,8 @@ class _Run:
             "reconnects": int(line.get("reconnects") or 0),
             "tokens_estimated": window.estimated_tokens,
             "reasoning": reasoning_summary(window),
+            "turns": turn_summary(window),  # TTFT by session turn; [] without sessions
+            "lengths": length_summary(window),  # prompt and output token counts of successful requests
             # Golden answers graded by the Locust users (lexical, per reply); None without golden prompts.
             "golden": {"graded": window.golden_graded, "passed": window.golden_passed}
             if window.golden_graded
@@ -347,26 +359,48 @@ class _Run:
             "cost": cost_summary(window, price),
             "canary": canary,
             "server": server,
-            "generator": _generator(line, duration_s, params),
+            "generator": generator_report(line, duration_s, params, window),
+            "workload": self.plan.info if self.plan is not None else None,
             "warnings": data.warnings[-20:],
+            "workers_lost": line.get("workers_lost") or [],  # {"id", "host", "at_s", "how"} per lost worker
             "locust": line.get("locust", []),
         }
         if params.sweep is not None:
-            best = goodput(self.steps)
+            best = goodput(self.steps) if params.objectives else None
+            saturated = next((s for s in self.steps if s.saturation is not None), None)
             summary["sweep"] = {
                 "steps": [s.to_json() for s in self.steps],
                 "goodput_rps": best.rate if best is not None else None,
                 "goodput_tokens_per_s": best.metrics.get("tokens_per_s") if best is not None else None,
+                "knee": knee(self.steps),
+                # The first step at which the server saturated (and the sweep stopped); None: it kept up.
+                "saturated_at": {"step": saturated.index + 1, "rate": saturated.rate, **saturated.saturation.to_json()}
+                if saturated is not None and saturated.saturation is not None
+                else None,
             }
             judged = best or (self.steps[-1] if self.steps else None)
-            slo = judged.results if judged is not None else ()
-            result: str | None = "pass" if best is not None else "fail"
+            slo = judged.results if judged is not None and params.objectives else ()
+            # Without an SLO a sweep only looks for the knee: no gate, no verdict.
+            result: str | None = ("pass" if best is not None else "fail") if params.objectives else None
         else:
             slo = evaluate(params.objectives, lambda name: metric_value(name, window, duration_s, extra))
             result = verdict(slo) if slo else None
         ok_requests = window.requests - window.failures
-        if self.abort_reason is not None:
-            status, exit_code = "aborted", 128 + (self.abort_signal or signal.SIGINT)
+        # A knee is a claim about the server too: not one to make through a generator that was the bottleneck.
+        claims = result is not None or (params.sweep is not None and summary["sweep"]["saturated_at"] is not None)
+        refused = refusal(summary["generator"], params) if claims else None
+        if refused is not None:
+            summary["generator"]["refusal"] = refused
+        if self.abort_reason is None and line.get("ended_early"):
+            # No generator was left: what ran says nothing about the planned load, so it is no pass.
+            self.abort_reason = f"{line['ended_early']}: the run ended early"
+        if self.abort_signal is not None:
+            status, exit_code = "aborted", 128 + self.abort_signal
+        elif self.abort_reason is not None:
+            status, exit_code, result = "aborted", 1, None
+        elif refused is not None:
+            # The gate refuses to judge a server through a generator that was itself the bottleneck.
+            status, exit_code, result = "inconclusive", 3, None
         elif result is not None:
             status, exit_code = ("passed", 0) if result == "pass" else ("failed", 1)
         else:
@@ -382,20 +416,6 @@ class _Run:
         )  # fmt: skip
 
 
-def _generator(line: dict[str, Any], duration_s: float, params: LoadParams) -> dict[str, Any]:
-    cpu_s = float(line.get("cpu_s") or 0.0)
-    worker_cpu_s = float(line.get("worker_cpu_s") or 0.0)
-    busy = cpu_s / duration_s if duration_s > 0 else None
-    out: dict[str, Any] = {"cpu_s": cpu_s, "cpu_fraction": None if busy is None else round(busy, 3)}
-    if params.distributed:
-        processes = max(1, params.workers + params.remote_workers)
-        out["worker_cpu_s"] = worker_cpu_s
-        out["worker_cpu_fraction"] = round(worker_cpu_s / duration_s / processes, 3) if duration_s > 0 else None
-        busy = out["worker_cpu_fraction"]
-    out["saturated"] = busy is not None and busy >= GENERATOR_BUSY_FRACTION
-    return out
-
-
 def _first_token_text(ttft: float | None, window: Window, span_s: float) -> str:
     shown = "-" if ttft is None else f"{ttft:.0f}"
     # TTFA only once a reply reasoned: before that it is TTFT's number.
@@ -406,15 +426,19 @@ def _first_token_text(ttft: float | None, window: Window, span_s: float) -> str:
 
 
 def _step_line(step: StepResult) -> str:
-    mark = "pass" if step.passed else "FAIL"
     rps = step.metrics.get("rps")
     ttft = step.metrics.get("ttft_p95_ms")
-    why = "" if step.kept_up else " (server fell behind: requests queue up)"
+    if step.results:
+        mark = "pass" if step.passed else "FAIL"
+        why = f" (saturated: {step.saturation.detail})" if step.saturation is not None else ""
+    else:  # no SLO: the step only says whether the server kept up
+        mark = "kept up" if step.kept_up else "SATURATED"
+        why = f" ({step.saturation.detail})" if step.saturation is not None else ""
     failed = [str(r.objective) for r in step.results if not r.passed]
     broke = f" broke {', '.join(failed)}" if failed else ""
     return (
         f"sweep step {step.index + 1}: {step.rate:g} req/s offered, {rps or 0:.1f} finished/s, "
-        f"TTFT p95 {ttft if ttft is not None else '-'} ms -> {mark}{broke}{why}"
+        f"TTFT p95 {'-' if ttft is None else f'{ttft:.1f}'} ms -> {mark}{broke}{why}"
     )
 
 

@@ -17,6 +17,11 @@ during the load, when there were any.
 TTFT is the first token of any kind, TTFA the first answer token (see ``monitor.meter``); for a
 model that does not reason they are the same sample. ``reasoning_tokens_per_s`` is None (not
 measured) when no reply carried reasoning, so a plain model never shows a made-up 0.
+
+``goodput_rate`` and ``goodput_rps`` are the share and the rate of requests that met every
+per-request ``--goodput`` clause (None without clauses). The generator's own timing error:
+``read_lag_pNN_ms`` (kernel receive to the generator's stamp, per read), ``ttft_err_pNN_ms`` and
+``itl_err_pNN_ms`` (the bound on each request's TTFT error, on each gap's ITL error).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from monitor.loadtest.window import Window, hist_mean, hist_percentile
+from monitor.loadtest.window import KEYS_PER_MS, Window, encode_hist, hist_mean, hist_percentile
 
 __all__ = [
     "COST_METRICS",
@@ -33,21 +38,26 @@ __all__ = [
     "SUMMARY_METRICS",
     "is_metric",
     "metric_value",
+    "length_summary",
     "reasoning_summary",
     "summarize",
+    "turn_summary",
 ]
 
-_LATENCY = re.compile(r"^(ttft|ttfa|itl|e2e|lag)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
+_LATENCY = re.compile(r"^(ttft|ttfa|itl|e2e|lag|read_lag|ttft_err|itl_err)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
 _PLAIN = frozenset(
     {"error_rate", "truncation_rate", "rps", "tokens_per_s", "reasoning_tokens_per_s", "requests", "failures",
-     "quality_rate"}
+     "quality_rate", "goodput_rate", "goodput_rps"}
 )  # fmt: skip
 # Fractions of the window: (hits, denominator) counters.
 _RATIOS = {
     "error_rate": ("failures", "requests"),
     "truncation_rate": ("truncated", "finished"),
     "quality_rate": ("golden_passed", "golden_graded"),
+    "goodput_rate": ("good", "goodput_judged"),
 }
+# Counts per second of the span.
+_PER_SECOND = {"rps": "requests", "tokens_per_s": "output_tokens", "goodput_rps": "good"}
 # From the token counts and the target's price, given to metric_value as `extra` (None without a price).
 COST_METRICS = frozenset({"cost", "cost_per_1k_requests", "cost_per_correct"})
 CANARY_METRICS = frozenset({"canary_ok_rate", "canary_ttft_p95_ms"})
@@ -60,6 +70,7 @@ SERVER_METRICS = (
 METRIC_HELP = (
     "ttft_p95_ms, ttfa_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, error_rate, "
     "truncation_rate, rps, tokens_per_s, reasoning_tokens_per_s, requests, failures, quality_rate, "
+    "goodput_rate, goodput_rps, read_lag_p99_ms, ttft_err_p99_ms, itl_err_p99_ms, "
     "cost, cost_per_1k_requests, cost_per_correct, canary_ok_rate, canary_ttft_p95_ms, " + ", ".join(SERVER_METRICS)
 )
 # What summaries, the database and the regression table carry (SLOs may ask for any other name).
@@ -68,7 +79,8 @@ SUMMARY_METRICS = (
     "ttft_p50_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms",
     "ttfa_p50_ms", "ttfa_p90_ms", "ttfa_p95_ms", "ttfa_p99_ms",
     "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms",
-    "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "lag_p95_ms", "quality_rate",
+    "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "quality_rate", "goodput_rate", "goodput_rps",
+    "lag_p95_ms", "lag_p99_ms", "read_lag_p50_ms", "read_lag_p99_ms", "ttft_err_p99_ms", "itl_err_p99_ms",
 )  # fmt: skip
 
 
@@ -101,10 +113,10 @@ def metric_value(
         if duration_s <= 0 or not (window.reasoned or window.reasoning_tokens):
             return None
         return window.reasoning_tokens / duration_s
-    if name in ("rps", "tokens_per_s"):
-        if duration_s <= 0:
+    if name in _PER_SECOND:
+        if duration_s <= 0 or (name == "goodput_rps" and not window.goodput_judged):
             return None
-        return (window.requests if name == "rps" else window.output_tokens) / duration_s
+        return float(getattr(window, _PER_SECOND[name])) / duration_s
     if name in CANARY_METRICS or name in SERVER_METRICS or name in COST_METRICS:
         return None
     raise KeyError(name)
@@ -128,3 +140,32 @@ def reasoning_summary(window: Window) -> dict[str, int | bool]:
         "estimated": window.reasoning_estimated,  # of those replies, the ones whose count the server did not send
         "answerless": window.answerless,  # a first token but no answer: not in the TTFA percentiles
     }
+
+
+def _tokens_percentile(hist: Mapping[int, int], pct: float) -> float | None:
+    value = hist_percentile(hist, pct)  # keys are tokens here, not 10 µs steps
+    return None if value is None else round(value * KEYS_PER_MS, 1)
+
+
+def length_summary(window: Window) -> dict[str, dict[str, object]]:
+    """Prompt and output token counts of the successful requests: percentiles and the histogram."""
+    out: dict[str, dict[str, object]] = {}
+    for name, hist in (("input", window.in_len), ("output", window.out_len)):
+        out[name] = {
+            "requests": sum(hist.values()),
+            "mean": None if not hist else round((hist_mean(hist) or 0.0) * KEYS_PER_MS, 1),
+            **{f"p{p}": _tokens_percentile(hist, p) for p in (5, 50, 95, 99)},
+            "hist": encode_hist(hist),
+        }
+    return out
+
+
+def turn_summary(window: Window) -> list[dict[str, float | int | None]]:
+    """TTFT by session turn (1 is a conversation's first request); empty without sessions."""
+    rows: list[dict[str, float | int | None]] = []
+    for turn, hist in sorted(window.turn_ttft.items()):
+        rows.append({
+            "turn": turn, "requests": sum(hist.values()),
+            **{f"ttft_p{p}_ms": hist_percentile(hist, p) for p in (50, 95, 99)},
+        })  # fmt: skip
+    return rows

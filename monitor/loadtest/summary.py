@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from monitor.loadtest import report
 from monitor.loadtest.cost import quality_cost_notes
 from monitor.loadtest.repo import LoadRun
 from monitor.loadtest.runner import RunOutcome
@@ -29,6 +31,9 @@ SAME_WITHIN = 0.05
 _LABELS = {
     "requests": "requests", "failures": "failures", "error_rate": "error rate", "truncation_rate": "truncation rate",
     "rps": "finished req/s", "tokens_per_s": "output tokens/s", "reasoning_tokens_per_s": "reasoning tokens/s",
+    "goodput_rate": "goodput rate", "goodput_rps": "good req/s", "read_lag_p50_ms": "read lag p50",
+    "read_lag_p99_ms": "read lag p99", "ttft_err_p99_ms": "TTFT error bound p99",
+    "itl_err_p99_ms": "ITL error bound p99",
 }  # fmt: skip
 # Shown only when some reply reasoned: otherwise TTFA is TTFT's number and there are no reasoning tokens.
 _SPLIT_METRICS = frozenset({"reasoning_tokens_per_s", "ttfa_p50_ms", "ttfa_p90_ms", "ttfa_p95_ms", "ttfa_p99_ms"})
@@ -61,12 +66,18 @@ def hidden_metrics(summary: dict[str, Any]) -> frozenset[str]:
     The summary still stores them (TTFA equal to TTFT, reasoning tokens/s None), so an SLO on
     ``ttfa_p95_ms`` means the same for a model that does not reason. Summaries stored before
     TTFA was measured have no ``reasoning`` entry and hide nothing. ``quality_rate`` is hidden
-    when no reply was graded against a golden answer.
+    when no reply was graded against a golden answer, goodput when no request was judged by ``--goodput``.
     """
     reasoning = summary.get("reasoning")
     hidden = _SPLIT_METRICS if reasoning is not None and not reasoning.get("split") else frozenset()
     # quality_rate only means something when the prompts carried golden answers (older summaries lack both).
-    return hidden | {"quality_rate"} if "golden" in summary and not summary["golden"] else hidden
+    if "golden" in summary and not summary["golden"]:
+        hidden |= {"quality_rate"}
+    # Goodput only with --goodput clauses that judged a request (a summary stored before goodput has no key).
+    metrics = summary.get("metrics") or {}
+    if "goodput_rate" in metrics and metrics["goodput_rate"] is None:
+        hidden |= {"goodput_rate", "goodput_rps"}
+    return hidden
 
 
 def reasoning_notes(summary: dict[str, Any]) -> list[str]:
@@ -167,20 +178,25 @@ def _sweep_table(sweep: dict[str, Any], ttfa: bool) -> Table:
     table = Table(title="sweep", title_justify="left")
     # The golden-answer pass rate per step, when the prompts carry golden answers.
     golden = any(step["metrics"].get("quality_rate") is not None for step in sweep["steps"])
+    good = any(step["metrics"].get("goodput_rate") is not None for step in sweep["steps"])
     columns = ("offered req/s", "finished req/s", "TTFT p95", *(("TTFA p95",) if ttfa else ()),
-               *(("golden pass",) if golden else ()), "kept up", "SLO")  # fmt: skip
+               *(("golden pass",) if golden else ()), *(("goodput",) if good else ()), "kept up", "SLO")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
-    for step in sweep["steps"]:
+    knee = report.knee_index(sweep)
+    for index, step in enumerate(sweep["steps"]):
         m = step["metrics"]
         latencies = [_fmt("ttft_p95_ms", m.get("ttft_p95_ms"))]
         if ttfa:
             latencies.append(_fmt("ttfa_p95_ms", m.get("ttfa_p95_ms")))
         if golden:
             latencies.append(_fmt("quality_rate", m.get("quality_rate")))
+        if good:
+            latencies.append(_fmt("goodput_rate", m.get("goodput_rate")))
+        offered = f"{step['rate']:g}" + (" knee" if index == knee else "")
         table.add_row(
-            f"{step['rate']:g}", _fmt("rps", m.get("rps")), *latencies, "yes" if step["kept_up"] else "no",
-            "[green]pass[/]" if step["passed"] else "[red]FAIL[/]",
+            offered, _fmt("rps", m.get("rps")), *latencies, "yes" if step["kept_up"] else "[red]no[/]",
+            {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", None: "-"}[report.step_mark(step)],
         )  # fmt: skip
     return table
 
@@ -214,17 +230,69 @@ def _print_server(console: Console, summary: dict[str, Any]) -> None:
         console.print(f"server metrics: {source}", highlight=False, markup=False)
 
 
+def _print_sweep(console: Console, summary: dict[str, Any]) -> None:
+    sweep = summary.get("sweep")
+    if sweep is None:
+        return
+    console.print(_sweep_table(sweep, "ttfa_p95_ms" not in hidden_metrics(summary)))
+    best = sweep.get("goodput_rps")
+    if any(step.get("slo") for step in sweep["steps"]):
+        console.print(f"highest sustainable rate (goodput): {f'{best:g} req/s' if best is not None else 'none'}")
+    knee = report.knee_index(sweep)
+    if knee is not None:
+        console.print(f"knee: {sweep['steps'][knee]['rate']:g} req/s offered")
+    saturated = report.saturation_text(sweep)
+    if saturated is not None:
+        console.print(saturated, highlight=False, markup=False)
+
+
+def _print_workload(console: Console, summary: dict[str, Any]) -> None:
+    """The workload's shape, its prompt and output lengths, and TTFT by session turn."""
+    for line in report.workload_lines(summary):
+        console.print(line, highlight=False, markup=False)
+    for name, stats in report.lengths(summary).items():
+        console.print(report.length_text(name, stats), highlight=False, markup=False)
+    turns = report.turn_rows(summary)
+    if turns:
+        table = Table(title="TTFT by session turn", title_justify="left")
+        for column in ("turn", "requests", "TTFT p50", "TTFT p95", "TTFT p99"):
+            table.add_column(column, justify="right")
+        for row in turns:
+            table.add_row(str(row["turn"]), _fmt("requests", row.get("requests")),
+                          *(_fmt("ttft_ms", row.get(f"ttft_p{p}_ms")) for p in (50, 95, 99)))  # fmt: skip
+        console.print(table)
+
+
+def _print_trust(console: Console, summary: dict[str, Any]) -> None:
+    """How far to trust the numbers: the generator's timing error and CPU (its refusal is printed first)."""
+    trust = report.trust(summary)
+    if trust.bounds:
+        console.print("how far to trust these numbers (the generator's own timing error):", highlight=False)
+    for label, values in trust.bounds:
+        console.print(report.bound_text(label, values), highlight=False, markup=False)
+    for name, role, cpu_s, busy in trust.processes:
+        shown = "-" if busy is None else f"{100 * busy:.0f}% of a core"
+        cpu = "-" if cpu_s is None else f"{cpu_s:,.2f} s"
+        console.print(f"generator CPU {name} ({role}): {cpu}, {shown}", highlight=False, markup=False)
+    for note in trust.notes:
+        console.print(note, style="yellow" if "bottleneck" in note else None, highlight=False, markup=False)
+
+
 def print_outcome(console: Console, outcome: RunOutcome) -> None:
     """The summary, SLO, sweep, canary, error and regression tables of one run."""
-    console.print(_summary_table(outcome))
     summary = outcome.summary
+    refused = report.trust(summary).refusal
+    if refused:
+        # An inconclusive run must not read like a pass: the refusal comes first, and again at the end.
+        console.print(f"[bold red]INCONCLUSIVE: {refused}[/]", highlight=False)
+    console.print(_summary_table(outcome))
+    goodput = report.goodput_text(summary, outcome.params)
+    if goodput:
+        console.print(goodput, highlight=False, markup=False)
     for note in (*reasoning_notes(summary), *quality_cost_notes(summary)):
         console.print(note, highlight=False)
-    sweep = summary.get("sweep")
-    if sweep is not None:
-        console.print(_sweep_table(sweep, "ttfa_p95_ms" not in hidden_metrics(summary)))
-        best = sweep.get("goodput_rps")
-        console.print(f"highest sustainable rate (goodput): {f'{best:g} req/s' if best is not None else 'none'}")
+    _print_workload(console, summary)
+    _print_sweep(console, summary)
     if outcome.slo:
         console.print(_slo_table(outcome))
     _print_server(console, summary)
@@ -243,19 +311,20 @@ def print_outcome(console: Console, outcome: RunOutcome) -> None:
     errors = summary.get("errors") or {}
     samples = summary.get("error_samples") or {}
     for kind, count in sorted(errors.items(), key=lambda kv: -kv[1]):
-        example = (samples.get(kind) or [""])[0]
-        console.print(f"[red]{count:,} {kind}[/]" + (f": {example}" if example else ""), highlight=False)
-    generator = summary.get("generator") or {}
-    if generator.get("saturated"):
-        console.print(
-            "[yellow]warning: the load generator used ~100% of a CPU core; it may be the bottleneck (add --workers)[/]"
-        )
+        # The samples are the server's words (cleaned, redacted): never markup. Each distinct one is shown.
+        first, *others = samples.get(kind) or [""]
+        console.print(f"[red]{count:,} {escape(kind)}[/]" + (f": {escape(first)}" if first else ""), highlight=False)
+        for other in others:
+            console.print(f"    also: {other}", highlight=False, markup=False)
+    _print_trust(console, summary)
     if outcome.baseline is not None and outcome.baseline.summary:
         rows = regressions(outcome.baseline.summary.get("metrics", {}), summary["metrics"])
         hidden = hidden_metrics(summary) & hidden_metrics(outcome.baseline.summary)
         console.print(_regression_table(outcome.baseline, rows, hidden))
     if outcome.abort_reason:
-        console.print(f"[yellow]aborted: {outcome.abort_reason}[/]")
+        console.print(f"[yellow]aborted: {escape(outcome.abort_reason)}[/]", highlight=False)
+    if refused:
+        console.print(f"[bold red]INCONCLUSIVE: {refused}[/]", highlight=False)
 
 
 def outcome_json(outcome: RunOutcome) -> dict[str, Any]:

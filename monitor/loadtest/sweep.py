@@ -1,10 +1,12 @@
-"""``--sweep``: judge each rate step against the SLO and find the highest sustainable rate (goodput).
+"""``--sweep``: judge each rate step, stop at saturation or at a broken SLO, find goodput and the knee.
 
-A step is judged on the requests that finished between its start plus a warm-up and its end.
+A step is judged on the whole seconds between its start plus a warm-up and its end.
 Its metrics include the golden-answer pass rate (``quality_rate``) and, for a priced target, its
-cost. It passes when every SLO clause holds there and the server kept up: at least
-``MIN_COMPLETION_RATIO`` of the requests sent in the step finished in it (give or take one
-second of arrivals). Otherwise queues only grow, and a longer step would break the SLO anyway.
+cost. It passes when every SLO clause holds there and the server kept up: it did not saturate
+(``saturation``: the finished rate fell behind the arrival rate, or requests in flight or TTFT
+kept growing through the step). A saturated server's queues only grow, and a longer step would
+break any SLO anyway. The **knee** is the highest rate the server kept up with before the first
+saturated step; **goodput** is the highest rate that passed.
 """
 
 from __future__ import annotations
@@ -16,13 +18,11 @@ from typing import Any
 from monitor.config.deployment import PriceSettings
 from monitor.loadtest.cost import cost_metrics
 from monitor.loadtest.recorder import RunData
+from monitor.loadtest.saturation import Saturation, Second, judge
 from monitor.loadtest.slo import Objective, ObjectiveResult, evaluate
 from monitor.loadtest.slo_metrics import metric_value, summarize
 
-__all__ = ["MIN_COMPLETION_RATIO", "StepResult", "evaluate_step", "goodput"]
-
-MIN_COMPLETION_RATIO = 0.9
-BUCKET_SLACK_S = 1.0
+__all__ = ["StepResult", "evaluate_step", "goodput", "knee"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,11 @@ class StepResult:
     sent: int
     metrics: dict[str, float | None]
     results: tuple[ObjectiveResult, ...]
-    kept_up: bool
+    saturation: Saturation | None
+
+    @property
+    def kept_up(self) -> bool:
+        return self.saturation is None
 
     @property
     def passed(self) -> bool:
@@ -48,6 +52,7 @@ class StepResult:
             "end_s": self.end_s,
             "sent": self.sent,
             "kept_up": self.kept_up,
+            "saturation": self.saturation.to_json() if self.saturation is not None else None,
             "passed": self.passed,
             "metrics": self.metrics,
             "slo": [r.to_json() for r in self.results],
@@ -67,19 +72,46 @@ def evaluate_step(
     start_s, end_s = bounds
     judged_from = data.t0 + start_s + min(warmup_s, (end_s - start_s) / 2)
     judged_to = data.t0 + end_s
-    # Whole seconds that overlap the judged span (windows are per wall-clock second).
-    window = data.window(math.floor(judged_from), judged_to)
-    span_s = max(1.0, math.ceil(judged_to) - math.floor(judged_from))
+    # Windows are per wall-clock second: judge the whole seconds inside the span, so that a step is not
+    # mixed with the next one (its first fraction of a second at a far higher rate); a step too short
+    # for a whole second is judged on the seconds that overlap it.
+    first, last = math.ceil(judged_from), math.floor(judged_to)
+    if last <= first:
+        first, last = math.floor(judged_from), math.ceil(judged_to)
+    window = data.window(first, last)
+    span_s = float(last - first)
     costs = cost_metrics(window, price) if price is not None else {}
-    extra = {**data.server.values(math.floor(judged_from), judged_to), **costs}
+    extra = {**data.server.values(first, last), **costs}
     results = evaluate(objectives, lambda name: metric_value(name, window, span_s, extra))
-    # Sent counts by intended second, finished by completion second: allow a second's worth.
-    kept_up = window.sent > 0 and window.requests >= MIN_COMPLETION_RATIO * window.sent - rate * BUCKET_SLACK_S
     metrics = {**summarize(window, span_s), **costs}
-    return StepResult(index, rate, start_s, end_s, window.sent, metrics, results, kept_up)
+    totals = (window.sent, window.requests, span_s)
+    saturated = judge(_seconds(data, first, last), rate, totals, metrics.get("e2e_p50_ms"))
+    return StepResult(index, rate, start_s, end_s, window.sent, metrics, results, saturated)
+
+
+def _seconds(data: RunData, first: int, last: int) -> list[Second]:
+    """The seconds ``first`` to ``last - 1``, each with the requests in flight at its end."""
+    seconds, in_flight = [], 0
+    for t in range(data.first_s if data.first_s is not None else first, last):
+        window = data.window(t, t + 1)
+        in_flight += window.sent - window.requests
+        if t >= first:
+            ttft = metric_value("ttft_p50_ms", window, 1.0)
+            seconds.append(Second(window.sent, window.requests, in_flight, ttft))
+    return seconds
 
 
 def goodput(steps: list[StepResult]) -> StepResult | None:
     """The highest-rate step that passed, if any."""
     passed = [s for s in steps if s.passed]
     return max(passed, key=lambda s: s.rate) if passed else None
+
+
+def knee(steps: list[StepResult]) -> dict[str, Any] | None:
+    """The highest rate kept up with before the first saturated step; None when no step saturated or the
+    first one did (then the knee lies below the sweep's first rate)."""
+    first = next((s for s in steps if s.saturation is not None), None)
+    if first is None or first.index == 0:
+        return None
+    below = steps[first.index - 1]
+    return {"index": below.index, "rate": below.rate, "finished_rps": below.metrics.get("rps")}

@@ -99,6 +99,18 @@ class Window:
     or only tool calls). ``reasoning_tokens`` is part of ``output_tokens``. ``input_tokens`` are
     the successful replies' prompt tokens (for cost). ``golden_graded`` counts successful replies
     to prompts with a golden answer, ``golden_passed`` those similar enough to it.
+
+    Goodput (``--goodput``, vLLM ``--goodput`` semantics): ``goodput_judged`` counts the requests
+    judged against the per-request clauses (every request, failed ones included, when clauses were
+    given), ``good`` the successful ones that met every clause.
+
+    Workloads: ``in_len``/``out_len`` are histograms of successful requests' prompt and output
+    token counts (keys are *tokens*, not 10 µs steps); ``turn_ttft`` maps a multi-turn session's
+    turn number (1-based) to the TTFT histogram of its requests.
+
+    The generator's own timing error: ``read_lag`` holds, per socket read, how long after the
+    kernel received the data the generator got to stamp it (10 µs keys); ``ttft_err`` per request
+    the bound on that request's TTFT error; ``itl_err`` per inter-token gap the bound on its error.
     """
 
     requests: int = 0
@@ -116,19 +128,27 @@ class Window:
     input_tokens: int = 0
     golden_graded: int = 0
     golden_passed: int = 0
+    good: int = 0
+    goodput_judged: int = 0
     errors: Counter[str] = field(default_factory=_counter)
     ttft: Hist = field(default_factory=_hist)
     ttfa: Hist = field(default_factory=_hist)
     itl: Hist = field(default_factory=_hist)
     e2e: Hist = field(default_factory=_hist)
     lag: Hist = field(default_factory=_hist)
+    read_lag: Hist = field(default_factory=_hist)
+    ttft_err: Hist = field(default_factory=_hist)
+    itl_err: Hist = field(default_factory=_hist)
+    in_len: Hist = field(default_factory=_hist)
+    out_len: Hist = field(default_factory=_hist)
+    turn_ttft: dict[int, Hist] = field(default_factory=dict)
 
     _COUNTS = (
         "requests", "failures", "finished", "truncated", "output_tokens", "estimated_tokens", "sent", "late",
         "reasoning_tokens", "reasoned", "reasoning_estimated", "answerless", "input_tokens", "golden_graded",
-        "golden_passed",
+        "golden_passed", "good", "goodput_judged",
     )  # fmt: skip
-    _HISTS = ("ttft", "ttfa", "itl", "e2e", "lag")
+    _HISTS = ("ttft", "ttfa", "itl", "e2e", "lag", "read_lag", "ttft_err", "itl_err", "in_len", "out_len")
 
     def merge(self, other: Window) -> Window:
         """Add ``other`` into this window (in place) and return self."""
@@ -137,7 +157,16 @@ class Window:
         self.errors.update(other.errors)
         for name in self._HISTS:
             getattr(self, name).update(getattr(other, name))
+        for turn, hist in other.turn_ttft.items():
+            self.turn_hist(turn).update(hist)
         return self
+
+    def turn_hist(self, turn: int) -> Hist:
+        """The TTFT histogram of session turn ``turn`` (created empty)."""
+        hist = self.turn_ttft.get(turn)
+        if hist is None:
+            hist = self.turn_ttft[turn] = Counter()
+        return hist
 
     @property
     def empty(self) -> bool:
@@ -151,6 +180,8 @@ class Window:
             hist = getattr(self, name)
             if hist:
                 out[name] = encode_hist(hist)
+        if self.turn_ttft:
+            out["turn_ttft"] = {str(turn): encode_hist(h) for turn, h in sorted(self.turn_ttft.items()) if h}
         return out
 
     @classmethod
@@ -162,6 +193,8 @@ class Window:
         for name in cls._HISTS:
             if name in data:
                 setattr(window, name, decode_hist(data[name]))
+        for turn, pairs in (data.get("turn_ttft") or {}).items():
+            window.turn_hist(int(turn)).update(decode_hist(pairs))
         return window
 
     @classmethod

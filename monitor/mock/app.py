@@ -129,6 +129,8 @@ async def _models(request: web.Request) -> web.Response:
 
 async def _tokenize(request: web.Request) -> web.Response:
     config = request.app[STATE_KEY].config
+    if config.flavor == "openai":  # OpenAI's API has no /tokenize (nor /detokenize)
+        raise web.HTTPNotFound
     check_json_content_type(request.headers.get("Content-Type", ""))
     body = parse_body(await request.read(), TokenizeRequest)
     check_model(body.model, config.model)
@@ -153,6 +155,8 @@ async def _tokenize(request: web.Request) -> web.Response:
 
 async def _detokenize(request: web.Request) -> web.Response:
     config = request.app[STATE_KEY].config
+    if config.flavor == "openai":
+        raise web.HTTPNotFound
     check_json_content_type(request.headers.get("Content-Type", ""))
     body = parse_body(await request.read(), DetokenizeRequest)
     check_model(body.model, config.model)
@@ -163,7 +167,7 @@ async def _metrics(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     if state.config.flavor == "openai":
         raise web.HTTPNotFound
-    text = state.metrics.render(state.config.model, state.config.max_model_len)
+    text = state.metrics.render(state.config.model, state.config.max_model_len, state.batch.waiting)
     return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
 

@@ -114,6 +114,11 @@ class MockConfig(BaseModel):
         default=0.01, ge=0, le=0.5, description="Relative noise on every logprob, as batching causes."
     )
     record_timings: bool = Field(default=True, description="Record per-token send times, served at GET /_mock/timings.")
+    max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        description="vLLM's --max-num-seqs: at most N requests generate at once, the rest wait (TTFT grows).",
+    )
 
     # Reasoning models, tool calls and structured output (monitor/mock/reasoning.py).
     reasoning_model: ReasoningModel = Field(

@@ -185,37 +185,39 @@ async def _serve(request: web.Request, *, chat: bool) -> web.StreamResponse:
     )
     generations = prepared.generations
     planned_tokens = prepared.prompt_tokens + sum(len(gen.token_ids) for gen in generations)
-    metrics = state.metrics
-    metrics.running += 1
-    metrics.inflight_tokens += planned_tokens
-    completed = False
-    try:
-        malformed = malformed_die < config.malformed_rate
-        if prepared.stream:
-            options = prepared.stream_options
-            renderer = _renderer(config, chat, request_id, received_s, prepared)
-            plan = StreamPlan(
-                renderer=renderer,
-                generations=generations,
-                include_usage=renderer.include_usage,
-                continuous_usage=renderer.include_usage and bool(options and options.continuous_usage_stats),
-                malformed=malformed,
-                parsed=prepared.parsed,
-            )
-            resp, first_token_s, completed = await send_stream(request, state, plan, record)
-        else:
-            resp, first_token_s, completed = await _send_full(
-                request, state, chat, request_id, prepared, malformed, record
-            )
-        if first_token_s is not None:
-            metrics.ttft.observe(first_token_s - start_s)
-        return resp
-    finally:
-        metrics.running -= 1
-        metrics.inflight_tokens -= planned_tokens
-        reasons = [gen.finish_reason for gen in generations] if completed else ["abort"] * len(generations)
-        metrics.finish(reasons, prepared.prompt_tokens, planned_tokens - prepared.prompt_tokens if completed else 0)
-        metrics.e2e.observe(time.monotonic() - start_s)
+    # Queued behind --max-num-seqs (if set) until a slot frees: the wait is part of TTFT, as in vLLM.
+    async with state.batch.slot(config.max_num_seqs):
+        metrics = state.metrics
+        metrics.running += 1
+        metrics.inflight_tokens += planned_tokens
+        completed = False
+        try:
+            malformed = malformed_die < config.malformed_rate
+            if prepared.stream:
+                options = prepared.stream_options
+                renderer = _renderer(config, chat, request_id, received_s, prepared)
+                plan = StreamPlan(
+                    renderer=renderer,
+                    generations=generations,
+                    include_usage=renderer.include_usage,
+                    continuous_usage=renderer.include_usage and bool(options and options.continuous_usage_stats),
+                    malformed=malformed,
+                    parsed=prepared.parsed,
+                )
+                resp, first_token_s, completed = await send_stream(request, state, plan, record)
+            else:
+                resp, first_token_s, completed = await _send_full(
+                    request, state, chat, request_id, prepared, malformed, record
+                )
+            if first_token_s is not None:
+                metrics.ttft.observe(first_token_s - start_s)
+            return resp
+        finally:
+            metrics.running -= 1
+            metrics.inflight_tokens -= planned_tokens
+            reasons = [gen.finish_reason for gen in generations] if completed else ["abort"] * len(generations)
+            metrics.finish(reasons, prepared.prompt_tokens, planned_tokens - prepared.prompt_tokens if completed else 0)
+            metrics.e2e.observe(time.monotonic() - start_s)
 
 
 def _renderer(
@@ -289,7 +291,16 @@ async def _send_full(
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     resp.content_length = len(body)
     await resp.prepare(request)
+    await _write_recorded(resp, body, config.drip_bytes_per_s, record)
+    return resp, first_token_s, True
+
+
+async def _write_recorded(
+    resp: web.StreamResponse, body: bytes, drip: float | None, record: TimingRecord | None
+) -> None:
+    """A non-streamed reply's one send: its clock read just before the write and just after it returned."""
     if record is not None:
         record.token_times_s.append(time.time())
-    await write_body(resp, body, config.drip_bytes_per_s)
-    return resp, first_token_s, True
+    await write_body(resp, body, drip)
+    if record is not None:
+        record.token_written_s.append(time.time())

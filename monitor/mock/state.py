@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,19 +15,24 @@ from aiohttp import web
 from monitor.mock.config import MockConfig
 from monitor.mock.vllm_metrics import MockMetrics
 
-__all__ = ["STATE_KEY", "MockState", "TimingRecord", "TimingStore"]
+__all__ = ["STATE_KEY", "Batch", "MockState", "TimingRecord", "TimingStore"]
 
 MAX_TIMING_RECORDS = 10_000
 
 
 @dataclass(slots=True)
 class TimingRecord:
-    """Wall-clock send times (`time.time()` seconds) of one request's tokens."""
+    """Wall-clock send times (`time.time()` seconds) of one request's tokens.
+
+    ``token_times_s`` is read just before each write, ``token_written_s`` just after it returned: the
+    bytes left between the two. A mock preempted in between (a busy core) shows as a wide pair.
+    """
 
     request_id: str
     stream: bool
     received_s: float
     token_times_s: list[float] = field(default_factory=list)
+    token_written_s: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +40,7 @@ class TimingRecord:
             "stream": self.stream,
             "received_s": self.received_s,
             "token_times_s": self.token_times_s,
+            "token_written_s": self.token_written_s,
         }
 
 
@@ -68,6 +76,35 @@ class TimingStore:
         return count
 
 
+class Batch:
+    """vLLM's scheduler in one knob: at most ``limit`` requests generate at once, the others wait their turn.
+
+    ``waiting`` is what ``vllm:num_requests_waiting`` reports. The limit is read per request, so a
+    reconfigured mock applies it to the requests that arrive after the change.
+    """
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self._turn = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, limit: int | None) -> AsyncIterator[None]:
+        async with self._turn:
+            self.waiting += 1
+            try:
+                await self._turn.wait_for(lambda: limit is None or self.running < limit)
+            finally:
+                self.waiting -= 1
+            self.running += 1
+        try:
+            yield
+        finally:
+            async with self._turn:
+                self.running -= 1
+                self._turn.notify_all()  # a woken waiter may be cancelled: let every one recheck
+
+
 class MockState:
     """Everything the handlers share; one per `create_mock_app()` call."""
 
@@ -79,6 +116,7 @@ class MockState:
         self.noise = random.Random(config.seed + 1)
         self.metrics = MockMetrics()
         self.timings = TimingStore()
+        self.batch = Batch()
         self.request_counter = 0
         # Set when the app shuts down, so stalled ("hanging") handlers can return.
         self.closing = asyncio.Event()

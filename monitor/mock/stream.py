@@ -105,6 +105,8 @@ class _Sender:
                 self._metrics.itl.observe_many(0.0, steps - 1)
             self._last_send_s = sent_s
         await write_body(self._resp, data, self._drip)
+        if steps and self._record is not None:
+            self._record.token_written_s.extend([time.time()] * steps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,7 +133,7 @@ class MockMetrics:
         for reason in finish_reasons:
             self.success[reason] = self.success.get(reason, 0) + 1
 
-    def render(self, model: str, max_model_len: int) -> str:
+    def render(self, model: str, max_model_len: int, waiting: int = 0) -> str:
         # A toy KV-cache estimate: in-flight tokens over a pool of four full contexts.
         kv_usage = min(1.0, self.inflight_tokens / (4 * max_model_len))
         lines: list[str] = []
@@ -145,7 +145,7 @@ class MockMetrics:
             family(name, "gauge", help_text, [f"{name}{_labels(model)} {float(value)!r}"])
 
         gauge("vllm:num_requests_running", "Number of requests in model execution batches.", self.running)
-        gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", 0)
+        gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting)
         gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", kv_usage)
         # prometheus_client's text format names counter families with their _total suffix.
         for name, help_text, value in (

@@ -72,3 +72,8 @@ class LoadSeriesRow(Base):
     ttfa_p50_ms: Mapped[float | None]
     ttfa_p95_ms: Mapped[float | None]
     reasoning_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Migration 0014: per-request goodput (good of judged) and the generator's own timing error.
+    good: Mapped[int] = mapped_column(Integer, server_default="0")
+    goodput_judged: Mapped[int] = mapped_column(Integer, server_default="0")
+    read_lag_p99_ms: Mapped[float | None]
+    ttft_err_p99_ms: Mapped[float | None]
