@@ -101,7 +101,6 @@ class Collector:
         # Requests sent again because the server had closed their pooled connection (not failures).
         self.reconnects = 0
         self.cpu = RunCpu()
-        self.worker_cpu_s = 0.0
         # (CPU seconds, wall seconds they were measured over) of each worker by client id, in the order they
         # first reported: a worker's share of its core is its own CPU over its own clock, not over the run's.
         self.worker_cpu: dict[str, tuple[float, float]] = {}
@@ -238,7 +237,6 @@ class Collector:
                     samples.append(detail)
         self.warnings.extend(str(message) for message in data.get("warnings") or ())
         self.reconnects += int(data.get("reconnects", 0))
-        self.worker_cpu_s += float(data.get("cpu_s", 0.0))
         self.reads += int(data.get("reads", 0))
         self.kernel_reads += int(data.get("kernel_reads", 0))
         self.loop_lag.hist.update(decode_hist(data.get("loop_lag") or ()))
@@ -252,7 +250,11 @@ class Collector:
         self.cpu = RunCpu()
         self.cpu.start()
         self.worker_cpu.clear()
-        self.worker_cpu_s = 0.0
+
+    @property
+    def worker_cpu_s(self) -> float:
+        """CPU seconds of all workers during the run (each worker's own, summed)."""
+        return sum(cpu_s for cpu_s, _ in self.worker_cpu.values())
 
     def processes(self, own_role: str) -> list[dict[str, Any]]:
         """CPU seconds of every generator process: this one (``own_role``) and each worker that reported."""
@@ -400,8 +402,8 @@ def install(environment: Environment, out_path: str | None) -> None:
 
         def merge(client_id: str, data: dict[str, Any]) -> None:
             if "llm" in data:
-                COLLECTOR.merge_report(data["llm"])
                 llm = data["llm"]
+                COLLECTOR.merge_report(llm)
                 COLLECTOR.merge_worker_cpu(client_id, float(llm.get("cpu_s", 0.0)), float(llm.get("wall_s", 0.0)))
 
         environment.events.worker_report.add_listener(merge)

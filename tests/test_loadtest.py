@@ -221,7 +221,13 @@ async def test_two_local_workers(mock: MockProcess, sqlite_db_url: str, engine: 
     doc = json.loads(proc.stdout)
     assert doc["status"] == "completed" and doc["verdict"] is None  # no SLO: no gate
     assert doc["summary"]["metrics"]["requests"] > 0
-    assert doc["summary"]["generator"]["worker_cpu_s"] > 0  # the work happened in the workers
+    generator = doc["summary"]["generator"]
+    assert generator["worker_cpu_s"] > 0  # the work happened in the workers
+    workers = [p for p in generator["processes"] if p["role"] == "worker"]
+    assert len(workers) == 2 and len({p["client_id"] for p in workers}) == 2
+    # One count of the workers' CPU: the total is theirs summed, the mean share is theirs averaged.
+    assert generator["worker_cpu_s"] == pytest.approx(sum(p["cpu_s"] for p in workers), abs=0.01)
+    assert generator["worker_cpu_fraction"] == pytest.approx(sum(p["cpu_fraction"] for p in workers) / 2, abs=0.002)
     _, series = await _run(engine, doc["run_id"])
     assert sum(p.requests for p in series) == doc["summary"]["metrics"]["requests"]
 

@@ -33,15 +33,21 @@ def generator_report(line: dict[str, Any], duration_s: float, params: LoadParams
     worker_cpu_s = float(line.get("worker_cpu_s") or 0.0)
     busy = _fraction(cpu_s, duration_s)
     out: dict[str, Any] = {"cpu_s": cpu_s, "cpu_fraction": busy}
-    if params.distributed:
-        processes = max(1, params.workers + params.remote_workers)
-        out["worker_cpu_s"] = worker_cpu_s
-        out["worker_cpu_fraction"] = round(worker_cpu_s / duration_s / processes, 3) if duration_s > 0 else None
     # Each process's share of a core over the wall-clock time its CPU was measured (the run's, for older lines).
     out["processes"] = [
         {**p, "cpu_fraction": _fraction(float(p.get("cpu_s") or 0.0), float(p.get("wall_s") or duration_s))}
         for p in line.get("processes") or ()
     ]
+    if params.distributed:
+        out["worker_cpu_s"] = worker_cpu_s
+        shares = [
+            p["cpu_fraction"] for p in out["processes"] if p.get("role") == "worker" and p["cpu_fraction"] is not None
+        ]
+        if shares:  # the mean worker's share of its own core, over its own clock
+            out["worker_cpu_fraction"] = round(sum(shares) / len(shares), 3)
+        else:
+            processes = max(1, params.workers + params.remote_workers)
+            out["worker_cpu_fraction"] = round(worker_cpu_s / duration_s / processes, 3) if duration_s > 0 else None
     busiest = max((p["cpu_fraction"] or 0.0 for p in out["processes"]), default=busy or 0.0)
     out["saturated"] = busiest >= GENERATOR_BUSY_FRACTION
     reads, kernel_reads = int(line.get("reads") or 0), int(line.get("kernel_reads") or 0)
