@@ -58,6 +58,7 @@ from monitor.leader import (
     default_replica_id,
     sqlite_database,
 )
+from monitor.loop_lag import LoopLag
 from monitor.probes import Prober
 from monitor.retention import Retention
 from monitor.scheduler import ProbeScheduler, SchedulerStats
@@ -95,12 +96,14 @@ class DaemonSummary:
     skipped_busy: int
     missed: int
     cancelled: int
+    stalled: int
 
     def line(self) -> str:
+        stalled = f", {self.stalled} voided (this daemon stalled)" if self.stalled else ""
         return (
             f"daemon stopped after {self.uptime_s:.1f} s: {self.runs} probe runs ({self.ok} ok, {self.failed} failed), "
             f"{self.stored} results stored, {self.dropped} dropped, {self.skipped_busy} runs skipped (busy), "
-            f"{self.missed} missed, {self.cancelled} cancelled"
+            f"{self.missed} missed, {self.cancelled} cancelled{stalled}"
         )
 
 
@@ -150,6 +153,8 @@ class Daemon:
         self._force = asyncio.Event()
         self.started = asyncio.Event()
         self.metrics = ProbeMetrics()
+        # This process's own loop lag: a probe run during a stall measured the daemon, not its target.
+        self.loop_lag = LoopLag(on_lag=self.metrics.observe_loop_lag)
         self.summary: DaemonSummary | None = None  # set when `serve` returns
         self.reloads = 0
         self._started_mono = 0.0
@@ -231,6 +236,9 @@ class Daemon:
         settings = self.settings
         if self._install_signals:
             self._add_signal_handlers(stack)
+        lag_stop = asyncio.Event()
+        lag_task = asyncio.create_task(self.loop_lag.run(lag_stop), name="loop-lag")
+        stack.push_async_callback(self._stop_task, "loop-lag", lag_task, lag_stop, timeout_s=1.0)
         database = sqlite_database(settings.storage.url)
         if database is not None:
             # Before anything touches the file: a second daemon on it would double every probe and alert.
@@ -373,7 +381,9 @@ class Daemon:
         stop = asyncio.Event()
         self._dispatching = (asyncio.create_task(services.dispatcher.run(stop), name="dispatcher"), stop)
 
-        scheduler = ProbeScheduler(settings, prober=services.prober, writer=services.writer, metrics=self.metrics)
+        scheduler = ProbeScheduler(
+            settings, prober=services.prober, writer=services.writer, metrics=self.metrics, loop_lag=self.loop_lag
+        )
         scheduler.start()
         periodic = (
             ("rollups", services.rollups.run, settings.retention.rollup_interval_s),

@@ -47,6 +47,7 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+LOOP_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Always exported, 0 when there are none, so that an alert on them sees a series.
 ALERT_STATES = ("pending", "firing")
 # /metrics reads the outbox depth (and, on a follower, the alert states) from the database; a hung
@@ -321,12 +322,18 @@ class ProbeMetrics:
         )  # fmt: skip
         self.skipped = CounterFamily(
             "llm_monitor_probe_runs_skipped_total",
-            "Scheduled runs not started: the previous run was still going (busy) or the run was too late (missed).",
+            "Scheduled runs not started: the previous run was still going (busy) or the run was too late (missed);"
+            " or not recorded: this daemon's own event loop stalled during it (stalled).",
             ("probe", "reason"),
         )
+        self.loop_lag = HistogramFamily(
+            "llm_monitor_event_loop_lag_seconds",
+            "How late the daemon's own event loop ran a 0.1 s timer: time it was held off its core.",
+            (), LOOP_LAG_BUCKETS_S,
+        )  # fmt: skip
         self._families: list[_Family] = [
             self.latency, self.ttft, self.itl, self.results, self.completion_tokens, self.prompt_tokens,
-            self.truncations, self.check_failures, self.lateness, self.skipped,
+            self.truncations, self.check_failures, self.lateness, self.skipped, self.loop_lag,
         ]  # fmt: skip
 
     def observe(self, result: ProbeResult) -> None:
@@ -352,6 +359,9 @@ class ProbeMetrics:
 
     def observe_lateness(self, lateness_s: float) -> None:
         self.lateness.observe((), max(lateness_s, 0.0))
+
+    def observe_loop_lag(self, lag_s: float) -> None:
+        self.loop_lag.observe((), lag_s)
 
     def render(self, extra: Iterable[_Family] = ()) -> str:
         """The whole exposition; `extra` families are computed per scrape (alert states, queue depths)."""

@@ -5,6 +5,10 @@ Each probe is an APScheduler 3.x job on an `AsyncIOScheduler` (interval or cron,
 timeout and a concurrency semaphore, so a hung target only ever holds its own slot: other probes
 keep their schedule. Results go to the one `monitor.store.writer.ResultWriter`, whose bounded queue
 makes a slow database slow probing down instead of growing memory.
+
+A run during which this daemon's own event loop stalled (`monitor.loop_lag`) measured the daemon,
+not the target: it is run once more, and a second stalled run is not recorded (counted as skipped,
+reason `stalled`). A starved monitor must not raise the target's alerts.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from monitor.config import ProbeSettings, Settings
 from monitor.errors import StoreError
 from monitor.exposition import ProbeMetrics
+from monitor.loop_lag import LoopLag
 from monitor.probes import Prober, timeout_result
 from monitor.results import ProbeResult
 from monitor.store.db import describe_error
@@ -52,6 +58,9 @@ TIMEOUT_SLACK_S = 5.0
 # many probes with equal intervals does not fire all of them in the same instant.
 SPREAD_MAX_S = 60.0
 LATENESS_SAMPLES = 10_000
+# A stall of the daemon's loop this long, and this share of the run's time, voids the run's measurement.
+STALL_VOIDS_S = 0.1
+STALL_VOIDS_SHARE = 0.1
 
 
 def _job_id(probe: str) -> str:
@@ -97,13 +106,23 @@ class SchedulerStats:
     skipped_busy: int = 0
     missed: int = 0
     cancelled: int = 0
+    stalled: int = 0  # runs voided because this daemon's loop stalled during them
 
 
 class ProbeScheduler:
     """Owns the AsyncIOScheduler (created in `start`, inside the running loop) and the probe runs."""
 
-    def __init__(self, settings: Settings, *, prober: Prober, writer: ResultWriter, metrics: ProbeMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        prober: Prober,
+        writer: ResultWriter,
+        metrics: ProbeMetrics,
+        loop_lag: LoopLag | None = None,
+    ) -> None:
         self._settings = settings
+        self._loop_lag = loop_lag
         self._probes = {p.name: p for p in settings.probes}
         self._prober = prober
         self._writer = writer
@@ -225,7 +244,9 @@ class ProbeScheduler:
                 if probe is None:  # removed by a reload after this run was submitted
                     return
                 self.stats.runs += 1
-                result = await self._probe(probe)
+                result = await self._unstalled(probe)
+            if result is None:
+                return
             if result.ok:
                 self.stats.ok += 1
             else:
@@ -244,6 +265,34 @@ class ProbeScheduler:
             logger.exception("probe %s failed unexpectedly", name)
         finally:
             self._inflight.discard(task)
+
+    async def _unstalled(self, probe: ProbeSettings) -> ProbeResult | None:
+        """The probe's result, run again if this daemon stalled during it; None when it stalled twice."""
+        for attempt in (1, 2):
+            start_s = time.monotonic()
+            result = await self._probe(probe)
+            stall_s = self._stall_s(start_s, result)
+            if stall_s is None:
+                return result
+            self.stats.stalled += 1
+            self._metrics.skipped.inc((probe.name, "stalled"))
+            logger.warning(
+                "probe %s: this daemon's event loop stalled %.1f s during the run, so it measured the daemon, "
+                "not %s: %s",
+                probe.name, stall_s, probe.target, "running it again" if attempt == 1 else "not recorded",
+            )  # fmt: skip
+        return None
+
+    def _stall_s(self, start_s: float, result: ProbeResult) -> float | None:
+        """The daemon's own stall during a run when it is long enough to void the run's measurement."""
+        if self._loop_lag is None:
+            return None
+        now_s = time.monotonic()
+        stall_s = self._loop_lag.worst_s(start_s, now_s)
+        elapsed_s = result.latency_ms / 1000.0 if result.latency_ms is not None else now_s - start_s
+        if stall_s >= STALL_VOIDS_S and stall_s >= STALL_VOIDS_SHARE * elapsed_s:
+            return stall_s
+        return None
 
     async def _probe(self, probe: ProbeSettings) -> ProbeResult:
         target = self._settings.target(probe.target)
