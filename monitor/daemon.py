@@ -285,8 +285,10 @@ class Daemon:
         return Services(
             engine=engine, store=store, prober=Prober(probe_session), writer=writer, alerts=alerts, outbox=outbox,
             dispatcher=dispatcher, rollups=rollups, retention=retention, leadership=leadership,
-            scrapes=ServerScrapes(probe_session, ServerMetricsStore(sessionmaker), settings),
-            doctor=DoctorJobs(probe_session, sessionmaker, settings, sink=alerts, clock=clock),
+            scrapes=ServerScrapes(probe_session, ServerMetricsStore(sessionmaker), settings, loop_lag=self.loop_lag),
+            doctor=DoctorJobs(
+                probe_session, sessionmaker, settings, sink=alerts, clock=clock, loop_lag=self.loop_lag
+            ),
         )  # fmt: skip
 
     async def _serve_api(self, stack: AsyncExitStack, services: Services) -> None:

@@ -39,6 +39,7 @@ from monitor.doctor.findings import Finding, Status, worst
 from monitor.doctor.runner import diagnose
 from monitor.errors import ProbeError
 from monitor.fingerprint.runner import Fingerprinter
+from monitor.loop_lag import LoopLag
 from monitor.scheduler import spread_start
 from monitor.store.doctor_repo import DoctorRun, DoctorStore, StoredFinding
 from monitor.store.repo import Store
@@ -86,8 +87,10 @@ class DoctorJobs:
         *,
         sink: DeploymentSink | None,
         clock: Clock | None = None,
+        loop_lag: LoopLag | None = None,
     ) -> None:
         self._session = session
+        self._loop_lag = loop_lag
         self.store = DoctorStore(sessionmaker)
         self._results = Store(sessionmaker)
         self._fingerprinter = Fingerprinter(sessionmaker, session)
@@ -130,19 +133,20 @@ class DoctorJobs:
         api_key = self._settings.api_key(name)
         started_at, started = self._clock.now(), time.monotonic()
         client = DoctorClient(self._session, target, api_key)
+        failure = None
         try:
             report = await diagnose(client, target.doctor.effective_checks)
         except ProbeError as exc:
-            self.runs += 1
-            self.errors += 1
-            error = one_line(Untrusted(api_key).text(str(exc)))
-            run_id = await self.store.add(
-                name, started_at=started_at, finished_at=self._clock.now(), exit_code=2, error=error
-            )
-            logger.warning("doctor %s: cannot run: %s", name, error)
-            return DoctorRun(run_id, name, started_at, self._clock.now(), None, None, 2, error)
+            failure = one_line(Untrusted(api_key).text(str(exc)))
         finally:
             await self._results.add_results(client.results, source="doctor")
+        stall_s = self._loop_lag.voids(started, target.timeout_s) if self._loop_lag is not None else None
+        if stall_s is not None:
+            # Its requests' deadlines passed while this daemon could not run: verdicts (or the failure to
+            # reach the target at all) are about the daemon, not the target.
+            return await self._error_run(name, started_at, f"this daemon's event loop stalled {stall_s:.1f} s")
+        if failure is not None:
+            return await self._error_run(name, started_at, failure)
         references = await self.store.references(name)
         findings = [_stored(f, references.get(f.id), api_key) for f in report.findings]
         finished_at = self._clock.now()
@@ -165,6 +169,15 @@ class DoctorJobs:
             run_id, name, started_at, finished_at, report.model, report.max_model_len, report.exit_code, None,
             tuple(findings),
         )  # fmt: skip
+
+    async def _error_run(self, name: str, started_at: datetime, error: str) -> DoctorRun:
+        """A run that produced no verdicts: stored with its reason (exit code 2), judged against nothing."""
+        self.runs += 1
+        self.errors += 1
+        finished_at = self._clock.now()
+        run_id = await self.store.add(name, started_at=started_at, finished_at=finished_at, exit_code=2, error=error)
+        logger.warning("doctor %s: no verdicts: %s", name, error)
+        return DoctorRun(run_id, name, started_at, finished_at, None, None, 2, error)
 
 
 def _stored(finding: Finding, reference: str | None, api_key: str | None) -> StoredFinding:

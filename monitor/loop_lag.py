@@ -8,6 +8,7 @@ stall. ``LoopLag`` lets the scheduler tell those apart from the target's own fai
     lag = LoopLag(on_lag=metrics.observe_loop_lag)
     task = asyncio.create_task(lag.run(stop))              # one owner: the daemon
     start_s = time.monotonic(); ...; lag.worst_s(start_s)  # the longest stall since start_s
+    if (stall_s := lag.voids(start_s, span_s)) is not None: ...  # too long for what ran meanwhile
 
 A stall is measured when the ticker wakes late; one still going on (the loop has not yet run the
 ticker since it resumed) counts too, so a probe that finishes first in the resumed loop sees it.
@@ -20,12 +21,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["STALL_MIN_S", "TICK_S", "LoopLag"]
+__all__ = ["STALL_MIN_S", "STALL_VOIDS_S", "STALL_VOIDS_SHARE", "TICK_S", "LoopLag"]
 
 TICK_S = 0.1
 # Lags shorter than this are scheduling noise: observed in the histogram, not kept as stalls.
 STALL_MIN_S = 0.05
 MAX_STALLS = 4096
+# A stall this long, and this share of the span it is judged against, voids what ran during it.
+STALL_VOIDS_S = 0.1
+STALL_VOIDS_SHARE = 0.1
 
 
 class LoopLag:
@@ -70,3 +74,11 @@ class LoopLag:
             # Only the part of the stall after since_s held up what started at since_s.
             worst = max(worst, min(lag_s, end_s - since_s))
         return worst
+
+    def voids(self, since_s: float, span_s: float, now_s: float | None = None) -> float | None:
+        """The worst stall since ``since_s`` when it voids a measurement over ``span_s`` seconds, else None.
+
+        ``span_s`` is what the stall is compared with: a probe's own elapsed time, a request's timeout.
+        """
+        stall_s = self.worst_s(since_s, now_s)
+        return stall_s if stall_s >= STALL_VOIDS_S and stall_s >= STALL_VOIDS_SHARE * span_s else None

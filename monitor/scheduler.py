@@ -58,9 +58,6 @@ TIMEOUT_SLACK_S = 5.0
 # many probes with equal intervals does not fire all of them in the same instant.
 SPREAD_MAX_S = 60.0
 LATENESS_SAMPLES = 10_000
-# A stall of the daemon's loop this long, and this share of the run's time, voids the run's measurement.
-STALL_VOIDS_S = 0.1
-STALL_VOIDS_SHARE = 0.1
 
 
 def _job_id(probe: str) -> str:
@@ -288,11 +285,8 @@ class ProbeScheduler:
         if self._loop_lag is None:
             return None
         now_s = time.monotonic()
-        stall_s = self._loop_lag.worst_s(start_s, now_s)
         elapsed_s = result.latency_ms / 1000.0 if result.latency_ms is not None else now_s - start_s
-        if stall_s >= STALL_VOIDS_S and stall_s >= STALL_VOIDS_SHARE * elapsed_s:
-            return stall_s
-        return None
+        return self._loop_lag.voids(start_s, elapsed_s, now_s)
 
     async def _probe(self, probe: ProbeSettings) -> ProbeResult:
         target = self._settings.target(probe.target)

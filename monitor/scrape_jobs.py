@@ -5,18 +5,21 @@ per scraped target from `jobs()` (leader-only, like rollups and retention). A sc
 interval against the same target's previous scrape, kept in memory: the first scrape after a start
 or a takeover has only the gauges (queue depth, KV-cache usage), counters and histograms need two.
 A failed scrape is stored too, with its one-line error: a /metrics that stops answering is itself
-worth seeing, and the interval after it spans the gap (counters are cumulative).
+worth seeing, and the interval after it spans the gap (counters are cumulative). One that failed
+while this daemon's own loop stalled (`monitor.loop_lag`) is not stored: it measured the daemon.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import aiohttp
 
 from monitor.config import Settings, TargetSettings
+from monitor.loop_lag import LoopLag
 from monitor.server_metrics import ServerSample, interval
 from monitor.server_metrics.scrape import Scraper, ScrapeResult
 from monitor.store.server_metrics_repo import ServerMetricsStore
@@ -42,8 +45,10 @@ class ServerScrapes:
         settings: Settings,
         *,
         on_scrape: Callable[[str], Awaitable[object]] | None = None,
+        loop_lag: LoopLag | None = None,
     ) -> None:
         self._session = session
+        self._loop_lag = loop_lag
         self._store = store
         self._settings = settings
         self._on_scrape = on_scrape
@@ -51,6 +56,7 @@ class ServerScrapes:
         self._failing: set[str] = set()
         self.scrapes = 0
         self.failures = 0
+        self.stalled = 0  # failed scrapes not stored: this daemon stalled during them
 
     def jobs(self, targets: Sequence[str] | None = None) -> list[Job]:
         """One interval job per scraped target (or per one of `targets`)."""
@@ -80,7 +86,17 @@ class ServerScrapes:
         target = self._target(name)
         if target is None:
             return None
+        start_s = time.monotonic()
         result = await Scraper(self._session, target, self._settings.api_key(name)).scrape()
+        if result.sample is None and self._loop_lag is not None:
+            stall_s = self._loop_lag.voids(start_s, time.monotonic() - start_s)
+            if stall_s is not None:
+                self.stalled += 1
+                logger.warning(
+                    "scrape %s: this daemon's event loop stalled %.1f s during the scrape; its failure (%s) "
+                    "is not recorded", name, stall_s, result.error,
+                )  # fmt: skip
+                return result
         self.scrapes += 1
         if result.sample is None:
             self.failures += 1

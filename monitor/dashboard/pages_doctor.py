@@ -37,7 +37,7 @@ def _table(head: Sequence[str], rows: Sequence[Markup]) -> Markup:
 
 def _latest(run: DoctorRun) -> Markup:
     if run.error is not None:
-        return el("p", {"class": "notice"}, "The last run could not reach the server: ", run.error)
+        return el("p", {"class": "notice"}, "The last run gave no verdicts: ", run.error)
     rows = [
         el(
             "tr",

@@ -1,8 +1,9 @@
 """The scheduled doctor's reports: `doctor_runs` (one per run) and `doctor_findings` (one per check run).
 
-A run that could not reach the server has an `error` and no findings. `active` records whether the
-finding was worse than its reference verdict (the alert condition), so the reference survives a
-restart: it is the latest non-skip finding of the check that was not active.
+A run that gave no verdicts (the server could not be reached, the daemon stalled) has an `error`
+and no findings. `active` records whether the finding was worse than its reference verdict (the
+alert condition), so the reference survives a restart: it is the latest non-skip finding of the
+check that was not active.
 """
 
 from __future__ import annotations
