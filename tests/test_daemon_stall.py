@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from pytest_aiohttp import AiohttpServer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -39,6 +40,7 @@ from tests.mockserver import MockProcess, serve_raw
 from tests.receivers import WebhookReceiver
 from tests.test_crash import child
 from tests.test_daemon import daemon_config, wait_for
+from tests.test_hostile_wire import MIB, _big_routes, _gzip_bomb, _serve
 
 STOP_S = 4.0  # twice the target's timeout
 TIMEOUT_S = 2
@@ -213,3 +215,53 @@ async def test_a_stopped_daemon_voids_its_runs_and_raises_no_alert(
     assert len([s for s in stalled if float(s) >= STOP_S - 1]) >= 2, output[-3000:]  # each stop was seen
     summary = re.search(r"(\d+) voided \(this daemon stalled\)", output)
     assert summary is not None and int(summary.group(1)) >= 2, output[-2000:]
+
+
+async def _kinds(db_url: str) -> dict[str, list[str | None]]:
+    engine = await connect(db_url, connect_retries=0)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(ProbeResultRow.probe, ProbeResultRow.error_kind))).all()
+    finally:
+        await engine.dispose()
+    kinds: dict[str, list[str | None]] = {}
+    for probe, kind in rows:
+        kinds.setdefault(probe, []).append(kind)
+    return kinds
+
+
+@pytest.mark.timeout(120)
+async def test_a_hostile_reply_is_recorded_not_voided(
+    aiohttp_server: AiohttpServer, sqlite_db_url: str, tmp_path: Path
+) -> None:
+    """The watch must not take the daemon's own work on a hostile reply for a stall, and hide the failure.
+
+    50 MiB replies, 40 MB of events and a gzip bomb, each cut at the default 8 MiB cap, every second.
+    """
+    root = await _serve(aiohttp_server, _big_routes(_gzip_bomb(256 * MIB)))
+    hostile = ("big", "stream", "bomb")
+    raw = {
+        "storage": {"url": sqlite_db_url},
+        "targets": [{"name": w, "base_url": f"{root}/{w}/v1", "timeout_s": 10} for w in hostile],
+        "probes": [
+            {"name": w, "target": w, "endpoint": "chat", "stream": w == "stream", "interval_s": 1,
+             "messages": [{"role": "user", "content": "hi"}]}
+            for w in hostile
+        ],
+        "api": {"port": 0},
+        "daemon": {"shutdown_grace_s": 5},
+    }  # fmt: skip
+    config = tmp_path / "monitor.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+
+    async def recorded() -> bool:
+        kinds = await _kinds(sqlite_db_url)
+        return all(len(kinds.get(w, [])) >= 3 for w in hostile)
+
+    async with child("run", "-c", str(config), cwd=tmp_path) as daemon:
+        await daemon.line("llm-monitor daemon running")
+        await wait_for(recorded, timeout_s=60, what="three recorded results of each hostile probe")
+        assert await daemon.finish(signal.SIGTERM) == 0, daemon.output[-3000:]
+    kinds = await _kinds(sqlite_db_url)
+    assert {w: set(kinds[w]) for w in hostile} == {w: {"body_too_large"} for w in hostile}
+    assert "Traceback" not in daemon.output
