@@ -51,6 +51,23 @@ from monitor.tasks import wait_then_cancel
 __all__ = ["ProbeScheduler", "SchedulerStats", "build_trigger"]
 
 logger = logging.getLogger(__name__)
+# A probe that runs longer than its interval skips a start every interval: one line per probe now and
+# then says so (every skip is counted in llm_monitor_probe_runs_skipped_total), not one per skip.
+SKIP_LOG_EVERY_S = 600.0
+
+
+class _ProbeSkipsFilter(logging.Filter):
+    """Drops APScheduler's per-run warnings for probe jobs: the scheduler logs them, rate-limited."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            ' of job "probe:' in message
+            and ("maximum number of running instances" in message or "was missed by" in message)
+        )
+
+
+_PROBE_SKIPS_FILTER = _ProbeSkipsFilter()
 
 # The prober enforces the target timeout itself; this outer bound only guards against a bug there.
 TIMEOUT_SLACK_S = 5.0
@@ -131,6 +148,8 @@ class ProbeScheduler:
         self._draining = False  # set by drain() just before it cancels what is left
         self.stats = SchedulerStats()
         self.lateness_s: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+        # Per probe and reason (busy, missed): (monotonic time of the last line logged, skips not yet logged).
+        self._skips: dict[tuple[str, str], tuple[float | None, int]] = {}
 
     @property
     def running(self) -> bool:
@@ -151,6 +170,7 @@ class ProbeScheduler:
         }
 
     def start(self) -> None:
+        logging.getLogger("apscheduler.scheduler").addFilter(_PROBE_SKIPS_FILTER)  # added once, however often
         scheduler = AsyncIOScheduler(timezone=UTC)
         scheduler.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._scheduler = scheduler
@@ -222,9 +242,31 @@ class ProbeScheduler:
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             self.stats.skipped_busy += 1
             self._metrics.skipped.inc((probe, "busy"))
+            self._log_skip(probe, "busy")
         elif event.code == EVENT_JOB_MISSED:
             self.stats.missed += 1
             self._metrics.skipped.inc((probe, "missed"))
+            self._log_skip(probe, "missed")
+
+    def _log_skip(self, probe: str, reason: str) -> None:
+        """A line for the first skip of a probe, then one at most every SKIP_LOG_EVERY_S with the count."""
+        now_s = time.monotonic()
+        last_s, pending = self._skips.get((probe, reason), (None, 0))
+        pending += 1
+        if last_s is not None and now_s - last_s < SKIP_LOG_EVERY_S:
+            self._skips[probe, reason] = (last_s, pending)
+            return
+        self._skips[probe, reason] = (now_s, 0)
+        starts = "1 start" if pending == 1 else f"{pending} starts"
+        since = "" if last_s is None else f" in the last {now_s - last_s:.0f} s"
+        if reason == "busy":
+            why = "the previous run was still going (a run takes longer than the interval)"
+        else:
+            why = "it was later than the misfire grace (the daemon was paused or overloaded)"
+        logger.warning(
+            "probe %s: %s skipped%s: %s; every skip is counted in "
+            'llm_monitor_probe_runs_skipped_total{reason="%s"}', probe, starts, since, why, reason,
+        )  # fmt: skip
 
     async def _run_probe(self, name: str) -> None:
         task = asyncio.current_task()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -93,6 +94,23 @@ async def test_a_hung_target_does_not_delay_other_probes(
     assert scheduler.stats.cancelled == 1
     healthy = await store.recent_results(probe="healthy", limit=100)
     assert all(r.ok for r in healthy)
+
+
+async def test_a_probe_slower_than_its_interval_logs_its_skips_once_not_per_start(
+    mock: MockProcess, engine: AsyncEngine, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    mock.configure(ttft_ms=1500)  # every run takes three of its 0.5 s intervals
+    settings = _settings({"mock": mock.base_url}, chat_probe(name="slow", interval_s=0.5, max_tokens=64))
+    caplog.set_level(logging.WARNING)
+    async with running_scheduler(settings, engine, session) as scheduler:
+        await wait_for(lambda: scheduler.stats.skipped_busy >= 6, timeout_s=30, what="six skipped starts")
+    apscheduler = [r for r in caplog.records if r.name.startswith("apscheduler") and "probe:slow" in r.getMessage()]
+    assert apscheduler == []  # not one warning per skipped start
+    ours = [r.getMessage() for r in caplog.records if r.name == "monitor.scheduler" and "skipped" in r.getMessage()]
+    assert ours == [
+        "probe slow: 1 start skipped: the previous run was still going (a run takes longer than the interval); "
+        'every skip is counted in llm_monitor_probe_runs_skipped_total{reason="busy"}'
+    ]
 
 
 async def _at_least(store: Store, probe: str, n: int) -> bool:
