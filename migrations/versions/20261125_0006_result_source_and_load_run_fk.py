@@ -1,5 +1,7 @@
-"""probe_results: where a result came from (daemon or a one-shot command); load_run_id references load_runs;
-whether the server's text had to be cleaned (sanitised)
+"""probe_results: source (daemon or one-shot), load_run_id to load_runs, sanitised text
+
+Where a result came from (the daemon or a one-shot command), which load run it belongs to, and
+whether the server's text had to be cleaned (sanitised); the upgrade log shows the first line only.
 
 Revision ID: 0006
 Revises: 0005
