@@ -169,3 +169,15 @@ async def serve_raw(
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
+    """One HTTP/1.1 request off a raw connection (head and a Content-Length body): its path, its headers lower-cased.
+
+    Raises ``asyncio.IncompleteReadError`` when the client closes the connection between requests.
+    """
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    fields = dict(line.split(":", 1) for line in head[1:] if ":" in line)
+    headers = {k.strip().lower(): v.strip() for k, v in fields.items()}
+    await reader.readexactly(int(headers.get("content-length", "0")))
+    return head[0].split(" ")[1], headers

@@ -21,7 +21,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from monitor.loadtest.recorder import EventTail, RunData
-from tests.mockserver import REPO_ROOT, serve_raw
+from tests.mockserver import REPO_ROOT, read_request, serve_raw
 
 pytestmark = pytest.mark.load
 
@@ -80,10 +80,7 @@ class _ReuseClosingServer:
         served = False
         try:
             while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                fields = dict(line.split(":", 1) for line in head[1:] if ":" in line)
-                headers = {k.strip().lower(): v.strip() for k, v in fields.items()}
-                await reader.readexactly(int(headers.get("content-length", "0")))
+                path, headers = await read_request(reader)
                 self.requests += 1
                 if served:
                     self.closed_unanswered += 1
@@ -96,7 +93,7 @@ class _ReuseClosingServer:
                     writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
                     await writer.drain()
                     continue
-                if head[0].split(" ")[1].endswith("/chat/completions"):
+                if path.endswith("/chat/completions"):
                     writer.write(
                         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n"
                         b"Content-Length: %d\r\n\r\n%s" % (len(CHAT_REPLY), CHAT_REPLY)

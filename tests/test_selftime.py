@@ -30,7 +30,7 @@ from monitor.loadtest.params import LoadParams
 from monitor.loadtest.recorder import EventTail, RunData
 from monitor.loadtest.slo import parse_slo
 from monitor.loadtest.trust import refusal
-from tests.mockserver import REPO_ROOT, MockProcess, serve_raw
+from tests.mockserver import REPO_ROOT, MockProcess, read_request, serve_raw
 
 TRANSIT_MS = 5.0
 EARLY_MS = 0.05
@@ -110,10 +110,7 @@ class _HeadersWithFirstToken:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                fields = dict(line.split(":", 1) for line in head[1:] if ":" in line)
-                headers = {k.strip().lower(): v.strip() for k, v in fields.items()}
-                await reader.readexactly(int(headers.get("content-length", "0")))
+                _, headers = await read_request(reader)
                 times = self.sent.setdefault(headers.get("x-request-id", ""), [])
                 await asyncio.sleep(self.TTFT_S)
                 for i, text in enumerate(("Once", " upon", " a")):
