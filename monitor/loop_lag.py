@@ -49,7 +49,8 @@ class LoopLag:
             while not stop.is_set():
                 self._expected_s = time.monotonic() + self._tick_s
                 await asyncio.sleep(self._tick_s)
-                self.observe(time.monotonic() - self._expected_s, time.monotonic())
+                now_s = time.monotonic()
+                self.observe(now_s - self._expected_s, now_s)
         finally:
             self._expected_s = None
 
