@@ -251,11 +251,6 @@ class Collector:
         self.cpu.start()
         self.worker_cpu.clear()
 
-    @property
-    def worker_cpu_s(self) -> float:
-        """CPU seconds of all workers during the run (each worker's own, summed)."""
-        return sum(cpu_s for cpu_s, _ in self.worker_cpu.values())
-
     def processes(self, own_role: str) -> list[dict[str, Any]]:
         """CPU seconds of every generator process: this one (``own_role``) and each worker that reported."""
         cpu_s, wall_s = self.cpu.total()
@@ -352,7 +347,6 @@ def _summary(environment: Environment, elapsed_s: float) -> dict[str, Any]:
         "type": "summary",
         "elapsed_s": round(elapsed_s, 3),
         "cpu_s": round(COLLECTOR.cpu.total()[0], 3),
-        "worker_cpu_s": round(COLLECTOR.worker_cpu_s, 3),
         "locust": entries,
         "locust_errors": dict(errors.most_common(20)),
         "error_samples": COLLECTOR.error_samples,

@@ -30,7 +30,6 @@ _SEND = re.compile(r"^(ttft|ttfa|e2e)_(p[\d.]+|mean)_ms$")
 def generator_report(line: dict[str, Any], duration_s: float, params: LoadParams, window: Window) -> dict[str, Any]:
     """summary["generator"]: CPU of every generator process, its timing error, and whether it was saturated."""
     cpu_s = float(line.get("cpu_s") or 0.0)
-    worker_cpu_s = float(line.get("worker_cpu_s") or 0.0)
     busy = _fraction(cpu_s, duration_s)
     out: dict[str, Any] = {"cpu_s": cpu_s, "cpu_fraction": busy}
     # Each process's share of a core over the wall-clock time its CPU was measured (the run's, for older lines).
@@ -39,15 +38,11 @@ def generator_report(line: dict[str, Any], duration_s: float, params: LoadParams
         for p in line.get("processes") or ()
     ]
     if params.distributed:
-        out["worker_cpu_s"] = worker_cpu_s
-        shares = [
-            p["cpu_fraction"] for p in out["processes"] if p.get("role") == "worker" and p["cpu_fraction"] is not None
-        ]
-        if shares:  # the mean worker's share of its own core, over its own clock
-            out["worker_cpu_fraction"] = round(sum(shares) / len(shares), 3)
-        else:
-            processes = max(1, params.workers + params.remote_workers)
-            out["worker_cpu_fraction"] = round(worker_cpu_s / duration_s / processes, 3) if duration_s > 0 else None
+        # The workers' CPU is theirs summed; their share, the mean worker's of its own core over its own clock.
+        workers = [p for p in out["processes"] if p.get("role") == "worker"]
+        out["worker_cpu_s"] = round(sum(float(p.get("cpu_s") or 0.0) for p in workers), 3)
+        shares = [p["cpu_fraction"] for p in workers if p["cpu_fraction"] is not None]
+        out["worker_cpu_fraction"] = round(sum(shares) / len(shares), 3) if shares else _fraction(0.0, duration_s)
     busiest = max((p["cpu_fraction"] or 0.0 for p in out["processes"]), default=busy or 0.0)
     out["saturated"] = busiest >= GENERATOR_BUSY_FRACTION
     reads, kernel_reads = int(line.get("reads") or 0), int(line.get("kernel_reads") or 0)
