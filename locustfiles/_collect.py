@@ -208,11 +208,17 @@ class Collector:
     def record_reconnect(self) -> None:
         self.reconnects += 1
 
-    def record_sent(self, endpoint: str, intended_wall: float, lag_ms: float, late: bool) -> None:
+    def record_due(self, endpoint: str, intended_wall: float) -> None:
+        """An open-loop arrival came due (whether a slot was free or not): the offered load."""
+        self.window(intended_wall, endpoint).sent += 1
+
+    def record_start(self, endpoint: str, intended_wall: float, lag_ms: float, wait_ms: float, late: bool) -> None:
+        """An arrival left: its send lag (the generator's own) and its slot wait, by its intended second."""
         w = self.window(intended_wall, endpoint)
-        w.sent += 1
         w.late += late
         w.lag[int(max(lag_ms, 0.0) * KEYS_PER_MS)] += 1
+        w.wait[int(max(wait_ms, 0.0) * KEYS_PER_MS)] += 1
+        w.waited += wait_ms > 0
 
     def pop(self, before_s: float | None = None) -> dict[int, dict[str, Window]]:
         """Remove and return the windows of seconds before ``before_s`` (all if None)."""

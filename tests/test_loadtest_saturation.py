@@ -66,3 +66,60 @@ def test_a_server_that_keeps_up_runs_every_step_without_a_false_alarm(mock: Mock
     assert [s["saturation"] for s in sweep["steps"]] == [None, None, None], sweep["steps"]
     assert sweep["knee"] is None and sweep["saturated_at"] is None
     assert (proc.returncode, doc["status"], sweep["goodput_rps"]) == (0, "passed", 36), proc.stderr[-3000:]
+
+
+def _run(mock: MockProcess, db_url: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor", "loadtest", "--base-url", mock.base_url, "--db", db_url,
+         "--endpoint", "chat", "--max-tokens", str(MAX_TOKENS), "--json", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.stdout.strip(), f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    return proc, json.loads(proc.stdout)
+
+
+def test_arrivals_held_back_by_the_in_flight_cap_still_count_as_offered(mock: MockProcess, sqlite_db_url: str) -> None:
+    """Four slots in front of a server that finishes ~10 req/s: past them, arrivals wait in the generator.
+    They are offered all the same, so the step is behind (it was judged on what left, which kept pace with
+    what finished: a saturated vLLM ran a sweep's third step that way), and the wait is no send lag."""
+    mock.configure(ttft_ms=TTFT_MS, itl_ms=ITL_MS, max_num_seqs=2)
+    proc, doc = _run(mock, sqlite_db_url, "--rate", "4", "--sweep", "--sweep-step", "16", "--sweep-steps", "3",
+                     "--duration", "12s", "--max-inflight", "4", "--arrival", "constant")  # fmt: skip
+    steps = doc["summary"]["sweep"]["steps"]
+    assert [s["rate"] for s in steps] == [4, 20], [(s["rate"], s["sent"], s["saturation"]) for s in steps]
+    second = steps[1]
+    assert second["saturation"]["kind"] == "behind", second["saturation"]
+    # 20 a second offered over the judged 8 whole seconds, whatever left (what left: about what finished).
+    assert second["sent"] >= 150 and second["metrics"]["rps"] < 14, (second["sent"], second["metrics"]["rps"])
+    generator = doc["summary"]["generator"]
+    assert generator["slot_wait"]["waited"] > 0 and generator["refusal"] is None, generator
+    assert generator["send_lag_ms"]["p99"] < generator["slot_wait"]["wait_ms"]["p99"] / 10, generator
+
+
+def test_a_server_slower_than_its_arrivals_fails_the_slo_and_is_not_refused(
+    mock: MockProcess, sqlite_db_url: str
+) -> None:
+    """The server queues (its /metrics says so) and the arrivals wait for slots behind it: that is the
+    server missing its SLO (exit 1), not the generator being the bottleneck (it was, with the wait counted
+    as send lag: exit 3, inconclusive)."""
+    mock.configure(ttft_ms=TTFT_MS, itl_ms=ITL_MS, max_num_seqs=2)
+    proc, doc = _run(mock, sqlite_db_url, "--rate", "20", "--duration", "8s", "--max-inflight", "8",
+                     "--slo", "ttft_p95_ms<=500")  # fmt: skip
+    assert (proc.returncode, doc["status"]) == (1, "failed"), (doc["summary"]["generator"], proc.stderr[-2000:])
+    assert doc["summary"]["server"]["metrics"]["server_queue_max"] > 0
+    slots = doc["summary"]["generator"]["slot_wait"]
+    assert slots["waited"] > 0 and slots["max_inflight"] == 8, slots
+
+
+def test_a_cap_in_front_of_a_server_with_room_is_the_generators_bottleneck(
+    mock: MockProcess, sqlite_db_url: str
+) -> None:
+    """No batch limit: the server runs whatever it gets and queues none, so arrivals waiting for one of two
+    slots were held back by --max-inflight alone: no verdict on the server (exit 3), and the line says so."""
+    mock.configure(ttft_ms=1000, itl_ms=ITL_MS)
+    proc, doc = _run(mock, sqlite_db_url, "--rate", "10", "--duration", "6s", "--max-inflight", "2",
+                     "--slo", "ttft_p95_ms<=1500")  # fmt: skip
+    assert (proc.returncode, doc["status"]) == (3, "inconclusive"), proc.stderr[-2000:]
+    assert doc["summary"]["server"]["metrics"]["server_queue_max"] == 0
+    refusal = doc["summary"]["generator"]["refusal"]
+    assert "waited for one of --max-inflight 2 slots while the server queued none" in refusal, refusal

@@ -73,12 +73,16 @@ def test_finished_falling_behind_sent_is_saturation_whatever_the_trends() -> Non
     seconds = [Second(20, 12, 40, 100.0) for _ in range(10)]  # 60 % finished, flat otherwise
     found = judge(seconds, 20.0)
     assert found is not None and found.kind == "behind"
-    assert found.detail.startswith("12.0 finished/s of 20.0 sent/s")
+    assert found.detail.startswith("12.0 finished/s of 20.0 offered/s")
     # A second's worth of arrivals is slack: sent counts by intended second, finished by completion second.
     assert judge([Second(20, 18, 40, 100.0)] * 9 + [Second(20, 0, 40, 100.0)], 20.0) is None
     # What a server that keeps up holds at the step's end grows with its latency (rate x E2E).
     slow = [Second(20, 14, 40, 100.0) for _ in range(10)]
     assert judge(slow, 20.0) is not None and judge(slow, 20.0, e2e_p50_ms=3000.0) is None
+    # ... but never past the generator's in-flight cap: a server that keeps up has no more outstanding, and
+    # the E2E of one that does not (from the intended send time) grows with the backlog being judged.
+    capped = judge(slow, 20.0, e2e_p50_ms=3000.0, inflight_cap=8)
+    assert capped is not None and capped.kind == "behind"
 
 
 @settings(max_examples=300, deadline=None)

@@ -212,3 +212,19 @@ def test_refusal_names_the_busy_process_or_the_error_against_the_tightest_thresh
     # Closed loop has no send lag; an SLO without latency thresholds has nothing for an error to drown.
     assert refusal(_report(send_lag_ms={"p99": 12.0}), _params("ttft_p50_ms<=100", users=2)) is None
     assert refusal(_report(ttft_error_bound_ms={"p99": 42.0}), _params("error_rate<=0.01", users=2)) is None
+
+
+def test_a_slot_wait_is_refused_only_when_the_server_queued_none() -> None:
+    """Arrivals that waited for a --max-inflight slot were held back by the generator's cap only if the
+    server had room (its own /metrics showed nothing waiting); a server that queued is the bottleneck."""
+    ok = _params("ttft_p95_ms<=300", rate=5.0, max_inflight=2)
+    slots = {"arrivals": 100, "waited": 40, "unsent": 20, "max_inflight": 2, "wait_ms": {"p99": 4000.0}}
+    # The wait is in the latencies, not in the generator's send lag (which stays small).
+    held = _report(slot_wait=slots, send_lag_ms={"p99": 1.0})
+    assert refusal(held, ok, server_queue_max=0.0) == (
+        "no verdict: the load generator was the bottleneck: 40 of 100 arrivals waited for one of --max-inflight 2 "
+        "slots while the server queued none; raise --max-inflight"
+    )
+    assert refusal(held, ok, server_queue_max=6.0) is None  # the server's own queue: a verdict on it
+    assert refusal(held, ok) is None  # not known (no /metrics): the verdict stands, the report says it
+    assert refusal(_report(slot_wait={**slots, "waited": 0, "unsent": 0}), ok, server_queue_max=0.0) is None

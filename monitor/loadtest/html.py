@@ -117,7 +117,7 @@ def _charts(outcome: RunOutcome) -> list[str]:
     split = "ttfa_p95_ms" not in hidden_metrics(outcome.summary)
     throughput: list[_Series] = [("finished/s", [(float(p.t_s), float(p.requests)) for p in s])]
     if open_loop:
-        throughput.append(("sent/s", [(float(p.t_s), float(p.sent)) for p in s]))
+        throughput.append(("offered/s", [(float(p.t_s), float(p.sent)) for p in s]))
     throughput.append(("failed/s", [(float(p.t_s), float(p.failures)) for p in s]))
     first: list[_Series] = [("p50", _line(s, "ttft_p50_ms")), ("p95", _line(s, "ttft_p95_ms"))]
     tokens: list[_Series] = [("tokens/s", [(float(p.t_s), float(p.output_tokens)) for p in s])]

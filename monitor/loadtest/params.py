@@ -129,6 +129,11 @@ class LoadParams:
             return max(1, self.workers + self.remote_workers)
         return self.users or 1
 
+    @property
+    def inflight_cap(self) -> int | None:
+        """Open loop: the most requests all schedulers keep in flight (each its own --max-inflight)."""
+        return self.max_inflight * self.users_or_schedulers if self.open_loop else None
+
     def to_json(self) -> dict[str, Any]:
         """What is stored with the run (no credentials: only the variable name is kept)."""
         stages = self.stages

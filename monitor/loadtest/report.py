@@ -215,6 +215,19 @@ def trust(summary: dict[str, Any]) -> Trust:
         notes.append(f"kernel receive timestamps on {100 * share:.1f}% of reads")
     elif kernel is not None:
         notes.append(f"kernel receive timestamps: {_value(kernel)}")
+    slots = generator.get("slot_wait")
+    if isinstance(slots, dict) and _num(slots.get("waited")):
+        # Not the generator's error: the client-side queue in front of a server slower than the arrivals.
+        wait = slots.get("wait_ms")
+        p99 = _num(wait.get("p99")) if isinstance(wait, dict) else None
+        unsent = _num(slots.get("unsent")) or 0
+        notes.append(
+            f"{_value(slots.get('waited'))} of {_value(slots.get('arrivals'))} arrivals found every slot of "
+            f"--max-inflight {_value(slots.get('max_inflight'))} taken and waited (wait p99 "
+            f"{'-' if p99 is None else f'{p99:,.0f}'} ms"
+            + (f"; {unsent:.0f} still waiting at the end, never sent" if unsent else "")
+            + "); latencies include the wait"
+        )
     if generator.get("saturated") and not generator.get("refusal"):
         notes.append("the load generator used ~100% of a CPU core: it may be the bottleneck (add --workers)")
     refusal = generator.get("refusal")

@@ -279,8 +279,9 @@ class _Run:
             index = len(self.steps)
             if data.complete_before < data.t0 + bounds[index][1]:
                 return
+            params = self.params
             step = evaluate_step(data, index, stages[index].level, bounds[index], sweep.warmup_s,
-                                 self.params.objectives, self.params.target.price)  # fmt: skip
+                                 params.objectives, params.target.price, params.inflight_cap)  # fmt: skip
             self.steps.append(step)
             self.progress.say(_step_line(step))
             if not step.passed:
@@ -388,7 +389,7 @@ class _Run:
         ok_requests = window.requests - window.failures
         # A knee is a claim about the server too: not one to make through a generator that was the bottleneck.
         claims = result is not None or (params.sweep is not None and summary["sweep"]["saturated_at"] is not None)
-        refused = refusal(summary["generator"], params) if claims else None
+        refused = refusal(summary["generator"], params, server["metrics"].get("server_queue_max")) if claims else None
         if refused is not None:
             summary["generator"]["refusal"] = refused
         if self.abort_reason is None and line.get("ended_early"):

@@ -9,7 +9,10 @@ requests and TTFT):
   (at least one second: sent counts by intended second, finished by completion second), which is also
   the most a step's start can add as in-flight requests rise to the new rate (Little's law), plus
   three standard deviations of that count (``3 sqrt(L + 1)``). A few requests at a low rate are
-  thus never "behind" by chance: at 1 req/s, 3 of 5 finished is not saturation.
+  thus never "behind" by chance: at 1 req/s, 3 of 5 finished is not saturation. ``L`` is at most the
+  generator's in-flight cap (``--max-inflight`` per scheduler): a server that keeps up never has more
+  outstanding than that, while the E2E of one that does not, measured from the intended send time,
+  grows with the very queue being judged and would otherwise excuse it.
 - **in flight**: the requests sent and not yet finished keep growing through the step.
 - **queueing**: TTFT (its per-second median) keeps growing through the step.
 
@@ -47,8 +50,9 @@ Kind = Literal["behind", "in_flight", "queueing"]
 
 @dataclass(frozen=True, slots=True)
 class Second:
-    """One whole second of a step: requests sent (by intended time) and finished in it, those in flight at
-    its end (sent since the run began and not finished), and the median TTFT of its successful requests."""
+    """One whole second of a step: requests due (by intended time, offered whether a slot was free or not)
+    and finished in it, those outstanding at its end (due since the run began and not finished: in flight
+    or waiting for a slot), and the median TTFT of its successful requests."""
 
     sent: int
     finished: int
@@ -95,21 +99,25 @@ def judge(
     rate: float,
     totals: tuple[int, int, float] | None = None,
     e2e_p50_ms: float | None = None,
+    inflight_cap: int | None = None,
 ) -> Saturation | None:
     """Whether the server saturated in a step offered ``rate`` req/s, judged on its whole ``seconds``.
 
     ``totals``: (sent, finished, span_s) of the whole judged span, partial seconds included, for the
     "behind" sign (a step shorter than two seconds has no whole second); by default, of ``seconds``.
     ``e2e_p50_ms``: the step's median end-to-end latency (None: not known, one second is assumed).
+    ``inflight_cap``: the most requests the generator keeps in flight (None: no cap).
     """
     if totals is None:
         totals = (sum(s.sent for s in seconds), sum(s.finished for s in seconds), float(max(1, len(seconds))))
     sent, finished, span_s = totals
     held = rate * max(BUCKET_SLACK_S, (e2e_p50_ms or 0.0) / 1000.0)
+    if inflight_cap is not None:
+        held = min(held, float(inflight_cap))
     if sent == 0 or sent - finished > SHORTFALL * sent + held + 3 * math.sqrt(held + 1):
         return Saturation(
             "behind",
-            f"{finished / span_s:.1f} finished/s of {sent / span_s:.1f} sent/s: the finished rate stopped "
+            f"{finished / span_s:.1f} finished/s of {sent / span_s:.1f} offered/s: the finished rate stopped "
             "following the arrival rate",
         )
     in_flight = _grows([float(s.in_flight) for s in seconds], max(MIN_INFLIGHT_GROWTH, rate * MIN_QUEUE_GROWTH_S))

@@ -1,7 +1,8 @@
 """Load-test metrics by name, computed from a merged ``Window``: the vocabulary of SLOs and reports.
 
 Names carry their unit: ``ttft_p95_ms``, ``ttfa_p95_ms``, ``itl_p50_ms``, ``e2e_p99_ms`` (any
-percentile, also ``_mean_ms``), ``lag_p95_ms`` (how late open-loop arrivals started), ``error_rate``
+percentile, also ``_mean_ms``), ``lag_p95_ms`` (the open-loop generator's own send lag),
+``wait_p95_ms`` (how long open-loop arrivals waited for a free ``--max-inflight`` slot), ``error_rate``
 and ``truncation_rate`` (fractions), ``rps`` (finished requests per second), ``tokens_per_s``
 (output tokens per second, reasoning included), ``reasoning_tokens_per_s``, ``requests``,
 ``failures``, ``quality_rate`` (the share of replies to prompts with a golden answer that matched it;
@@ -44,7 +45,9 @@ __all__ = [
     "turn_summary",
 ]
 
-_LATENCY = re.compile(r"^(ttft|ttfa|itl|e2e|lag|read_lag|ttft_err|itl_err)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$")
+_LATENCY = re.compile(
+    r"^(ttft|ttfa|itl|e2e|lag|wait|read_lag|ttft_err|itl_err)_(?:p(\d{1,2}(?:\.\d+)?|100)|(mean))_ms$"
+)
 _PLAIN = frozenset(
     {"error_rate", "truncation_rate", "rps", "tokens_per_s", "reasoning_tokens_per_s", "requests", "failures",
      "quality_rate", "goodput_rate", "goodput_rps"}
@@ -68,7 +71,7 @@ SERVER_METRICS = (
     "server_ttft_mean_ms", "server_ttft_p95_ms", "server_itl_p95_ms", "server_e2e_p95_ms", "server_queue_time_p95_ms",
 )  # fmt: skip
 METRIC_HELP = (
-    "ttft_p95_ms, ttfa_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, error_rate, "
+    "ttft_p95_ms, ttfa_p95_ms, itl_p95_ms, e2e_p99_ms (any pNN or mean), lag_p95_ms, wait_p95_ms, error_rate, "
     "truncation_rate, rps, tokens_per_s, reasoning_tokens_per_s, requests, failures, quality_rate, "
     "goodput_rate, goodput_rps, read_lag_p99_ms, ttft_err_p99_ms, itl_err_p99_ms, "
     "cost, cost_per_1k_requests, cost_per_correct, canary_ok_rate, canary_ttft_p95_ms, " + ", ".join(SERVER_METRICS)
@@ -80,7 +83,8 @@ SUMMARY_METRICS = (
     "ttfa_p50_ms", "ttfa_p90_ms", "ttfa_p95_ms", "ttfa_p99_ms",
     "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "itl_p99_ms",
     "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "quality_rate", "goodput_rate", "goodput_rps",
-    "lag_p95_ms", "lag_p99_ms", "read_lag_p50_ms", "read_lag_p99_ms", "ttft_err_p99_ms", "itl_err_p99_ms",
+    "lag_p95_ms", "lag_p99_ms", "wait_p95_ms", "read_lag_p50_ms", "read_lag_p99_ms", "ttft_err_p99_ms",
+    "itl_err_p99_ms",
 )  # fmt: skip
 
 

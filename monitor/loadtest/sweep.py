@@ -67,6 +67,7 @@ def evaluate_step(
     warmup_s: float,
     objectives: tuple[Objective, ...],
     price: PriceSettings | None = None,
+    inflight_cap: int | None = None,
 ) -> StepResult:
     assert data.t0 is not None, "steps are judged once the test has started"
     start_s, end_s = bounds
@@ -85,7 +86,7 @@ def evaluate_step(
     results = evaluate(objectives, lambda name: metric_value(name, window, span_s, extra))
     metrics = {**summarize(window, span_s), **costs}
     totals = (window.sent, window.requests, span_s)
-    saturated = judge(_seconds(data, first, last), rate, totals, metrics.get("e2e_p50_ms"))
+    saturated = judge(_seconds(data, first, last), rate, totals, metrics.get("e2e_p50_ms"), inflight_cap)
     return StepResult(index, rate, start_s, end_s, window.sent, metrics, results, saturated)
 
 

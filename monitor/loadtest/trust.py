@@ -2,7 +2,7 @@
 
 ``generator_report`` sums up what the Locust processes measured about themselves: CPU per process
 (the summary line's ``processes``), the lag between the kernel receiving a read and the meter
-stamping it, the event loop's own lag, the open-loop send lag, and the per-request bounds on the
+stamping it, the event loop's own lag, the open-loop send lag and slot wait, and the per-request bounds on the
 TTFT and ITL error (see docs/accuracy.md for why a bound is an upper bound). ``refusal`` says why no
 verdict can be given when the generator itself was the bottleneck; the SLO gate then exits 3.
 """
@@ -17,10 +17,11 @@ from monitor.loadtest.params import LoadParams
 from monitor.loadtest.slo import Objective
 from monitor.loadtest.window import Hist, Window, decode_hist, hist_percentile
 
-__all__ = ["ERROR_SHARE", "GENERATOR_BUSY_FRACTION", "generator_report", "refusal"]
+__all__ = ["ERROR_SHARE", "GENERATOR_BUSY_FRACTION", "SLOT_WAIT_SHARE", "generator_report", "refusal"]
 
 GENERATOR_BUSY_FRACTION = 0.9  # a generator process this busy may have delayed what it measured
 ERROR_SHARE = 0.1  # an error bound (p99) past this share of the tightest threshold drowns the verdict
+SLOT_WAIT_SHARE = 0.01  # arrivals held back by the generator's own in-flight cap, past which it set the pace
 
 _TTFT = re.compile(r"^(ttft|ttfa)_(p[\d.]+|mean)_ms$")
 _ITL = re.compile(r"^itl_(p[\d.]+|mean)_ms$")
@@ -50,14 +51,20 @@ def generator_report(line: dict[str, Any], duration_s: float, params: LoadParams
     out["read_lag_ms"] = _dist(window.read_lag)
     out["loop_lag_ms"] = _dist(decode_hist(line.get("loop_lag") or ()))
     out["send_lag_ms"] = _dist(window.lag) if params.open_loop else None
+    out["slot_wait"] = _slot_wait(window, params.max_inflight) if params.open_loop else None
     out["ttft_error_bound_ms"] = _dist(window.ttft_err)
     out["itl_error_bound_ms"] = _dist(window.itl_err)
     out["refusal"] = None
     return out
 
 
-def refusal(report: Mapping[str, Any], params: LoadParams) -> str | None:
-    """One line on why the run cannot be judged (the generator was the bottleneck), or None."""
+def refusal(report: Mapping[str, Any], params: LoadParams, server_queue_max: float | None = None) -> str | None:
+    """One line on why the run cannot be judged (the generator was the bottleneck), or None.
+
+    ``server_queue_max``: the most requests the server's own /metrics showed waiting (None: not known).
+    Arrivals that waited for a free ``--max-inflight`` slot while the server queued none were held back
+    by the generator's cap, not by the server; a server that queued too is the bottleneck itself.
+    """
     prefix = "no verdict: the load generator was the bottleneck"
     for process in report.get("processes") or ():
         busy = process.get("cpu_fraction") or 0.0
@@ -69,6 +76,13 @@ def refusal(report: Mapping[str, Any], params: LoadParams) -> str | None:
     if not report.get("processes") and report.get("saturated"):  # a summary line without per-process CPU
         busy = report.get("worker_cpu_fraction", report.get("cpu_fraction")) or 0.0
         return f"{prefix}: CPU {100 * busy:.0f}% >= {100 * GENERATOR_BUSY_FRACTION:.0f}%; add --workers"
+    slots = report.get("slot_wait") or {}
+    waited, arrivals = int(slots.get("waited") or 0), int(slots.get("arrivals") or 0)
+    if server_queue_max == 0 and arrivals and waited >= SLOT_WAIT_SHARE * arrivals:
+        return (
+            f"{prefix}: {waited} of {arrivals} arrivals waited for one of --max-inflight {slots.get('max_inflight')} "
+            "slots while the server queued none; raise --max-inflight"
+        )
     checks = [("TTFT error bound", "ttft_error_bound_ms", _TTFT), ("ITL error bound", "itl_error_bound_ms", _ITL)]
     if params.open_loop and params.sweep is None:
         # A sweep raises the rate until requests queue: lag at its last step is what it measures (kept_up).
@@ -82,6 +96,14 @@ def refusal(report: Mapping[str, Any], params: LoadParams) -> str | None:
                 "add --workers or run it on a quieter machine"
             )
     return None
+
+
+def _slot_wait(window: Window, max_inflight: int) -> dict[str, Any]:
+    """Open loop: the arrivals that found every slot taken, those that left after waiting and those still
+    waiting when the run ended (due, never sent); ``wait_ms`` is over the arrivals that left."""
+    unsent = max(0, window.sent - sum(window.lag.values()))
+    return {"arrivals": window.sent, "waited": window.waited + unsent, "unsent": unsent,
+            "max_inflight": max_inflight, "wait_ms": _dist(window.wait)}  # fmt: skip
 
 
 def _tightest(objectives: tuple[Objective, ...], family: re.Pattern[str]) -> Objective | None:

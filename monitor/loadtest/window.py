@@ -91,8 +91,12 @@ class Window:
     ``requests`` counts finished requests, ok or not; ``failures`` those with an error or a failed
     check (``errors`` breaks them down by kind). ``finished`` counts replies that ended normally,
     the denominator of the truncation rate. Latency histograms hold successful requests only.
-    ``sent``/``late`` count open-loop arrivals by intended send time, and ``lag`` how far behind
-    schedule they started. ``ttfa`` holds each reply's first answer token (``ttft`` when the model
+    Open loop, by intended send time: ``sent`` counts the arrivals that came due (the offered load,
+    whether they left then, later or not before the run ended); ``lag`` holds each departed arrival's
+    send lag, the generator's own lateness from when it could leave (its intended time, or when a
+    slot of ``--max-inflight`` freed) to when it left, and ``late`` counts those past 20 ms;
+    ``wait`` holds each one's slot wait (0 when a slot was free) and ``waited`` counts those that
+    found every slot taken. ``ttfa`` holds each reply's first answer token (``ttft`` when the model
     went straight to the answer); ``reasoned`` counts replies that carried reasoning, and
     ``reasoning_estimated`` those of them whose reasoning count the server did not itemise;
     ``answerless`` counts replies with a first token but no answer (reasoning cut by max_tokens,
@@ -130,12 +134,14 @@ class Window:
     golden_passed: int = 0
     good: int = 0
     goodput_judged: int = 0
+    waited: int = 0
     errors: Counter[str] = field(default_factory=_counter)
     ttft: Hist = field(default_factory=_hist)
     ttfa: Hist = field(default_factory=_hist)
     itl: Hist = field(default_factory=_hist)
     e2e: Hist = field(default_factory=_hist)
     lag: Hist = field(default_factory=_hist)
+    wait: Hist = field(default_factory=_hist)
     read_lag: Hist = field(default_factory=_hist)
     ttft_err: Hist = field(default_factory=_hist)
     itl_err: Hist = field(default_factory=_hist)
@@ -146,9 +152,9 @@ class Window:
     _COUNTS = (
         "requests", "failures", "finished", "truncated", "output_tokens", "estimated_tokens", "sent", "late",
         "reasoning_tokens", "reasoned", "reasoning_estimated", "answerless", "input_tokens", "golden_graded",
-        "golden_passed", "good", "goodput_judged",
+        "golden_passed", "good", "goodput_judged", "waited",
     )  # fmt: skip
-    _HISTS = ("ttft", "ttfa", "itl", "e2e", "lag", "read_lag", "ttft_err", "itl_err", "in_len", "out_len")
+    _HISTS = ("ttft", "ttfa", "itl", "e2e", "lag", "wait", "read_lag", "ttft_err", "itl_err", "in_len", "out_len")
 
     def merge(self, other: Window) -> Window:
         """Add ``other`` into this window (in place) and return self."""
