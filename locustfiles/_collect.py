@@ -218,7 +218,6 @@ class Collector:
         w.late += late
         w.lag[int(max(lag_ms, 0.0) * KEYS_PER_MS)] += 1
         w.wait[int(max(wait_ms, 0.0) * KEYS_PER_MS)] += 1
-        w.waited += wait_ms > 0
 
     def pop(self, before_s: float | None = None) -> dict[int, dict[str, Window]]:
         """Remove and return the windows of seconds before ``before_s`` (all if None)."""

@@ -52,7 +52,7 @@ RATE_STEP_S = 0.05
 # Arrivals waiting for a free slot, at most; past it the schedule itself waits (and counts late).
 BACKLOG_MAX = 100_000
 
-Arrival = tuple[str, int, float, "Request | None"]  # endpoint, prompt index, intended time, request
+Arrival = tuple[str, int, float, Request | None]  # endpoint, prompt index, intended time, request
 
 
 class OpenLoopScheduler(LLMUser):

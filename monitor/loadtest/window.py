@@ -95,8 +95,8 @@ class Window:
     whether they left then, later or not before the run ended); ``lag`` holds each departed arrival's
     send lag, the generator's own lateness from when it could leave (its intended time, or when a
     slot of ``--max-inflight`` freed) to when it left, and ``late`` counts those past 20 ms;
-    ``wait`` holds each one's slot wait (0 when a slot was free) and ``waited`` counts those that
-    found every slot taken. ``ttfa`` holds each reply's first answer token (``ttft`` when the model
+    ``wait`` holds each one's slot wait (0 when a slot was free), and ``waited``, derived from it,
+    counts those that found every slot taken. ``ttfa`` holds each reply's first answer token (``ttft`` when the model
     went straight to the answer); ``reasoned`` counts replies that carried reasoning, and
     ``reasoning_estimated`` those of them whose reasoning count the server did not itemise;
     ``answerless`` counts replies with a first token but no answer (reasoning cut by max_tokens,
@@ -134,7 +134,6 @@ class Window:
     golden_passed: int = 0
     good: int = 0
     goodput_judged: int = 0
-    waited: int = 0
     errors: Counter[str] = field(default_factory=_counter)
     ttft: Hist = field(default_factory=_hist)
     ttfa: Hist = field(default_factory=_hist)
@@ -152,7 +151,7 @@ class Window:
     _COUNTS = (
         "requests", "failures", "finished", "truncated", "output_tokens", "estimated_tokens", "sent", "late",
         "reasoning_tokens", "reasoned", "reasoning_estimated", "answerless", "input_tokens", "golden_graded",
-        "golden_passed", "good", "goodput_judged", "waited",
+        "golden_passed", "good", "goodput_judged",
     )  # fmt: skip
     _HISTS = ("ttft", "ttfa", "itl", "e2e", "lag", "wait", "read_lag", "ttft_err", "itl_err", "in_len", "out_len")
 
@@ -173,6 +172,11 @@ class Window:
         if hist is None:
             hist = self.turn_ttft[turn] = Counter()
         return hist
+
+    @property
+    def waited(self) -> int:
+        """Open-loop arrivals that left after waiting for a slot (a wait of at least one 10 µs key)."""
+        return sum(n for key, n in self.wait.items() if key > 0)
 
     @property
     def empty(self) -> bool:
