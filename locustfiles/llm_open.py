@@ -120,7 +120,7 @@ class OpenLoopScheduler(LLMUser):
             _collect.warn(
                 f"open-loop generator behind schedule: {late} of {arrivals} arrivals were due more than "
                 f"{LATE_MS:g} ms before the generator got to them (worst {worst_ms:.0f} ms); the generator is "
-                "busy: add workers or run it on a quieter machine"
+                "busy or other processes take its CPU: add workers or run it on a quieter machine"
             )
         if self.waited:
             _collect.warn(

@@ -33,7 +33,8 @@ _LABELS = {
     "rps": "finished req/s", "tokens_per_s": "output tokens/s", "reasoning_tokens_per_s": "reasoning tokens/s",
     "goodput_rate": "goodput rate", "goodput_rps": "good req/s", "read_lag_p50_ms": "read lag p50",
     "read_lag_p99_ms": "read lag p99", "ttft_err_p99_ms": "TTFT error bound p99",
-    "itl_err_p99_ms": "ITL error bound p99",
+    "itl_err_p99_ms": "ITL error bound p99", "lag_p95_ms": "send lag p95", "lag_p99_ms": "send lag p99",
+    "wait_p95_ms": "slot wait p95",
 }  # fmt: skip
 # Shown only when some reply reasoned: otherwise TTFA is TTFT's number and there are no reasoning tokens.
 _SPLIT_METRICS = frozenset({"reasoning_tokens_per_s", "ttfa_p50_ms", "ttfa_p90_ms", "ttfa_p95_ms", "ttfa_p99_ms"})
