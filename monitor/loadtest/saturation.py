@@ -12,7 +12,11 @@ requests and TTFT):
   thus never "behind" by chance: at 1 req/s, 3 of 5 finished is not saturation. ``L`` is at most the
   generator's in-flight cap (``--max-inflight`` per scheduler): a server that keeps up never has more
   outstanding than that, while the E2E of one that does not, measured from the intended send time,
-  grows with the very queue being judged and would otherwise excuse it.
+  grows with the very queue being judged and would otherwise excuse it. A span in which nothing was
+  offered is behind only when a Poisson schedule at the rate would have offered something with
+  p > 99.9 % (``rate x span >= NOTHING_OFFERED_EXPECTED``): a 2 req/s step judged on one whole second
+  offers nothing by chance once in 7.4 steps. Past that bound an empty span is the generator's own
+  failure, and the step must not pass as kept up.
 - **in flight**: the requests sent and not yet finished keep growing through the step.
 - **queueing**: TTFT (its per-second median) keeps growing through the step.
 
@@ -34,7 +38,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["MIN_TREND_SECONDS", "SHORTFALL", "Saturation", "Second", "growth", "judge", "trend_z"]
+__all__ = [
+    "MIN_TREND_SECONDS",
+    "NOTHING_OFFERED_EXPECTED",
+    "SHORTFALL",
+    "Saturation",
+    "Second",
+    "growth",
+    "judge",
+    "trend_z",
+]
 
 SHORTFALL = 0.1
 BUCKET_SLACK_S = 1.0
@@ -44,6 +57,9 @@ MIN_TREND_SECONDS = 8  # below 8 seconds not even a strictly rising series reach
 MIN_INFLIGHT_GROWTH = 4
 MIN_QUEUE_GROWTH_S = 1.0
 MIN_TTFT_GROWTH_MS = 25.0
+NOTHING_OFFERED_EXPECTED = -math.log(
+    0.001
+)  # arrivals expected in a span that a Poisson schedule leaves empty 0.1 % of the time
 
 Kind = Literal["behind", "in_flight", "queueing"]
 
@@ -114,7 +130,11 @@ def judge(
     held = rate * max(BUCKET_SLACK_S, (e2e_p50_ms or 0.0) / 1000.0)
     if inflight_cap is not None:
         held = min(held, float(inflight_cap))
-    if sent == 0 or sent - finished > SHORTFALL * sent + held + 3 * math.sqrt(held + 1):
+    if sent == 0 and rate * span_s >= NOTHING_OFFERED_EXPECTED:
+        return Saturation(
+            "behind", f"nothing was offered in {span_s:g} s at {rate:g} req/s: the generator fell behind its schedule"
+        )
+    if sent > 0 and sent - finished > SHORTFALL * sent + held + 3 * math.sqrt(held + 1):
         return Saturation(
             "behind",
             f"{finished / span_s:.1f} finished/s of {sent / span_s:.1f} offered/s: the finished rate stopped "
