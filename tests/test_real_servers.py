@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from monitor.store.db import connect
+from monitor.store.models import ProbeResultRow as R
 from tests.mockserver import REPO_ROOT
 from tests.realservers.servers import MODEL_NAME, SERVERS, RealServer
 from tests.receivers import WebhookReceiver
@@ -143,8 +146,19 @@ api: {{port: 0}}
         assert proc.returncode == 0, log[-3000:]
         names = [_alertname(r.json) for r in hook.received]
         assert first.json is not None and first.json["status"] == "firing", first.json
-        assert set(names) == {"completions-cut"}, (names, log[-3000:])
+        assert set(names) == {"completions-cut"}, (names, await _failed_runs(db), log[-3000:])
         assert "Traceback" not in log, log[-3000:]
+
+
+async def _failed_runs(db_url: str) -> list[tuple[Any, ...]]:
+    """The stored runs that failed, for a failure message: what the daemon saw go wrong."""
+    engine = await connect(db_url, connect_retries=0)
+    try:
+        async with engine.connect() as conn:
+            columns = (R.started_at, R.probe, R.error_kind, R.error_detail, R.http_status, R.latency_ms, R.checks)
+            return [tuple(row) for row in (await conn.execute(select(*columns).where(R.ok.is_(False)))).all()]
+    finally:
+        await engine.dispose()
 
 
 def _alertname(doc: Any) -> str:
