@@ -25,13 +25,14 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["MockProcess"]
+__all__ = ["MockProcess", "ReuseClosingServer", "read_request", "serve_raw"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 15.0
@@ -181,3 +182,67 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str
     headers = {k.strip().lower(): v.strip() for k, v in fields.items()}
     await reader.readexactly(int(headers.get("content-length", "0")))
     return head[0].split(" ")[1], headers
+
+
+SSE_CHAT_REPLY = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":" there."},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+class ReuseClosingServer:
+    """Serves one reply per connection (keep-alive advertised), then closes it when the next request comes
+    (llama.cpp's llama-server closes the connection after every streamed reply, unannounced, and a
+    client's reuse races its FIN; others close idle keep-alive connections). ``answer_first=False``:
+    every request is closed unanswered, a fresh connection's first one too.
+
+    ``/v1/chat/completions`` gets a whole SSE reply. ``/v1/completions`` gets its headers and one
+    event, then the connection breaks: a failure after the response began, which is no reconnect.
+    An ``X-Request-Id`` that is not a UUID gets a 400 with an empty body.
+    """
+
+    def __init__(self, *, answer_first: bool = True) -> None:
+        self.answer_first = answer_first
+        self.connections = 0
+        self.requests = 0
+        self.closed_unanswered = 0
+        self.bad_ids: list[str] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = not self.answer_first
+        self.connections += 1
+        try:
+            while True:
+                path, headers = await read_request(reader)
+                self.requests += 1
+                if served:
+                    self.closed_unanswered += 1
+                    return
+                served = True
+                try:
+                    uuid.UUID(headers.get("x-request-id", ""))
+                except ValueError:
+                    self.bad_ids.append(headers.get("x-request-id", ""))
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if path.endswith("/chat/completions"):
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(SSE_CHAT_REPLY), SSE_CHAT_REPLY)
+                    )
+                    await writer.drain()
+                    continue
+                event = b'data: {"choices":[{"index":0,"text":"Once","finish_reason":null}]}\n\n'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+                    b"Connection: keep-alive\r\n\r\n%x\r\n%s\r\n" % (len(event), event)
+                )
+                await writer.drain()
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()

@@ -26,6 +26,7 @@ from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.store.db import connect
 from monitor.store.repo import Store
+from monitor.target_http import target_session
 from tests.conftest import chat_probe, completion_probe
 from tests.mockserver import MockProcess
 from tests.test_daemon import daemon_config, run_daemon_in_task
@@ -38,9 +39,7 @@ RSS_GROWTH_MAX_MB = 30.0
 
 @pytest.fixture(name="session")
 async def fix_session() -> AsyncIterator[aiohttp.ClientSession]:
-    # Like the daemon's probe session: no pool limit, no session-wide timeout (the prober sets its own).
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+    async with target_session(limit=0) as session:  # the daemon's probe session
         yield session
 
 

@@ -21,19 +21,12 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from monitor.loadtest.recorder import EventTail, RunData
-from tests.mockserver import REPO_ROOT, read_request, serve_raw
+from tests.mockserver import REPO_ROOT, ReuseClosingServer, serve_raw
 
 pytestmark = pytest.mark.load
 
 KEY_ENV = "LLMMON_WIRE_KEY"
 KEY = f"sk-wire-{uuid.uuid4().hex}"
-CHAT_REPLY = (
-    b'data: {"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\n\n'
-    b'data: {"choices":[{"index":0,"delta":{"content":" there."},"finish_reason":"stop"}],'
-    b'"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n'
-    b"data: [DONE]\n\n"
-)
-
 
 USERS = 2
 
@@ -63,66 +56,16 @@ def _events(path: Path) -> RunData:
 # --- A and B: request ids, and connections closed before the reply -------------------------------------------
 
 
-class _ReuseClosingServer:
-    """Serves one reply per connection (keep-alive advertised), then closes it when the next request comes.
-
-    ``/v1/chat/completions`` gets a whole SSE reply. ``/v1/completions`` gets its headers and one
-    event, then the connection breaks: a failure after the response began, which is no reconnect.
-    An ``X-Request-Id`` that is not a UUID gets a 400 with an empty body.
-    """
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.closed_unanswered = 0
-        self.bad_ids: list[str] = []
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        served = False
-        try:
-            while True:
-                path, headers = await read_request(reader)
-                self.requests += 1
-                if served:
-                    self.closed_unanswered += 1
-                    return
-                served = True
-                try:
-                    uuid.UUID(headers.get("x-request-id", ""))
-                except ValueError:
-                    self.bad_ids.append(headers.get("x-request-id", ""))
-                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
-                    await writer.drain()
-                    continue
-                if path.endswith("/chat/completions"):
-                    writer.write(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (len(CHAT_REPLY), CHAT_REPLY)
-                    )
-                    await writer.drain()
-                    continue
-                event = b'data: {"choices":[{"index":0,"text":"Once","finish_reason":null}]}\n\n'
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
-                    b"Connection: keep-alive\r\n\r\n%x\r\n%s\r\n" % (len(event), event)
-                )
-                await writer.drain()
-                return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 @pytest.fixture(name="reuse_closing")
-async def fix_reuse_closing() -> AsyncIterator[tuple[_ReuseClosingServer, str]]:
-    server = _ReuseClosingServer()
+async def fix_reuse_closing() -> AsyncIterator[tuple[ReuseClosingServer, str]]:
+    server = ReuseClosingServer()
     async with serve_raw(server.handle) as root:
         yield server, root
 
 
 @pytest.mark.timeout(90)
 async def test_connections_closed_before_the_reply_are_retried_once_and_counted(
-    reuse_closing: tuple[_ReuseClosingServer, str], tmp_path: Path
+    reuse_closing: tuple[ReuseClosingServer, str], tmp_path: Path
 ) -> None:
     server, root = reuse_closing
     out = tmp_path / "events.jsonl"
@@ -140,7 +83,7 @@ async def test_connections_closed_before_the_reply_are_retried_once_and_counted(
 
 @pytest.mark.timeout(90)
 async def test_loadtest_reports_reconnects_in_its_summary(
-    reuse_closing: tuple[_ReuseClosingServer, str], tmp_path: Path
+    reuse_closing: tuple[ReuseClosingServer, str], tmp_path: Path
 ) -> None:
     server, root = reuse_closing
     proc = await asyncio.create_subprocess_exec(
@@ -160,7 +103,7 @@ async def test_loadtest_reports_reconnects_in_its_summary(
 
 @pytest.mark.timeout(90)
 async def test_a_connection_that_breaks_after_the_reply_began_is_a_stream_error(
-    reuse_closing: tuple[_ReuseClosingServer, str], tmp_path: Path
+    reuse_closing: tuple[ReuseClosingServer, str], tmp_path: Path
 ) -> None:
     server, root = reuse_closing
     out = tmp_path / "events.jsonl"
