@@ -36,6 +36,7 @@ from tests import netns
 
 MOCK_PORT = 8000
 MASTER_PORT = 5557
+WORKER_EXIT_S = 30.0  # a worker quits when its master does; one that has not by then is killed and reported
 
 
 def cpu_s(pid: int) -> float:
@@ -83,10 +84,31 @@ def confine(pid: int, procs: Path) -> None:
             continue
 
 
+def _ended(proc: subprocess.Popen[str], timeout_s: float) -> bool:
+    """Whether ``proc`` exits within ``timeout_s``; killed (and reaped) if not."""
+    try:
+        proc.wait(timeout=timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
+class BenchError(Exception):
+    """A run that measured nothing: one line, with what its processes last said."""
+
+
+def _last_line(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(nothing)"
+
+
 def run(hosts: netns.Hosts, workers: int, args: argparse.Namespace, tmp: Path, mock_pid: int) -> dict[str, float]:
     mock_cpu_start_s = cpu_s(mock_pid)
     base_url = f"http://{hosts[3].addr}:{MOCK_PORT}/v1"
     master = f"{hosts[0].addr}:{MASTER_PORT}"
+    logs = ExitStack()  # each process's stderr, in a file: the parent's copies close once they have started
     runner = netns.popen_in(
         hosts[0],
         [sys.executable, "-m", "monitor", "loadtest", "--base-url", base_url,
@@ -94,7 +116,7 @@ def run(hosts: netns.Hosts, workers: int, args: argparse.Namespace, tmp: Path, m
          "--users", str(args.users_per_worker * workers), "--max-tokens", str(args.max_tokens),
          "--duration", f"{args.duration_s}s", "--remote-workers", str(workers), "--master-host", master,
          "--no-server-metrics", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=logs.enter_context((tmp / f"runner-{workers}.log").open("w")),
     )  # fmt: skip
     procs = [
         netns.popen_in(
@@ -112,10 +134,11 @@ def run(hosts: netns.Hosts, workers: int, args: argparse.Namespace, tmp: Path, m
                 master,
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=logs.enter_context((tmp / f"worker-{workers}-{cpu + 1}.log").open("w")),
         )  # fmt: skip
         for cpu, host in enumerate(hosts.hosts[1 : 1 + workers])
     ]
+    logs.close()
     with ExitStack() as budgets:
         if args.worker_cpu > 0:
             groups = [budgets.enter_context(cpu_budget(f"llmm-bench-w{i}", args.worker_cpu)) for i in range(workers)]
@@ -124,12 +147,25 @@ def run(hosts: netns.Hosts, workers: int, args: argparse.Namespace, tmp: Path, m
             time.sleep(3)
             for proc, group in zip(procs, groups, strict=True):
                 confine(proc.pid, group)  # and whatever it forked meanwhile, before the users start
-        out, _ = runner.communicate(timeout=args.duration_s + 120)
-        for proc in procs:
-            proc.wait(timeout=30)
-    doc = json.loads(out)
+        try:
+            out, _ = runner.communicate(timeout=args.duration_s + 120)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            out, _ = runner.communicate()
+        lingering = [i + 1 for i, proc in enumerate(procs) if not _ended(proc, WORKER_EXIT_S)]
+    try:
+        doc = json.loads(out)
+        metrics = doc["summary"]["metrics"]
+    except (ValueError, KeyError, TypeError):
+        doc, metrics = None, {}
+    said = "; ".join(f"{log.stem}: {_last_line(log)}" for log in sorted(tmp.glob(f"*-{workers}*.log")))
+    if runner.returncode != 0 or doc is None or not metrics.get("requests"):
+        raise BenchError(f"the {workers}-worker run finished no request (runner exit {runner.returncode}): {said}")
+    if lingering:
+        raise BenchError(
+            f"worker {lingering} of the {workers}-worker run did not exit {WORKER_EXIT_S:g} s after the runner"
+        )
     mock_cpu_run_s = cpu_s(mock_pid) - mock_cpu_start_s
-    metrics = doc["summary"]["metrics"]
     processes = doc["summary"]["generator"]["processes"]
     cpu = [p for p in processes if p["role"] == "worker"]
     master = [float(p.get("cpu_fraction") or 0) for p in processes if p["role"] == "master"]
@@ -149,6 +185,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--worker-cpu", type=float, default=0.3, help="CPU budget of each worker (0: unlimited)")
     args = parser.parse_args()
+    for flag in ("duration_s", "users_per_worker", "max_tokens"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')}: must be >= 1")
     if not 0 <= args.worker_cpu <= 1:
         parser.error("--worker-cpu: a fraction of one CPU, 0 to 1 (0: unlimited)")
     why = netns.unavailable()
@@ -168,7 +207,11 @@ def main() -> int:
         netns.mock_on(hosts[3], MOCK_PORT, ttft_ms=0, itl_ms=0) as mock,
     ):
         for workers in (1, 2):
-            results[workers] = run(hosts, workers, args, Path(tmp), mock.pid)
+            try:
+                results[workers] = run(hosts, workers, args, Path(tmp), mock.pid)
+            except BenchError as exc:
+                print(f"multihost benchmark: {exc}", file=sys.stderr)
+                return 1
             r = results[workers]
             print(
                 f"{workers} worker(s): {r['rps']:.1f} finished req/s ({r['requests']:.0f} requests), "

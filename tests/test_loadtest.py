@@ -77,6 +77,15 @@ probes:
     return path
 
 
+def _refusal(stdout: str) -> str:
+    """For a failure message: why the gate gave no verdict, and the generator's report it judged."""
+    try:
+        generator = json.loads(stdout)["summary"]["generator"]
+    except (ValueError, KeyError, TypeError):
+        return stdout[-2000:]
+    return f"\nrefusal: {generator.get('refusal')}\ngenerator: {json.dumps(generator)[:3000]}"
+
+
 @pytest.mark.load
 async def test_passing_run_stores_run_series_and_canaries(
     mock: MockProcess, tmp_path: Path, sqlite_db_url: str, engine: AsyncEngine
@@ -84,12 +93,15 @@ async def test_passing_run_stores_run_series_and_canaries(
     html = tmp_path / "report.html"
     # A server that takes time: against a zero-latency one, the generator itself is the bottleneck (exit 3).
     mock.configure(ttft_ms=20, itl_ms=2)
+    # This test is about what a passing run stores, not the gate: the latency thresholds sit far above the
+    # generator's own error on a busy CI machine, which the gate rightly refuses past 10 % of the tightest
+    # threshold (with four busy processes beside it, ITL error bound p99 140-371 ms: exit 3 at itl<=1000).
     proc = _loadtest(
         "-c", str(_config(tmp_path, mock)), "--db", sqlite_db_url, "--users", "3", "--duration", "4s",
-        "--slo", "ttft_p95_ms<=5000,itl_p95_ms<=1000,error_rate<=0.01,canary_ok_rate>=0.5",
+        "--slo", "ttft_p95_ms<=10000,itl_p95_ms<=10000,error_rate<=0.01,canary_ok_rate>=0.5",
         "--canary-interval", "1s", "--json", "--html", str(html),
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:] + _refusal(proc.stdout)
     doc = json.loads(proc.stdout)
     assert doc["status"] == "passed" and doc["verdict"] == "pass"
     assert [r["passed"] for r in doc["slo"]] == [True, True, True, True]
