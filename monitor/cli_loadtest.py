@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -145,7 +145,7 @@ def loadtest(**kw: Any) -> None:
     """
     flags = LoadFlags(**kw)
     if flags.worker_mode:
-        sys.exit(run_worker(flags.master_host, flags.api_key_env, flags.timeout_s))
+        run_worker(flags.master_host, flags.api_key_env, flags.timeout_s)
     if flags.config is None and flags.base_url is None:
         raise ConfigError("give --base-url URL or -c FILE")
     settings = load_settings(
@@ -318,8 +318,12 @@ def run_loadtest(settings: Settings, params: LoadParams, *, html: Path | None, a
     return outcome.exit_code
 
 
-def run_worker(master_host: str | None, api_key_env: str | None, timeout_s: float | None) -> int:
-    """A Locust worker for a master elsewhere; it gets every other option from the master."""
+def run_worker(master_host: str | None, api_key_env: str | None, timeout_s: float | None) -> NoReturn:
+    """A Locust worker for a master elsewhere; it gets every other option from the master.
+
+    This process becomes the worker (exec): a SIGTERM from systemd, docker or kubectl, or a kill of
+    this pid, reaches Locust itself. Run as a child, it outlived a killed parent, still connecting.
+    """
     from monitor.loadtest.process import require_locust, worker_args
 
     require_locust()
@@ -327,8 +331,10 @@ def run_worker(master_host: str | None, api_key_env: str | None, timeout_s: floa
         raise ConfigError("--worker needs --master-host HOST[:PORT] (where `llm-monitor loadtest` runs)")
     host, port = _host_port(master_host, "--master-host")
     args = worker_args(host, port, api_key_env=api_key_env, timeout_s=timeout_s or 60.0)
-    # The worker exits when the master quits; Ctrl-C reaches it directly (same process group).
-    return subprocess.call(args)
+    # The worker exits when the master quits.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(args[0], args)
 
 
 def register(group: click.Group) -> None:

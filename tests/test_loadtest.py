@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from monitor.config import parse_settings
 from monitor.errors import ConfigError
 from monitor.loadtest.html import render_html
 from monitor.loadtest.params import LoadParams
+from monitor.loadtest.process import free_port
 from monitor.loadtest.prompts import load_prompts
 from monitor.loadtest.repo import LoadRun, LoadStore, SeriesPoint
 from monitor.loadtest.runner import run_loadtest_async
@@ -405,3 +407,28 @@ async def test_runner_in_process_open_loop_with_a_shape(mock: MockProcess, sqlit
     assert page.count('class="chart bars"') == 2  # input and output token lengths
     doc = json.loads(json.dumps(outcome_json(outcome)))
     assert doc["series"][0]["t_s"] in (0, 1) and doc["params"]["rate"] == 20.0  # the ramp starts at 0 req/s
+
+
+@pytest.mark.load
+def test_a_worker_stopped_by_sigterm_leaves_no_locust_behind(tmp_path: Path) -> None:
+    """`loadtest --worker` becomes the Locust worker: systemd's or docker's SIGTERM reaches Locust itself.
+    As the worker's parent, it died and left Locust running, connecting to its master for minutes."""
+    port = free_port()  # nothing listens: the worker keeps trying to connect, as before a master starts
+    log = tmp_path / "worker.log"
+    with log.open("w") as err, subprocess.Popen(
+        [sys.executable, "-m", "monitor", "loadtest", "--worker", "--master-host", f"127.0.0.1:{port}"],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err,
+    ) as proc:  # fmt: skip
+        try:
+            cmdline = Path(f"/proc/{proc.pid}/cmdline")
+            deadline = time.monotonic() + 60
+            while b"locust" not in cmdline.read_bytes() and time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.1)
+            assert b"locust" in cmdline.read_bytes()  # the same pid is now Locust's
+            assert not Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()  # and nothing else
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
