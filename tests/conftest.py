@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.config import ProbeSettings, TargetSettings, parse_settings
 from monitor.store import connect, ensure_schema
+from monitor.target_http import target_session
 from tests.dbs import create_pg_database, drop_pg_database, pg_available, sqlite_url
 from tests.mockserver import MockProcess
 
@@ -88,6 +91,21 @@ def chat_probe(**kw: Any) -> dict[str, Any]:
 
 def completion_probe(**kw: Any) -> dict[str, Any]:
     return {"name": "completion", "target": "mock", "endpoint": "completion", "prompt": "你好", **kw}
+
+
+def one_probe(base_url: str, probe: dict[str, Any], **target: Any) -> tuple[TargetSettings, ProbeSettings]:
+    """One target ("mock") at ``base_url`` and one probe on it, validated as the daemon would."""
+    settings = parse_settings(
+        {"targets": [{"name": "mock", "base_url": base_url, **target}], "probes": [{**probe, "target": "mock"}]}
+    )
+    return settings.targets[0], settings.probes[0]
+
+
+@pytest.fixture(name="probe_session")
+async def fix_probe_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The daemon's probe session: no pool limit, no session-wide timeout (the prober sets its own)."""
+    async with target_session(limit=0) as session:
+        yield session
 
 
 # --- the conformance tier's "Tested against" table ------------------------------------------------

@@ -14,20 +14,18 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 
-from monitor.config import ProbeSettings, Settings, TargetSettings, parse_settings
+from monitor.config import Settings, parse_settings
 from monitor.probes import Prober
 from monitor.results import ProbeResult
 from monitor.store.db import connect
 from monitor.store.repo import Store
-from monitor.target_http import target_session
-from tests.conftest import chat_probe, completion_probe
+from tests.conftest import chat_probe, completion_probe, one_probe
 from tests.mockserver import MockProcess
 from tests.test_daemon import daemon_config, run_daemon_in_task
 
@@ -37,24 +35,11 @@ FAULTED_PROBES = 10_000
 RSS_GROWTH_MAX_MB = 30.0
 
 
-@pytest.fixture(name="session")
-async def fix_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with target_session(limit=0) as session:  # the daemon's probe session
-        yield session
-
-
 def _closed_port() -> int:
     # Bound and closed again: nothing listens there for the next instant (connection refused).
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _one(base_url: str, probe: dict[str, Any], **target: Any) -> tuple[TargetSettings, ProbeSettings]:
-    settings = parse_settings(
-        {"targets": [{"name": "mock", "base_url": base_url, **target}], "probes": [{**probe, "target": "mock"}]}
-    )
-    return settings.targets[0], settings.probes[0]
 
 
 @dataclass(frozen=True)
@@ -102,16 +87,16 @@ FAULTS = {
 
 @pytest.mark.parametrize("name", list(FAULTS))
 async def test_fault_ends_within_its_timeout_and_is_classified(
-    name: str, mock: MockProcess, session: aiohttp.ClientSession
+    name: str, mock: MockProcess, probe_session: aiohttp.ClientSession
 ) -> None:
     fault = FAULTS[name]
     mock.configure(**fault.knobs)
     base_url = fault.base_url or mock.base_url
     if base_url == "closed":
         base_url = f"http://127.0.0.1:{_closed_port()}/v1"
-    target, probe = _one(base_url, chat_probe(max_tokens=64, **fault.probe), **fault.target)
+    target, probe = one_probe(base_url, chat_probe(max_tokens=64, **fault.probe), **fault.target)
     started = time.monotonic()
-    result = await Prober(session).run(target, probe)
+    result = await Prober(probe_session).run(target, probe)
     wall_s = time.monotonic() - started
 
     assert (result.error_kind, result.timeout_phase, result.http_status) == (fault.kind, fault.phase, fault.status), (
@@ -196,14 +181,14 @@ FAST_FAULTS: tuple[tuple[dict[str, Any], set[str | None]], ...] = (
 
 @pytest.mark.timeout(120)
 async def test_ten_thousand_faulted_probes_raise_nothing_and_keep_memory_flat(
-    mock: MockProcess, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    mock: MockProcess, probe_session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     loop = asyncio.get_running_loop()
     unhandled: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
-    prober = Prober(session)
+    prober = Prober(probe_session)
     settings = _fast_settings(mock.base_url)
     kinds: Counter[str | None] = Counter()
     rss_after_warmup = 0.0

@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
 
 from monitor.config import ProbeSettings, Settings, parse_settings
 from monitor.meter import MAX_EVENT_BYTES, StreamMeter
 from monitor.probes import Prober
 from monitor.results import ProbeResult
+from monitor.target_http import target_session
 from tests.conftest import chat_probe
 from tests.mockserver import REPO_ROOT
 
@@ -200,10 +200,7 @@ async def test_hostile_targets_do_not_distort_a_healthy_measurement() -> None:
         hostile: list[tuple[ProbeResult, float]] = []
         lags: list[float] = []
         stop = asyncio.Event()
-        # The daemon's session: no connection limit, no session-wide timeout.
-        async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None), connector=aiohttp.TCPConnector(limit=0)
-        ) as session:
+        async with target_session(limit=0) as session:  # the daemon's probe session
             prober = Prober(session)
 
             async def hostile_worker(name: str) -> None:

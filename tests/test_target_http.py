@@ -20,10 +20,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from monitor.config import parse_settings
 from monitor.probes import Prober
 from monitor.target_http import KEEPALIVE_S, target_session
-from tests.conftest import chat_probe, completion_probe
+from tests.conftest import chat_probe, completion_probe, one_probe
 from tests.mockserver import ReuseClosingServer, serve_raw
 
 
@@ -69,26 +68,17 @@ def test_the_keepalive_is_under_the_servers_idle_timeouts() -> None:
     assert KEEPALIVE_S < 2.0
 
 
-@pytest.fixture(name="session")
-async def fix_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with target_session(limit=0) as session:  # the daemon's probe session
-        yield session
-
-
 async def _probe(session: aiohttp.ClientSession, root: str, probe: dict[str, object]) -> tuple[str | None, str | None]:
-    settings = parse_settings(
-        {"targets": [{"name": "t", "base_url": f"{root}/v1", "timeout_s": 10}], "probes": [{**probe, "target": "t"}]}
-    )
-    result = await Prober(session).run(settings.targets[0], settings.probes[0])
+    result = await Prober(session).run(*one_probe(f"{root}/v1", probe, timeout_s=10))
     return result.error_kind, result.error_detail
 
 
 async def test_a_post_on_a_kept_alive_connection_closed_unanswered_is_sent_once_more(
-    session: aiohttp.ClientSession,
+    probe_session: aiohttp.ClientSession,
 ) -> None:
     server = ReuseClosingServer()
     async with serve_raw(server.handle) as root:
-        outcomes = [await _probe(session, root, chat_probe(name=f"c{i}")) for i in range(4)]
+        outcomes = [await _probe(probe_session, root, chat_probe(name=f"c{i}")) for i in range(4)]
     assert outcomes == [(None, None)] * 4
     # Probes 2 to 4 each went out on the connection the one before had kept alive; the server closed it.
     assert server.closed_unanswered == 3 and server.requests == 4 + 3 and server.connections == 4
@@ -96,18 +86,18 @@ async def test_a_post_on_a_kept_alive_connection_closed_unanswered_is_sent_once_
 
 
 async def test_a_fresh_connection_closed_unanswered_is_the_servers_failure_and_is_not_resent(
-    session: aiohttp.ClientSession,
+    probe_session: aiohttp.ClientSession,
 ) -> None:
     server = ReuseClosingServer(answer_first=False)
     async with serve_raw(server.handle) as root:
-        kind, detail = await _probe(session, root, chat_probe())
+        kind, detail = await _probe(probe_session, root, chat_probe())
     assert kind == "connect_error" and detail is not None and "server closed the connection" in detail, detail
     assert server.requests == 1 and server.connections == 1
 
 
-async def test_a_connection_closed_after_the_response_began_is_not_resent(session: aiohttp.ClientSession) -> None:
+async def test_a_connection_closed_after_the_response_began_is_not_resent(probe_session: aiohttp.ClientSession) -> None:
     server = ReuseClosingServer()
     async with serve_raw(server.handle) as root:
-        kind, detail = await _probe(session, root, completion_probe(max_tokens=16))
+        kind, detail = await _probe(probe_session, root, completion_probe(max_tokens=16))
     assert kind == "stream_error" and detail is not None, detail
     assert server.requests == 1 and server.connections == 1
