@@ -108,37 +108,36 @@ def run(hosts: netns.Hosts, workers: int, args: argparse.Namespace, tmp: Path, m
     mock_cpu_start_s = cpu_s(mock_pid)
     base_url = f"http://{hosts[3].addr}:{MOCK_PORT}/v1"
     master = f"{hosts[0].addr}:{MASTER_PORT}"
-    logs = ExitStack()  # each process's stderr, in a file: the parent's copies close once they have started
-    runner = netns.popen_in(
-        hosts[0],
-        [sys.executable, "-m", "monitor", "loadtest", "--base-url", base_url,
-         "--db", f"sqlite+aiosqlite:///{tmp / f'bench-{workers}.sqlite'}", "--endpoint", "chat",
-         "--users", str(args.users_per_worker * workers), "--max-tokens", str(args.max_tokens),
-         "--duration", f"{args.duration_s}s", "--remote-workers", str(workers), "--master-host", master,
-         "--no-server-metrics", "--json"],
-        stdout=subprocess.PIPE, stderr=logs.enter_context((tmp / f"runner-{workers}.log").open("w")),
-    )  # fmt: skip
-    procs = [
-        netns.popen_in(
-            host,
-            [
-                "taskset",
-                "-c",
-                str(cpu),
-                sys.executable,
-                "-m",
-                "monitor",
-                "loadtest",
-                "--worker",
-                "--master-host",
-                master,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=logs.enter_context((tmp / f"worker-{workers}-{cpu + 1}.log").open("w")),
+    with ExitStack() as logs:  # each process's stderr, in a file; the parent's copies close once all started
+        runner = netns.popen_in(
+            hosts[0],
+            [sys.executable, "-m", "monitor", "loadtest", "--base-url", base_url,
+             "--db", f"sqlite+aiosqlite:///{tmp / f'bench-{workers}.sqlite'}", "--endpoint", "chat",
+             "--users", str(args.users_per_worker * workers), "--max-tokens", str(args.max_tokens),
+             "--duration", f"{args.duration_s}s", "--remote-workers", str(workers), "--master-host", master,
+             "--no-server-metrics", "--json"],
+            stdout=subprocess.PIPE, stderr=logs.enter_context((tmp / f"runner-{workers}.log").open("w")),
         )  # fmt: skip
-        for cpu, host in enumerate(hosts.hosts[1 : 1 + workers])
-    ]
-    logs.close()
+        procs = [
+            netns.popen_in(
+                host,
+                [
+                    "taskset",
+                    "-c",
+                    str(cpu),
+                    sys.executable,
+                    "-m",
+                    "monitor",
+                    "loadtest",
+                    "--worker",
+                    "--master-host",
+                    master,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=logs.enter_context((tmp / f"worker-{workers}-{cpu + 1}.log").open("w")),
+            )  # fmt: skip
+            for cpu, host in enumerate(hosts.hosts[1 : 1 + workers])
+        ]
     with ExitStack() as budgets:
         if args.worker_cpu > 0:
             groups = [budgets.enter_context(cpu_budget(f"llmm-bench-w{i}", args.worker_cpu)) for i in range(workers)]

@@ -21,8 +21,8 @@ either turns a healthy server into a false alarm:
   `_resend_on_a_reused_connection` sends a POST once more, on another connection, when the pooled
   connection it went out on was closed before a byte of the response came. A connection opened
   for the request and closed unanswered is the server's own failure, and is reported as such.
-  The resent request's timings include the failed attempt (well under a millisecond: nothing
-  was sent or received on it).
+  The resent request's timings include the failed attempt (about a millisecond in the case seen:
+  nothing was received on it).
 """
 
 from __future__ import annotations

@@ -57,9 +57,8 @@ MIN_TREND_SECONDS = 8  # below 8 seconds not even a strictly rising series reach
 MIN_INFLIGHT_GROWTH = 4
 MIN_QUEUE_GROWTH_S = 1.0
 MIN_TTFT_GROWTH_MS = 25.0
-NOTHING_OFFERED_EXPECTED = -math.log(
-    0.001
-)  # arrivals expected in a span that a Poisson schedule leaves empty 0.1 % of the time
+# The arrivals expected in a span that a Poisson schedule leaves empty 0.1 % of the time.
+NOTHING_OFFERED_EXPECTED = -math.log(0.001)
 
 Kind = Literal["behind", "in_flight", "queueing"]
 
@@ -134,7 +133,7 @@ def judge(
         return Saturation(
             "behind", f"nothing was offered in {span_s:g} s at {rate:g} req/s: the generator fell behind its schedule"
         )
-    if sent > 0 and sent - finished > SHORTFALL * sent + held + 3 * math.sqrt(held + 1):
+    if sent - finished > SHORTFALL * sent + held + 3 * math.sqrt(held + 1):
         return Saturation(
             "behind",
             f"{finished / span_s:.1f} finished/s of {sent / span_s:.1f} offered/s: the finished rate stopped "
