@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 import _collect
+import _locust_fixes
 import _plan
 import gevent
 from _http import ALL_STATUS_CODES, Failure, closed_before_reply, drop_idle_connections, read_reply, stamp_connections
@@ -55,6 +56,8 @@ from monitor.results import CheckResult
 from monitor.untrusted import Untrusted
 
 logger = logging.getLogger(__name__)
+
+_locust_fixes.apply()  # before a worker's first spawn message
 
 
 @events.init.add_listener

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from monitor.loadtest.process import free_port
 from monitor.loadtest.recorder import EventTail, RunData
 from monitor.loadtest.window import hist_percentile
 from tests.mockserver import REPO_ROOT, MockProcess
@@ -67,6 +69,61 @@ def test_a_slow_import_does_not_cut_the_run_time(mock: MockProcess, tmp_path: Pa
     assert data.summary is not None
     assert data.summary["elapsed_s"] >= 1.9, data.summary  # was about 0.01 s, with no request sent
     assert data.window().requests > 0
+
+
+PARSER_COUNTER = """\
+import os
+from locust import argument_parser, events
+
+_build = argument_parser.get_empty_argument_parser
+BUILDS = [0]
+
+
+def _counted(*args, **kwargs):
+    BUILDS[0] += 1
+    return _build(*args, **kwargs)
+
+
+argument_parser.get_empty_argument_parser = _counted
+
+
+@events.init.add_listener
+def _init(environment, **kw):
+    at_init = BUILDS[0]
+
+    @environment.events.test_start.add_listener
+    def _start(environment, **kw):  # fired by the worker's spawn message, after the options are kept
+        with open(os.environ["PARSER_BUILDS_OUT"], "a") as out:
+            out.write(f"{BUILDS[0] - at_init}\\n")
+"""
+
+
+def test_a_workers_spawn_message_builds_the_argument_parser_once(mock: MockProcess, tmp_path: Path) -> None:
+    """Locust 2.47 rebuilt its whole parser once per option of the spawn message (see _locust_fixes)."""
+    counter = tmp_path / "parser_counter.py"
+    counter.write_text(PARSER_COUNTER)
+    builds = tmp_path / "builds.txt"
+    port = str(free_port())
+    files = f"{counter},{LOCUSTFILES / 'llm.py'}"
+    env = {**os.environ, "PARSER_BUILDS_OUT": str(builds)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", files, "--worker", "--master-port", port],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        master = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", files, "--master", "--master-bind-host", "127.0.0.1",
+             "--master-bind-port", port, "--expect-workers", "1", "--headless", "-u", "1", "-r", "1", "-t", "2s",
+             "--host", mock.root_url, "--llm-out", str(tmp_path / "events.jsonl"), "--llm-max-tokens", "4"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        _, worker_err = worker.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        worker.kill()
+    assert master.returncode == 0, master.stderr[-3000:]
+    # One line from the master's test_start, one from the worker's; without the fix the worker's is 70+.
+    counts = [int(line) for line in builds.read_text().split()]
+    assert len(counts) == 2 and max(counts) <= 1, (counts, worker_err[-2000:])
 
 
 def test_host_with_v1_and_per_chunk_usage(mock: MockProcess, tmp_path: Path) -> None:
