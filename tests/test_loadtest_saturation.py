@@ -103,9 +103,13 @@ def test_a_server_slower_than_its_arrivals_fails_the_slo_and_is_not_refused(
     server missing its SLO (exit 1), not the generator being the bottleneck (it was, with the wait counted
     as send lag: exit 3, inconclusive)."""
     mock.configure(ttft_ms=TTFT_MS, itl_ms=ITL_MS, max_num_seqs=2)
+    # TTFT p95 comes to 3.5-4.6 s. A 2 s objective leaves the generator 200 ms of timing error (10 %) before
+    # it must refuse; beside CI's busy processes its send lag p99 has passed the 50 ms a 500 ms one leaves.
     proc, doc = _run(mock, sqlite_db_url, "--rate", "20", "--duration", "8s", "--max-inflight", "8",
-                     "--slo", "ttft_p95_ms<=500")  # fmt: skip
-    assert (proc.returncode, doc["status"]) == (1, "failed"), (doc["summary"]["generator"], proc.stderr[-2000:])
+                     "--slo", "ttft_p95_ms<=2000")  # fmt: skip
+    generator = doc["summary"]["generator"]
+    assert (proc.returncode, doc["status"]) == (1, "failed"), (generator["refusal"], generator, proc.stderr[-2000:])
+    assert doc["summary"]["metrics"]["ttft_p95_ms"] > 2000
     assert doc["summary"]["server"]["metrics"]["server_queue_max"] > 0
     slots = doc["summary"]["generator"]["slot_wait"]
     assert slots["waited"] > 0 and slots["max_inflight"] == 8, slots
