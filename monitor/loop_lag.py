@@ -41,7 +41,6 @@ class LoopLag:
         self._expected_s: float | None = None  # monotonic time the ticker should wake next (None: not running)
         # (stall end, its length): the ends are increasing, so old ones drop off the left.
         self._stalls: deque[tuple[float, float]] = deque(maxlen=MAX_STALLS)
-        self.worst_ever_s = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set."""
@@ -59,7 +58,6 @@ class LoopLag:
         lag_s = max(0.0, lag_s)
         if self._on_lag is not None:
             self._on_lag(lag_s)
-        self.worst_ever_s = max(self.worst_ever_s, lag_s)
         if lag_s >= STALL_MIN_S:
             self._stalls.append((now_s, lag_s))
 
