@@ -138,6 +138,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+class BenchError(Exception):
+    """A run that measured nothing, or too little to measure: one line naming its log."""
+
+
 class Mock:
     """``python -m monitor.mock.server --port 0`` pinned to MOCK_CORE."""
 
@@ -158,7 +162,7 @@ class Mock:
                 return
             time.sleep(0.05)
         _stop(self.proc)
-        raise RuntimeError(f"the mock did not start (see {self.log_path})")
+        raise BenchError(f"the mock did not start (see {self.log_path})")
 
     def _get(self, path: str) -> bytes:
         with urllib.request.urlopen(self.root_url + path, timeout=30) as resp:
@@ -196,7 +200,7 @@ def ceiling(file: File, mock: Mock, workdir: Path, duration_s: float, users: int
     deadline = time.monotonic() + 60
     while mock.finished() == base:
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{file.name}: no request finished (see {workdir}/locust-{file.name}.log)")
+            raise BenchError(f"{file.name}: no request finished (see {workdir}/locust-{file.name}.log)")
         time.sleep(0.05)
     first = time.monotonic()
 
@@ -222,7 +226,7 @@ def ceiling(file: File, mock: Mock, workdir: Path, duration_s: float, users: int
     stop_s = next((s[0] for s, prev in pairs if s[1] > prev[1]), first)
     steady = [s for s in samples if first + warmup_s <= s[0] <= stop_s - cooldown_s]
     if len(steady) < 2:
-        raise RuntimeError(f"{file.name}: the run was too short to measure (see {workdir}/locust-{file.name}.log)")
+        raise BenchError(f"{file.name}: the run was too short to measure (see {workdir}/locust-{file.name}.log)")
     a, b = steady[0], steady[-1]
     wall, done, client, mock_cpu, burn, core_c, core_m = (y - x for x, y in zip(a, b, strict=True))
     return {
@@ -442,6 +446,37 @@ def _summary(results: dict[str, Any], streams: list[int]) -> list[str]:
     return lines
 
 
+def _phases(
+    args: argparse.Namespace,
+    streams: list[int],
+    ours: File,
+    minimal: File,
+    workdir: Path,
+    burner: Any,
+    results: dict[str, Any],
+) -> None:
+    """The ceiling runs, then the accuracy runs, each file in turn; each run's line as it ends."""
+    print(f"\n1. ceiling: {TOKENS}-token streaming completions, zero server latency, {args.users} users")
+    mock = Mock(ttft_ms=0, itl_ms=0, record_timings=False)
+    try:
+        for i in range(args.ceiling_repeat):
+            for file in _order(ours, minimal, i):
+                results["ceiling"].append(r := ceiling(file, mock, workdir, args.duration, args.users, burner))
+                print(_ceiling_line(r), flush=True)
+    finally:
+        _stop(mock.proc)
+    print("\n2. accuracy: mock TTFT 50 ms, ITL 10 ms; error = client reading - the mock's send time")
+    mock = Mock(ttft_ms=50, itl_ms=10, record_timings=True)
+    try:
+        for n in streams:
+            for i in range(args.repeat if n == max(streams) else 1):
+                for file in _order(ours, minimal, i):
+                    results["accuracy"].append(r := accuracy(file, mock, workdir, args.duration, n))
+                    print(_accuracy_line(r), flush=True)
+    finally:
+        _stop(mock.proc)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=12.0, help="Seconds per Locust run.")
@@ -489,25 +524,10 @@ def main() -> int:
         "accuracy": [],
     }
     try:
-        print(f"\n1. ceiling: {TOKENS}-token streaming completions, zero server latency, {args.users} users")
-        mock = Mock(ttft_ms=0, itl_ms=0, record_timings=False)
-        try:
-            for i in range(args.ceiling_repeat):
-                for file in _order(ours, minimal, i):
-                    results["ceiling"].append(r := ceiling(file, mock, workdir, args.duration, args.users, burner))
-                    print(_ceiling_line(r), flush=True)
-        finally:
-            _stop(mock.proc)
-        print("\n2. accuracy: mock TTFT 50 ms, ITL 10 ms; error = client reading - the mock's send time")
-        mock = Mock(ttft_ms=50, itl_ms=10, record_timings=True)
-        try:
-            for n in streams:
-                for i in range(args.repeat if n == max(streams) else 1):
-                    for file in _order(ours, minimal, i):
-                        results["accuracy"].append(r := accuracy(file, mock, workdir, args.duration, n))
-                        print(_accuracy_line(r), flush=True)
-        finally:
-            _stop(mock.proc)
+        _phases(args, streams, ours, minimal, workdir, burner, results)
+    except BenchError as exc:
+        print(f"loadgen benchmark: {exc}", file=sys.stderr)
+        return 1
     finally:
         if burner is not None:
             _stop(burner)
