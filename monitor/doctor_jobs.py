@@ -131,19 +131,25 @@ class DoctorJobs:
         if target is None or target.doctor is None:
             return None
         api_key = self._settings.api_key(name)
-        started_at, started = self._clock.now(), time.monotonic()
-        client = DoctorClient(self._session, target, api_key)
-        failure = None
-        try:
-            report = await diagnose(client, target.doctor.effective_checks)
-        except ProbeError as exc:
-            failure = one_line(Untrusted(api_key).text(str(exc)))
-        finally:
-            await self._results.add_results(client.results, source="doctor")
-        stall_s = self._loop_lag.voids(started, target.timeout_s) if self._loop_lag is not None else None
-        if stall_s is not None:
+        for attempt in (1, 2):
+            started_at, started = self._clock.now(), time.monotonic()
+            client = DoctorClient(self._session, target, api_key)
+            failure = None
+            try:
+                report = await diagnose(client, target.doctor.effective_checks)
+            except ProbeError as exc:
+                failure = one_line(Untrusted(api_key).text(str(exc)))
+            finally:
+                await self._results.add_results(client.results, source="doctor")
+            stall_s = self._loop_lag.voids(started, target.timeout_s) if self._loop_lag is not None else None
+            if stall_s is None:
+                break
             # Its requests' deadlines passed while this daemon could not run: verdicts (or the failure to
-            # reach the target at all) are about the daemon, not the target.
+            # reach the target at all) are about the daemon, not the target. Run again at once, as a probe is.
+            if attempt == 1:
+                logger.warning("doctor %s: this daemon's event loop stalled %.1f s during the run; running it again",
+                               name, stall_s)  # fmt: skip
+                continue
             return await self._error_run(name, started_at, f"this daemon's event loop stalled {stall_s:.1f} s")
         if failure is not None:
             return await self._error_run(name, started_at, failure)

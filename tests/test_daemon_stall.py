@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,6 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from monitor.config import parse_settings
+from monitor.doctor.runner import diagnose
 from monitor.doctor_jobs import DoctorJobs
 from monitor.loop_lag import STALL_MIN_S, LoopLag
 from monitor.scrape_jobs import ServerScrapes
@@ -122,11 +124,43 @@ async def test_a_scrape_that_failed_while_the_daemon_stalled_is_not_stored(engin
         assert await _scrape_rows(engine) == 1 and scrapes.stalled == 1 and scrapes.failures == 1
 
 
-async def test_a_doctor_run_during_a_stall_gives_no_verdicts(mock: MockProcess, engine: AsyncEngine) -> None:
+def _stalled(diagnose: Any, *, stalls: int) -> Any:
+    """``diagnose``, the loop held 3 s as each of its first ``stalls`` calls begins (a stopped process)."""
+    left = [stalls]
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            time.sleep(3.0)  # noqa: ASYNC251 (the point: the loop is held)
+        return await diagnose(*args, **kwargs)
+
+    return held
+
+
+def _doctor_jobs(
+    mock: MockProcess, engine: AsyncEngine, session: aiohttp.ClientSession, lag: LoopLag, sink: Any
+) -> DoctorJobs:
     target = {"name": "mock", "base_url": mock.base_url, "model": "glm-4-9b-chat", "timeout_s": 2,
               "doctor": {"fingerprint": {"enabled": False}}}  # fmt: skip
     settings = parse_settings({"targets": [target]})
+    return DoctorJobs(session, async_sessionmaker(engine, expire_on_commit=False), settings, sink=sink, loop_lag=lag)
 
+
+async def test_a_doctor_run_that_stalled_once_is_run_again_and_judged(
+    mock: MockProcess, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with aiohttp.ClientSession() as session, _watched() as lag:
+        jobs = _doctor_jobs(mock, engine, session, lag, None)
+        monkeypatch.setattr("monitor.doctor_jobs.diagnose", _stalled(diagnose, stalls=1))
+        run = await jobs.run_now("mock")
+    assert run is not None and run.error is None and run.findings, run
+    assert "stalled 3.0 s during the run; running it again" in caplog.text
+    assert [r.error for r in await jobs.store.history("mock", limit=5)] == [None]  # the stalled try is no run
+
+
+async def test_a_doctor_run_during_a_stall_gives_no_verdicts(
+    mock: MockProcess, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Sink:
         told = 0
 
@@ -135,12 +169,11 @@ async def test_a_doctor_run_during_a_stall_gives_no_verdicts(mock: MockProcess, 
 
     sink = Sink()
     async with aiohttp.ClientSession() as session, _watched() as lag:
-        jobs = DoctorJobs(
-            session, async_sessionmaker(engine, expire_on_commit=False), settings, sink=sink, loop_lag=lag
-        )
+        jobs = _doctor_jobs(mock, engine, session, lag, sink)
         judged = await jobs.run_now("mock")
         assert judged is not None and judged.error is None and judged.findings and sink.told == 1
-        _stall_soon(0.0, 3.0)  # longer than a request's timeout, once the run first waits on the mock
+        # Held longer than a request's timeout at the start of the run and of the run again at once.
+        monkeypatch.setattr("monitor.doctor_jobs.diagnose", _stalled(diagnose, stalls=2))
         voided = await jobs.run_now("mock")
     assert voided is not None and voided.findings == () and voided.exit_code == 2
     assert voided.error is not None and re.fullmatch(r"this daemon's event loop stalled \d+\.\d s", voided.error)
