@@ -111,7 +111,7 @@ def test_a_server_slower_than_its_arrivals_fails_the_slo_and_is_not_refused(
     assert (proc.returncode, doc["status"]) == (1, "failed"), (generator["refusal"], generator, proc.stderr[-2000:])
     assert doc["summary"]["metrics"]["ttft_p95_ms"] > 2000
     assert doc["summary"]["server"]["metrics"]["server_queue_max"] > 0
-    slots = doc["summary"]["generator"]["slot_wait"]
+    slots = generator["slot_wait"]
     assert slots["waited"] > 0 and slots["max_inflight"] == 8, slots
 
 
